@@ -1,0 +1,434 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hongbao/internal/dtx"
+	"hongbao/internal/money"
+)
+
+// Posting kinds.
+const (
+	KindDeposit  = "deposit"
+	KindTransfer = "transfer"
+	KindHoldPost = "hold_post"
+	KindCredit   = "credit"
+	KindDebit    = "debit"
+	KindRefund   = "refund"
+	KindSettle   = "settle"
+)
+
+// TransferRequest moves Amount from one account of this shard to another.
+type TransferRequest struct {
+	Key    string       `json:"-"`
+	From   Account      `json:"from"`
+	To     Account      `json:"to"`
+	Amount money.Amount `json:"amount"`
+	// Kind of posting (KindTransfer when empty).
+	Kind string `json:"kind"`
+	// Branch, when set, runs the participant barrier for a saga action
+	// (dtx.OpTry) or its compensation (dtx.OpCancel) in the same transaction.
+	Branch *dtx.BranchRef `json:"-"`
+	Op     dtx.Op         `json:"-"`
+}
+
+// TransferResult is what a transfer did.
+type TransferResult struct {
+	PostingID   int64        `json:"posting_id"`
+	Amount      money.Amount `json:"amount"`
+	FromBalance money.Amount `json:"from_balance"`
+	ToBalance   money.Amount `json:"to_balance"`
+	// Empty: a compensation with no action before it; nothing moved.
+	Empty    bool `json:"empty,omitempty"`
+	Replayed bool `json:"-"`
+}
+
+// Transfer moves money between two accounts of the shard. A user's
+// available balance never goes below zero (ErrInsufficientFunds).
+func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferResult, error) {
+	if req.Kind == "" {
+		req.Kind = KindTransfer
+	}
+	if err := validMove(req.From, req.To, req.Amount); err != nil {
+		return TransferResult{}, err
+	}
+	var res TransferResult
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		var replayed bool
+		var err error
+		res, replayed, err = idempotent(ctx, tx, req.Key, "transfer", req, func() (TransferResult, error) {
+			if req.Branch != nil {
+				v, err := dtx.Barrier(ctx, tx, *req.Branch, req.Op)
+				if err != nil {
+					return TransferResult{}, err
+				}
+				if v != dtx.Run {
+					return TransferResult{Empty: true}, nil
+				}
+			}
+			p, err := l.move(ctx, tx, req.Kind, req.Key, l.row(req.From, req.Key), l.row(req.To, req.Key), int64(req.Amount), 0)
+			if err != nil {
+				return TransferResult{}, err
+			}
+			return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil
+		})
+		res.Replayed = replayed
+		return err
+	})
+	if err != nil {
+		return TransferResult{}, fmt.Errorf("transfer %s -> %s (key %q): %w", req.From, req.To, req.Key, err)
+	}
+	return res, nil
+}
+
+// Deposit credits a user from the external funding account (admin and test
+// use; real top-ups come through the payment channel).
+func (l *Ledger) Deposit(ctx context.Context, key string, user int64, amount money.Amount) (TransferResult, error) {
+	if user <= 0 {
+		return TransferResult{}, fmt.Errorf("deposit: %w: user id %d", ErrInvalid, user)
+	}
+	return l.Transfer(ctx, TransferRequest{Key: key, From: External, To: User(user), Amount: amount, Kind: KindDeposit})
+}
+
+func validMove(from, to Account, amount money.Amount) error {
+	if err := validAccount(from); err != nil {
+		return err
+	}
+	if err := validAccount(to); err != nil {
+		return err
+	}
+	if from == to {
+		return fmt.Errorf("%w: from and to are the same account", ErrInvalid)
+	}
+	if amount <= 0 {
+		return fmt.Errorf("%w: amount %s must be positive", ErrInvalid, amount)
+	}
+	return nil
+}
+
+type posting struct {
+	id            int64
+	debitBalance  int64
+	creditBalance int64
+}
+
+// move debits row from and credits row to, locking them in ascending id
+// order (system stripes, which are negative, before users) so that no two
+// transactions wait on each other in a cycle, and writes the posting.
+// release is the held amount freed from the debited account (a hold post).
+func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to, amount, release int64) (posting, error) {
+	var p posting
+	var err error
+	if from < to {
+		if p.debitBalance, err = debit(ctx, tx, from, amount, release); err == nil {
+			p.creditBalance, err = credit(ctx, tx, to, amount)
+		}
+	} else {
+		if p.creditBalance, err = credit(ctx, tx, to, amount); err == nil {
+			p.debitBalance, err = debit(ctx, tx, from, amount, release)
+		}
+	}
+	if err != nil {
+		return p, err
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`, kind, ref, from, to, amount, p.debitBalance, p.creditBalance).Scan(&p.id)
+	if err != nil {
+		return p, fmt.Errorf("write posting: %w", err)
+	}
+	return p, nil
+}
+
+// debit takes amount from an account row. For a user the available balance
+// after it, (balance - amount) - (held - release), must stay >= 0; a
+// missing wallet has nothing available.
+func debit(ctx context.Context, tx pgx.Tx, id, amount, release int64) (int64, error) {
+	var bal int64
+	err := tx.QueryRow(ctx, `UPDATE accounts SET balance = balance - $2, held = held - $3
+		WHERE id = $1 AND (kind = 'system' OR balance - $2 - held + $3 >= 0) RETURNING balance`, id, amount, release).Scan(&bal)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrInsufficientFunds
+	}
+	if err != nil {
+		return 0, fmt.Errorf("debit account %d: %w", id, err)
+	}
+	return bal, nil
+}
+
+// credit adds amount to an account row, opening a user's wallet on first use.
+func credit(ctx context.Context, tx pgx.Tx, id, amount int64) (int64, error) {
+	var bal int64
+	var err error
+	if id > 0 {
+		err = tx.QueryRow(ctx, `INSERT INTO accounts (id, kind, name, balance) VALUES ($1, 'user', 'user', $2)
+			ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING balance`, id, amount).Scan(&bal)
+	} else {
+		err = tx.QueryRow(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance`, id, amount).Scan(&bal)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("credit account %d: %w", id, err)
+	}
+	return bal, nil
+}
+
+// HoldRequest reserves Amount of a user's available balance (TCC try).
+type HoldRequest struct {
+	Key    string       `json:"-"`
+	User   int64        `json:"user"`
+	Amount money.Amount `json:"amount"`
+	// ExpiresAt, when set, lets ExpireHolds void the hold after it. Holds
+	// that are TCC branches usually leave it zero: the coordinator resolves them.
+	ExpiresAt time.Time      `json:"expires_at"`
+	Branch    *dtx.BranchRef `json:"-"`
+}
+
+// HoldResult describes a hold.
+type HoldResult struct {
+	HoldID    int64        `json:"hold_id"`
+	Amount    money.Amount `json:"amount"`
+	Available money.Amount `json:"available"`
+	Replayed  bool         `json:"-"`
+}
+
+// Hold reserves money on a user's wallet: available drops, balance stays.
+func (l *Ledger) Hold(ctx context.Context, req HoldRequest) (HoldResult, error) {
+	if req.User <= 0 {
+		return HoldResult{}, fmt.Errorf("hold: %w: user id %d", ErrInvalid, req.User)
+	}
+	if req.Amount <= 0 {
+		return HoldResult{}, fmt.Errorf("hold: %w: amount %s must be positive", ErrInvalid, req.Amount)
+	}
+	var res HoldResult
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		var replayed bool
+		var err error
+		res, replayed, err = idempotent(ctx, tx, req.Key, "hold", req, func() (HoldResult, error) {
+			if req.Branch != nil {
+				if _, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpTry); err != nil {
+					return HoldResult{}, err
+				}
+			}
+			var available int64
+			err := tx.QueryRow(ctx, `UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
+				RETURNING balance - held`, req.User, int64(req.Amount)).Scan(&available)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return HoldResult{}, ErrInsufficientFunds
+			}
+			if err != nil {
+				return HoldResult{}, err
+			}
+			var expires *time.Time
+			if !req.ExpiresAt.IsZero() {
+				expires = &req.ExpiresAt
+			}
+			var id int64
+			if err := tx.QueryRow(ctx, `INSERT INTO holds (key, account_id, amount, expires_at) VALUES ($1, $2, $3, $4) RETURNING id`,
+				req.Key, req.User, int64(req.Amount), expires).Scan(&id); err != nil {
+				return HoldResult{}, fmt.Errorf("write hold: %w", err)
+			}
+			return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
+		})
+		res.Replayed = replayed
+		return err
+	})
+	if err != nil {
+		return HoldResult{}, fmt.Errorf("hold %s for user %d (key %q): %w", req.Amount, req.User, req.Key, err)
+	}
+	return res, nil
+}
+
+// PostRequest settles a hold (TCC confirm): Amount (at most the held amount)
+// moves to To, the rest is released.
+type PostRequest struct {
+	Key     string         `json:"-"`
+	HoldKey string         `json:"hold_key"`
+	To      Account        `json:"to"`
+	Amount  money.Amount   `json:"amount"`
+	Branch  *dtx.BranchRef `json:"-"`
+}
+
+// PostResult describes a posted hold.
+type PostResult struct {
+	HoldID    int64        `json:"hold_id"`
+	PostingID int64        `json:"posting_id"`
+	Posted    money.Amount `json:"posted"`
+	Released  money.Amount `json:"released"`
+	Replayed  bool         `json:"-"`
+}
+
+// Post settles a hold once. A hold already voided, expired or posted under
+// another key is ErrHoldResolved.
+func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) {
+	if err := validAccount(req.To); err != nil {
+		return PostResult{}, fmt.Errorf("post hold %q: %w", req.HoldKey, err)
+	}
+	if req.Amount <= 0 {
+		return PostResult{}, fmt.Errorf("post hold %q: %w: amount %s must be positive (void to release all)", req.HoldKey, ErrInvalid, req.Amount)
+	}
+	var res PostResult
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		var replayed bool
+		var err error
+		res, replayed, err = idempotent(ctx, tx, req.Key, "post", req, func() (PostResult, error) {
+			if req.Branch != nil {
+				v, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpConfirm)
+				if err != nil || v != dtx.Run {
+					return PostResult{}, err
+				}
+			}
+			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
+			if err != nil {
+				return PostResult{}, err
+			}
+			p, err := l.move(ctx, tx, KindHoldPost, req.Key, h.account, l.row(req.To, req.Key), int64(req.Amount), h.amount)
+			if err != nil {
+				return PostResult{}, err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE holds SET posting_id = $2 WHERE id = $1`, h.id, p.id); err != nil {
+				return PostResult{}, err
+			}
+			return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
+		})
+		res.Replayed = replayed
+		return err
+	})
+	if err != nil {
+		return PostResult{}, fmt.Errorf("post hold %q (key %q): %w", req.HoldKey, req.Key, err)
+	}
+	return res, nil
+}
+
+// VoidRequest releases a hold (TCC cancel).
+type VoidRequest struct {
+	Key     string         `json:"-"`
+	HoldKey string         `json:"hold_key"`
+	Branch  *dtx.BranchRef `json:"-"`
+}
+
+// VoidResult describes a voided hold.
+type VoidResult struct {
+	HoldID   int64        `json:"hold_id"`
+	Released money.Amount `json:"released"`
+	// Empty: a TCC cancel that found no try (empty rollback); nothing changed.
+	Empty    bool `json:"empty,omitempty"`
+	Replayed bool `json:"-"`
+}
+
+// Void releases a hold once.
+func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) {
+	var res VoidResult
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		var replayed bool
+		var err error
+		res, replayed, err = idempotent(ctx, tx, req.Key, "void", req, func() (VoidResult, error) {
+			if req.Branch != nil {
+				v, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpCancel)
+				if err != nil {
+					return VoidResult{}, err
+				}
+				if v != dtx.Run {
+					return VoidResult{Empty: v == dtx.EmptyCancel}, nil
+				}
+			}
+			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
+			if err != nil {
+				return VoidResult{}, err
+			}
+			if err := release(ctx, tx, h.account, h.amount); err != nil {
+				return VoidResult{}, err
+			}
+			return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil
+		})
+		res.Replayed = replayed
+		return err
+	})
+	if err != nil {
+		return VoidResult{}, fmt.Errorf("void hold %q (key %q): %w", req.HoldKey, req.Key, err)
+	}
+	return res, nil
+}
+
+type hold struct {
+	id, account, amount int64
+}
+
+// resolve moves an open, unexpired hold to state, once.
+func (l *Ledger) resolve(ctx context.Context, tx pgx.Tx, holdKey, resolveKey, state string, posted int64) (hold, error) {
+	var h hold
+	var postedArg *int64
+	if state == "posted" {
+		postedArg = &posted
+	}
+	err := tx.QueryRow(ctx, `UPDATE holds SET state = $2, posted_amount = $3, resolve_key = $4, resolved_at = now()
+		WHERE key = $1 AND state = 'open' AND (expires_at IS NULL OR expires_at > $5) AND amount >= coalesce($3, 0)
+		RETURNING id, account_id, amount`, holdKey, state, postedArg, resolveKey, l.now()).Scan(&h.id, &h.account, &h.amount)
+	if err == nil {
+		return h, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return h, err
+	}
+	var cur string
+	var amount int64
+	var expires *time.Time
+	err = tx.QueryRow(ctx, `SELECT state, amount, expires_at FROM holds WHERE key = $1`, holdKey).Scan(&cur, &amount, &expires)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return h, ErrHoldNotFound
+	case err != nil:
+		return h, err
+	case cur != "open":
+		return h, fmt.Errorf("%w: %s", ErrHoldResolved, cur)
+	case posted > amount:
+		return h, fmt.Errorf("%w: %s > %s", ErrPostExceedsHold, money.Amount(posted), money.Amount(amount))
+	default:
+		return h, fmt.Errorf("%w: expired at %s", ErrHoldResolved, expires.Format(time.RFC3339))
+	}
+}
+
+func release(ctx context.Context, tx pgx.Tx, account, amount int64) error {
+	_, err := tx.Exec(ctx, `UPDATE accounts SET held = held - $2 WHERE id = $1`, account, amount)
+	return err
+}
+
+// ExpireHolds voids up to limit open holds whose expiry has passed and
+// returns how many it expired.
+func (l *Ledger) ExpireHolds(ctx context.Context, limit int) (int, error) {
+	var n int
+	err := l.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE holds SET state = 'expired', resolved_at = now()
+			WHERE id IN (SELECT id FROM holds WHERE state = 'open' AND expires_at <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING account_id, amount`, l.now(), limit)
+		if err != nil {
+			return err
+		}
+		freed := map[int64]int64{}
+		n = 0
+		for rows.Next() {
+			var acct, amt int64
+			if err := rows.Scan(&acct, &amt); err != nil {
+				return err
+			}
+			freed[acct] += amt
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, acct := range sortedKeys(freed) {
+			if err := release(ctx, tx, acct, freed[acct]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire holds: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,172 @@
+// Package postgres adapts PostgreSQL: connection pools, embedded numbered
+// migrations applied under an advisory lock, transaction helpers, and a
+// private cluster started from the installed binaries when no URL is given.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Open connects a pool and checks the server answers.
+func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", redact(err))
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool to %s/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	return pool, nil
+}
+
+// redact drops the error text from pgx's URL parser, which can echo the URL
+// (and so a password) back.
+func redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New("malformed connection string")
+}
+
+// Migration is one numbered SQL file of a named source.
+type Migration struct {
+	Source  string
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Migrations reads the files "NNN_name.sql" in the root of fsys.
+func Migrations(source string, fsys fs.FS) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || path.Ext(name) != ".sql" {
+			continue
+		}
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s/%s: name must start with a number and _", source, name)
+		}
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Source: source, Version: v, Name: name, SQL: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	for i := 1; i < len(out); i++ {
+		if out[i].Version == out[i-1].Version {
+			return nil, fmt.Errorf("migration %s: version %d twice", source, out[i].Version)
+		}
+	}
+	return out, nil
+}
+
+// MustMigrations is Migrations for embedded files, which cannot be wrong at run time.
+func MustMigrations(source string, fsys fs.FS) []Migration {
+	m, err := Migrations(source, fsys)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// migrationLock is the advisory lock key held while migrating.
+const migrationLock = 0x68626d6967 // "hbmig"
+
+// Migrate applies the migrations not yet recorded, each in its own
+// transaction, holding an advisory lock so that concurrent starters queue.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, sets ...[]Migration) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrationLock); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", migrationLock) //nolint:errcheck
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		source text NOT NULL, version int NOT NULL, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, version))`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	for _, set := range sets {
+		for _, m := range set {
+			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				tag, err := tx.Exec(ctx, `INSERT INTO schema_migrations (source, version, name) VALUES ($1, $2, $3)
+					ON CONFLICT DO NOTHING`, m.Source, m.Version, m.Name)
+				if err != nil || tag.RowsAffected() == 0 {
+					return err
+				}
+				_, err = tx.Exec(ctx, m.SQL)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("migration %s/%s: %w", m.Source, m.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// InTx runs fn in a READ COMMITTED transaction, committing when it returns
+// nil. A serialization failure or deadlock is retried a few times: the
+// transaction was rolled back, so nothing of it applied.
+func InTx(ctx context.Context, db *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, db, fn)
+		if !Retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// Retryable reports a serialization failure or a deadlock.
+func Retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// IsUniqueViolation reports a unique constraint violation, optionally of
+// the named constraint.
+func IsUniqueViolation(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && (constraint == "" || pe.ConstraintName == constraint)
+}
+
+// IsCheckViolation reports a CHECK constraint violation of the named constraint.
+func IsCheckViolation(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23514" && (constraint == "" || pe.ConstraintName == constraint)
+}
