@@ -1,0 +1,54 @@
+// Package app wires Hongbao's parts together and runs its subcommands.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error
+}
+
+func commands() []command {
+	return []command{
+		{"demo", "a short New Year's Eve on a private database, reconciled at the end", runDemo},
+		{"bench", "measure a scenario against its baseline (bench ledger)", runBench},
+	}
+}
+
+// Main runs one subcommand and returns the process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			if err := c.run(ctx, args[1:], stdout, log); err != nil {
+				fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "hongbao: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString("usage: hongbao <command> [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun hongbao <command> -h for its flags.\n")
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,97 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hongbao/internal/bench"
+	"hongbao/internal/ledger"
+)
+
+func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	if len(args) == 0 {
+		return fmt.Errorf("which scenario? hongbao bench ledger")
+	}
+	switch args[0] {
+	case "ledger":
+		return benchLedger(ctx, args[1:], out, log)
+	}
+	return fmt.Errorf("unknown scenario %q (have: ledger)", args[0])
+}
+
+// benchDatabases starts a fresh durable private cluster (or uses the
+// configured server) and returns a maker of fresh, migrated databases.
+func benchDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Databases, func(), error) {
+	cleanup := func() {}
+	if cfg.DatabaseURL == "" && cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "hongbao-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		_ = os.Chmod(dir, 0o755)
+		cfg.DataDir = dir
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	dbs, err := OpenDatabases(ctx, cfg, log)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return dbs, func() { dbs.Close(); cleanup() }, nil
+}
+
+func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("bench ledger", flag.ContinueOnError)
+	var cfg Config
+	cfg.bind(fs, "")
+	var o bench.LedgerOptions
+	fs.IntVar(&o.Workers, "workers", 64, "concurrent callers")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each measured run")
+	fs.IntVar(&o.Users, "users", 10000, "wallets")
+	fs.IntVar(&o.Batch, "batch", 500, "credits per batch")
+	fs.IntVar(&o.Stripes, "stripes", 16, "stripes per system account")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dbs, closeAll, err := benchDatabases(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	newDB := func(ctx context.Context, name string) (*pgxpool.Pool, error) {
+		return dbs.Open(ctx, name, int32(o.Workers+4), ledger.Migrations()...)
+	}
+	progress := out
+	if *asJSON {
+		progress = io.Discard
+	}
+	fmt.Fprintf(progress, "ledger benchmark: %d workers, %s per run, %d wallets, durable=%v\n", o.Workers, o.Duration, o.Users, cfg.Durable)
+	rep, err := bench.Ledger(ctx, newDB, o, progress)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(out).Encode(rep)
+	}
+	fmt.Fprintf(out, "transfer vs plain two-UPDATE transfer: %.2fx\n", rep.TransferRatio)
+	fmt.Fprintf(out, "deposit, striped vs one hot row:       %.2fx\n", rep.StripeRatio)
+	fmt.Fprintf(out, "credits, batched vs one per tx:        %.2fx\n", rep.BatchRatio)
+	fmt.Fprintf(out, "books conserved: %v %v\n", rep.Conserved, rep.Violations)
+	if !rep.Conserved {
+		return fmt.Errorf("ledger invariant violated after the benchmark")
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is what every subcommand that touches data needs.
+type Config struct {
+	// DataDir holds the private PostgreSQL cluster when DatabaseURL is empty.
+	DataDir string
+	// DatabaseURL of an external server; "{db}" in it is replaced by each
+	// shard's database name (hongbao_ledger_0, ...). Empty: private cluster.
+	DatabaseURL string
+	// LedgerShards is the number of ledger shards.
+	LedgerShards int
+	// Durable keeps fsync and synchronous_commit on in the private cluster.
+	Durable bool
+}
+
+// bind registers the shared flags, with HONGBAO_* environment fallbacks.
+func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
+	fs.StringVar(&c.DataDir, "data-dir", env("HONGBAO_DATA_DIR", defaultDataDir), "folder of the private PostgreSQL cluster (HONGBAO_DATA_DIR)")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("HONGBAO_DATABASE_URL", ""), "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
+	fs.IntVar(&c.LedgerShards, "ledger-shards", envInt("HONGBAO_LEDGER_SHARDS", 2), "number of ledger shards (HONGBAO_LEDGER_SHARDS)")
+	fs.BoolVar(&c.Durable, "durable", envBool("HONGBAO_DURABLE", true), "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE)")
+}
+
+// Validate reports every problem at once, in words an operator can act on.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DatabaseURL == "" && c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is empty and no --database-url is given: one of them is needed"))
+	}
+	if c.DatabaseURL != "" && !strings.Contains(c.DatabaseURL, "{db}") {
+		errs = append(errs, errors.New("--database-url must contain {db} where each shard's database name goes, e.g. postgres://user:pass@host:5432/{db}"))
+	}
+	if c.LedgerShards < 1 || c.LedgerShards > 1024 {
+		errs = append(errs, fmt.Errorf("--ledger-shards is %d; it must be 1..1024", c.LedgerShards))
+	}
+	return errors.Join(errs...)
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a whole number\n", name, v)
+	}
+	return def
+}
+
+func envBool(name string, def bool) bool {
+	if v, ok := os.LookupEnv(name); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b
+		}
+		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not true or false\n", name, v)
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a duration like 10s\n", name, v)
+	}
+	return def
+}

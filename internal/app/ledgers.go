@@ -1,0 +1,55 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"hongbao/internal/ledger"
+	"hongbao/internal/shard"
+)
+
+// Ledgers are the ledger shards and the slot table that routes users to them.
+type Ledgers struct {
+	Table  *shard.Table
+	Shards []*ledger.Ledger
+}
+
+// OpenLedgers opens (creating and migrating) every ledger shard database.
+func OpenLedgers(ctx context.Context, dbs *Databases, n int, log *slog.Logger) (*Ledgers, error) {
+	t, err := shard.NewTable(n)
+	if err != nil {
+		return nil, err
+	}
+	ls := &Ledgers{Table: t}
+	for i := range n {
+		pool, err := dbs.Open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
+		if err != nil {
+			return nil, err
+		}
+		l, err := ledger.New(ctx, pool, ledger.Options{Shard: i, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		ls.Shards = append(ls.Shards, l)
+	}
+	return ls, nil
+}
+
+// For returns the shard that holds a user's wallet.
+func (ls *Ledgers) For(user int64) *ledger.Ledger { return ls.Shards[ls.Table.Of(user)] }
+
+// Check runs the invariant check on every shard.
+func (ls *Ledgers) Check(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, l := range ls.Shards {
+		v, err := l.Check(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range v {
+			out = append(out, fmt.Sprintf("ledger %d: %s", l.Shard(), x))
+		}
+	}
+	return out, nil
+}

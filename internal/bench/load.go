@@ -1,0 +1,81 @@
+// Package bench measures Hongbao under load: closed-loop workers against a
+// function for a bounded time, with throughput and latency percentiles, and
+// the scenarios that compare an engine with its plain baseline in one run.
+package bench
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Result of one load run.
+type Result struct {
+	Ops      int64         `json:"ops"`
+	Errors   int64         `json:"errors"`
+	Elapsed  time.Duration `json:"-"`
+	PerSec   float64       `json:"per_sec"`
+	P50ms    float64       `json:"p50_ms"`
+	P99ms    float64       `json:"p99_ms"`
+	FirstErr string        `json:"first_error,omitempty"`
+}
+
+// Run calls op from workers goroutines until d has passed (or ctx ends)
+// and measures each call. op gets the worker number and its call count.
+// weight lets one call count as several operations (a batch).
+func Run(ctx context.Context, workers int, d time.Duration, op func(ctx context.Context, worker, i int) (weight int, err error)) Result {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var mu sync.Mutex
+	var all []time.Duration
+	var res Result
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			var lat []time.Duration
+			var ops, errs int64
+			var first error
+			for i := 0; ctx.Err() == nil; i++ {
+				t0 := time.Now()
+				n, err := op(ctx, w, i)
+				if err != nil {
+					if ctx.Err() != nil {
+						break // cut off by the end of the run, not a failure
+					}
+					errs++
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+				ops += int64(n)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			all = append(all, lat...)
+			res.Ops += ops
+			res.Errors += errs
+			if first != nil && res.FirstErr == "" {
+				res.FirstErr = first.Error()
+			}
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.PerSec = float64(res.Ops) / res.Elapsed.Seconds()
+	slices.Sort(all)
+	res.P50ms = percentile(all, 0.50)
+	res.P99ms = percentile(all, 0.99)
+	return res
+}
+
+func percentile(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return float64(sorted[i].Microseconds()) / 1000
+}
