@@ -52,12 +52,15 @@ const (
 	ClearingPackets Account = -2 * stripeSpan // escrow of active red packets
 	ClearingGroups  Account = -3 * stripeSpan // entry fees between debit and settlement
 	Fees            Account = -4 * stripeSpan // platform fees
+	// ClearingTransfers carries cross-shard transfers: the sender's shard
+	// credits it, the receiver's shard debits it; across shards it nets to zero.
+	ClearingTransfers Account = -5 * stripeSpan
 )
 
 const stripeSpan = 1024
 
 // SystemAccounts lists every system account.
-var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees}
+var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees, ClearingTransfers}
 
 // User returns the wallet account of a user.
 func User(id int64) Account { return Account(id) }
@@ -85,6 +88,8 @@ func (a Account) String() string {
 		return "clearing:groups"
 	case Fees:
 		return "fees"
+	case ClearingTransfers:
+		return "clearing:transfers"
 	}
 	if a > 0 {
 		return fmt.Sprintf("user:%d", int64(a))

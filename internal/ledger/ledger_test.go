@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,9 +62,11 @@ func wantWallet(t *testing.T, l *ledger.Ledger, user int64, balance, held money.
 	}
 }
 
+var depSeq atomic.Int64
+
 func deposit(t *testing.T, l *ledger.Ledger, user int64, amount money.Amount) {
 	t.Helper()
-	if _, err := l.Deposit(t.Context(), fmt.Sprintf("dep-%d-%d", user, time.Now().UnixNano()), user, amount); err != nil {
+	if _, err := l.Deposit(t.Context(), fmt.Sprintf("dep-%d-%d", user, depSeq.Add(1)), user, amount); err != nil {
 		t.Fatal(err)
 	}
 }
