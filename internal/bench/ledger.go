@@ -83,7 +83,9 @@ func Ledger(ctx context.Context, newDB NewDB, o LedgerOptions, progress io.Write
 	}
 	var books []*ledger.Ledger
 	step := func(name string) { fmt.Fprintf(progress, "  %-40s", name) }
-	done := func(r Result) { fmt.Fprintf(progress, "%10.0f/s  p50 %6.2f ms  p99 %6.2f ms\n", r.PerSec, r.P50ms, r.P99ms) }
+	done := func(r Result) {
+		fmt.Fprintf(progress, "%10.0f/s  p50 %6.2f ms  p99 %6.2f ms\n", r.PerSec, r.P50ms, r.P99ms)
+	}
 
 	// Transfers between random wallets, through the ledger.
 	lt, err := open("bench_transfer", o.Stripes)
