@@ -82,9 +82,9 @@ func (e *world) wantWallet(t *testing.T, u int64, balance money.Amount) {
 // scenario prepares fresh users and returns the global transaction and a
 // check of the money and membership for the state it ended in.
 type scenario struct {
-	name   string
-	want   func(crashedAt string) dtx.State // the end state a crash at that point leads to
-	set    func(t *testing.T, e *world) (dtx.Spec, func(t *testing.T, end dtx.State))
+	name string
+	want func(crashedAt string) dtx.State // the end state a crash at that point leads to
+	set  func(t *testing.T, e *world) (dtx.Spec, func(t *testing.T, end dtx.State))
 }
 
 func scenarios() []*scenario {

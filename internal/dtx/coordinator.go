@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"time"
 
@@ -290,10 +291,16 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 	return res, nil
 }
 
+// sameBranches compares branches as JSON values: the log's jsonb does not
+// keep the payloads' spacing or key order.
 func sameBranches(a, b []Branch) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
+	var x, y any
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if json.Unmarshal(ja, &x) != nil || json.Unmarshal(jb, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }
 
 // drive moves a transaction on until it is final or must wait for a retry.
