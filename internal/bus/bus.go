@@ -1,0 +1,152 @@
+// Package bus adapts NATS JetStream: the embedded server (in-process by
+// default, a URL when configured), the stream Hongbao's reliable messages
+// live in, batched publishing with Nats-Msg-Id, and a consumer runner that
+// acks only after the handler committed.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream is the JetStream stream that carries every subject under "hb.".
+const Stream = "HONGBAO"
+
+// Options configure the bus.
+type Options struct {
+	// URL of a NATS cluster; empty runs a server in this process.
+	URL string
+	// StoreDir of the embedded server's file store.
+	StoreDir string
+	// Port of the embedded server on 127.0.0.1: 0 accepts in-process
+	// connections only, -1 picks a free port.
+	Port int
+	// Replicas of the stream (3 on a real cluster).
+	Replicas int
+	Logger   *slog.Logger
+}
+
+// Bus is a connection to JetStream (and the embedded server, if any).
+type Bus struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// Start connects (starting the embedded server when no URL is given) and
+// makes sure the stream exists.
+func Start(ctx context.Context, o Options) (*Bus, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{log: o.Logger}
+	url := o.URL
+	var connOpts []nats.Option
+	if url == "" {
+		so := &server.Options{ServerName: "hongbao-embedded", JetStream: true, StoreDir: o.StoreDir,
+			Host: "127.0.0.1", Port: o.Port, NoSigs: true, NoLog: true}
+		if o.Port == 0 {
+			so.DontListen = true
+		}
+		srv, err := server.NewServer(so)
+		if err != nil {
+			return nil, fmt.Errorf("bus: embedded NATS: %w", err)
+		}
+		srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			srv.Shutdown()
+			return nil, errors.New("bus: embedded NATS did not become ready")
+		}
+		b.srv = srv
+		url = srv.ClientURL()
+		if o.Port == 0 {
+			connOpts = append(connOpts, nats.InProcessServer(srv))
+		}
+	}
+	connOpts = append(connOpts, nats.Name("hongbao"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				o.Logger.Warn("nats disconnected", "err", err)
+			}
+		}))
+	nc, err := nats.Connect(url, connOpts...)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: connect to NATS: %w", err)
+	}
+	b.nc = nc
+	if b.js, err = jetstream.New(nc); err != nil {
+		b.Close()
+		return nil, err
+	}
+	replicas := max(o.Replicas, 1)
+	_, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: Stream, Subjects: []string{"hb.>"}, Storage: jetstream.FileStorage,
+		Duplicates: 2 * time.Minute, Replicas: replicas, MaxAge: 7 * 24 * time.Hour,
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: create stream %s: %w", Stream, err)
+	}
+	return b, nil
+}
+
+// Server is the embedded server, nil when connected to a URL.
+func (b *Bus) Server() *server.Server { return b.srv }
+
+// JetStream exposes the JetStream context.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Conn exposes the NATS connection (for plain subjects such as events).
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Close drains the connection and stops the embedded server.
+func (b *Bus) Close() {
+	if b.nc != nil {
+		_ = b.nc.Drain()
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+// Msg is one message to publish.
+type Msg struct {
+	Subject string
+	ID      string // Nats-Msg-Id: JetStream drops a repeat inside its window
+	Data    []byte
+}
+
+// Publish sends msgs asynchronously and waits until JetStream has stored
+// every one (or ctx ends). On an error the caller publishes the whole batch
+// again: the ids make repeats harmless.
+func (b *Bus) Publish(ctx context.Context, msgs []Msg) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}, jetstream.WithMsgID(m.ID))
+		if err != nil {
+			return fmt.Errorf("bus: publish %s: %w", m.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("bus: publish %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
