@@ -2,13 +2,18 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
+	"hongbao/internal/ids"
 	"hongbao/internal/money"
+	"hongbao/internal/packet"
 )
 
 // Flows are the operations that span shards, run as global transactions.
@@ -16,6 +21,9 @@ type Flows struct {
 	Coord   *dtx.Coordinator
 	Ledgers *Ledgers
 	Groups  *group.Store
+	Sets    []*packet.Set
+	Limits  packet.Limits
+	next    atomic.Uint64 // round-robin over sets for new packets
 }
 
 // GroupParticipant is the registry name of the group shard.
@@ -96,4 +104,86 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, nil
 	}
 	return f.Coord.Run(ctx, PaidEntrySpec(f.Ledgers, gid, user, g))
+}
+
+// SendSpec is sending a packet as TCC: hold the amount on the sender's
+// wallet and create the packet pending in its set; confirm posts the hold
+// to clearing:packets and activates the packet; cancel voids and cancels.
+func SendSpec(ls *Ledgers, gid string, p packet.Packet) dtx.Spec {
+	return dtx.Spec{GID: gid, Kind: dtx.TCC, Branches: []dtx.Branch{
+		{Participant: LedgerParticipant(ls.Table.Of(p.Sender)), Payload: ledger.Payload(ledger.ActionHold, p.Sender, p.Amount, ledger.ClearingPackets)},
+		{Participant: PacketParticipant(ids.Shard(p.ID)), Payload: packet.Payload(p)},
+	}}
+}
+
+// SendPacket validates and sends a packet. key makes it idempotent per
+// sender: a replay returns the packet of the first send.
+func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet) (packet.Packet, dtx.Result, error) {
+	if key == "" {
+		return p, dtx.Result{}, fmt.Errorf("%w: an idempotency key is required", packet.ErrInvalid)
+	}
+	if err := p.Validate(f.Limits); err != nil {
+		return p, dtx.Result{}, err
+	}
+	gid := fmt.Sprintf("send:%d:%s", p.Sender, key)
+	if g, err := f.Coord.Get(ctx, gid); err == nil {
+		var sent packet.Packet
+		if err := json.Unmarshal(g.Branches[1].Payload, &sent); err != nil {
+			return p, dtx.Result{}, err
+		}
+		if sent.Kind != p.Kind || sent.Amount != p.Amount || sent.Shares != p.Shares || sent.Receiver != p.Receiver || sent.Group != p.Group || sent.Greeting != p.Greeting {
+			return p, dtx.Result{}, fmt.Errorf("%w: %s", dtx.ErrGIDConflict, gid)
+		}
+		return sent, dtx.Result{GID: gid, Outcome: g.State.Outcome(), State: g.State, Reason: g.Reason}, nil
+	} else if !errors.Is(err, dtx.ErrNotFound) {
+		return p, dtx.Result{}, err
+	}
+	if p.Kind != packet.Single {
+		g, err := f.Groups.Get(ctx, p.Group)
+		if err != nil {
+			return p, dtx.Result{}, err
+		}
+		in, err := f.Groups.IsMember(ctx, p.Group, p.Sender)
+		if err != nil {
+			return p, dtx.Result{}, err
+		}
+		if !in {
+			return p, dtx.Result{}, fmt.Errorf("%w: user %d, group %d", packet.ErrNotGroupMember, p.Sender, p.Group)
+		}
+		if p.Shares > g.MemberCount {
+			return p, dtx.Result{}, fmt.Errorf("%w: %d shares for a group of %d", packet.ErrInvalid, p.Shares, g.MemberCount)
+		}
+	}
+	set := f.Sets[f.next.Add(1)%uint64(len(f.Sets))]
+	p.ID = set.NewID()
+	if p.ExpiresAt.IsZero() {
+		p.ExpiresAt = time.Now().Add(f.Limits.Expiry)
+	}
+	res, err := f.Coord.Run(ctx, SendSpec(f.Ledgers, gid, p))
+	if err != nil {
+		return p, res, err
+	}
+	p.State = map[dtx.Outcome]string{dtx.OutcomeCommitted: packet.StateActive, dtx.OutcomeCancelled: packet.StateCancelled}[res.Outcome]
+	if p.State == "" {
+		p.State = packet.StatePending
+	}
+	return p, res, nil
+}
+
+// Set returns the packet set a packet id routes to.
+func (f *Flows) Set(packetID int64) (*packet.Set, error) {
+	n := ids.Shard(packetID)
+	if n >= len(f.Sets) {
+		return nil, fmt.Errorf("%w: %d", packet.ErrNotFound, packetID)
+	}
+	return f.Sets[n], nil
+}
+
+// Grab routes a grab to the packet's set.
+func (f *Flows) Grab(ctx context.Context, packetID, user int64) (packet.Claim, error) {
+	set, err := f.Set(packetID)
+	if err != nil {
+		return packet.Claim{}, err
+	}
+	return set.Grab(ctx, packetID, user)
 }

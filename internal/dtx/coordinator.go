@@ -310,7 +310,7 @@ func (c *Coordinator) drive(ctx context.Context, r *record, recovered bool) (Res
 	for {
 		switch {
 		case r.state.Final():
-			return Result{GID: r.gid, Outcome: outcomeOf(r.state), State: r.state, Reason: r.reason}, nil
+			return Result{GID: r.gid, Outcome: r.state.Outcome(), State: r.state, Reason: r.reason}, nil
 
 		case r.state == Trying && r.kind == TCC:
 			next, reason := Cancelling, "recovered before every try succeeded"
@@ -355,7 +355,8 @@ func (c *Coordinator) drive(ctx context.Context, r *record, recovered bool) (Res
 	}
 }
 
-func outcomeOf(s State) Outcome {
+// Outcome is what a caller hears of a transaction in state s.
+func (s State) Outcome() Outcome {
 	switch s {
 	case Committed:
 		return OutcomeCommitted

@@ -113,7 +113,7 @@ type Global struct {
 }
 
 func (g Global) result() Result {
-	return Result{GID: g.GID, Outcome: outcomeOf(g.State), State: g.State, Reason: g.Reason}
+	return Result{GID: g.GID, Outcome: g.State.Outcome(), State: g.State, Reason: g.Reason}
 }
 
 const globalCols = `gid, kind, state, branches, reason, attempts, last_error, next_attempt, owner, created_at, updated_at, finished_at`

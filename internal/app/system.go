@@ -1,0 +1,296 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hongbao/internal/bus"
+	"hongbao/internal/dtx"
+	"hongbao/internal/group"
+	"hongbao/internal/ids"
+	"hongbao/internal/ledger"
+	"hongbao/internal/packet"
+	"hongbao/internal/postgres"
+	"hongbao/internal/shard"
+)
+
+// OpenDB opens (creating and migrating) a named database.
+type OpenDB func(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error)
+
+// SystemOptions size and tune a whole Hongbao node.
+type SystemOptions struct {
+	LedgerShards int
+	PacketSets   int
+	Limits       packet.Limits
+	// Bus: a NATS URL, or an embedded server storing in BusDir.
+	NatsURL string
+	BusDir  string
+	BusPort int
+	// Grace before the reconciler republishes a credit it has not seen applied.
+	Grace time.Duration
+	// Every is how often sweepers and the reconciler run.
+	Every  time.Duration
+	Logger *slog.Logger
+}
+
+// System is every part of a node, started and stopped together.
+type System struct {
+	Ledgers *Ledgers
+	Groups  *group.Store
+	Sets    []*packet.Set
+	Coord   *dtx.Coordinator
+	Bus     *bus.Bus
+	Relay   *packet.Relay
+	Flows   *Flows
+	Credits []*bus.Consumer
+
+	o      SystemOptions
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartSystem opens every database, connects the bus and starts the
+// long-running parts: coordinator recovery, relay, credit consumers,
+// sweepers and the reconciler.
+func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, error) {
+	if o.Limits == (packet.Limits{}) {
+		o.Limits = packet.DefaultLimits
+	}
+	if o.Grace == 0 {
+		o.Grace = 10 * time.Second
+	}
+	if o.Every == 0 {
+		o.Every = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.PacketSets < 1 || o.PacketSets > ids.MaxShard+1 {
+		return nil, fmt.Errorf("packet sets %d: want 1..%d", o.PacketSets, ids.MaxShard+1)
+	}
+	s := &System{o: o}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	tab, err := shard.NewTable(o.LedgerShards)
+	if err != nil {
+		return nil, err
+	}
+	s.Ledgers = &Ledgers{Table: tab}
+	for i := range o.LedgerShards {
+		pool, err := open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
+		if err != nil {
+			return nil, err
+		}
+		l, err := ledger.New(ctx, pool, ledger.Options{Shard: i, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.Ledgers.Shards = append(s.Ledgers.Shards, l)
+	}
+	gpool, err := open(ctx, "hongbao_group_0", 32, group.Migrations()...)
+	if err != nil {
+		return nil, err
+	}
+	s.Groups = group.New(gpool, group.Options{Logger: o.Logger})
+
+	if s.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	s.Relay = packet.NewRelay(s.Bus, tab.Of, o.Logger)
+	members := newMemberCache(s.Groups)
+	for i := range o.PacketSets {
+		pool, err := open(ctx, fmt.Sprintf("hongbao_packet_%d", i), 32, packet.Migrations()...)
+		if err != nil {
+			return nil, err
+		}
+		set, err := packet.New(pool, packet.Options{Set: i, Limits: o.Limits, Members: members, OnCommit: s.Relay.EnqueueClaims, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.Sets = append(s.Sets, set)
+	}
+	dpool, err := open(ctx, "hongbao_dtx", 64, dtx.Migrations()...)
+	if err != nil {
+		return nil, err
+	}
+	parts := Participants(s.Ledgers, s.Groups)
+	for _, set := range s.Sets {
+		parts[PacketParticipant(set.Number())] = set.Participant()
+	}
+	s.Coord = dtx.New(dpool, dtx.Options{Participants: parts, Logger: o.Logger})
+	s.Flows = &Flows{Coord: s.Coord, Ledgers: s.Ledgers, Groups: s.Groups, Sets: s.Sets, Limits: o.Limits}
+
+	for _, l := range s.Ledgers.Shards {
+		c, err := s.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: fmt.Sprintf("ledger-%d", l.Shard()),
+			Subject: ledger.CreditSubject(l.Shard()), DeadSubject: ledger.DeadCreditSubject(l.Shard())})
+		if err != nil {
+			return nil, err
+		}
+		s.Credits = append(s.Credits, c)
+	}
+
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.Coord.Start(run)
+	s.wg.Go(func() { s.Relay.Run(run) })
+	for i, c := range s.Credits {
+		h := s.Ledgers.Shards[i].CreditHandler()
+		s.wg.Go(func() { c.Run(run, h) })
+	}
+	s.wg.Go(func() { s.sweepLoop(run) })
+	ok = true
+	return s, nil
+}
+
+// PacketParticipant is the registry name of packet set n.
+func PacketParticipant(n int) string { return fmt.Sprintf("packet:%d", n) }
+
+// Close stops the parts in order: no new work, then drain, then the bus.
+func (s *System) Close() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.Coord != nil {
+		s.Coord.Close()
+	}
+	for _, set := range s.Sets {
+		set.Close()
+	}
+	if s.Bus != nil {
+		s.Bus.Close()
+	}
+}
+
+// sweepLoop expires packets (refunding their remainder), expires holds, and
+// settles what the relay may have lost.
+func (s *System) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.o.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.Sweep(ctx)
+	}
+}
+
+// Sweep runs one pass of the sweepers and the reconciler.
+func (s *System) Sweep(ctx context.Context) {
+	for _, set := range s.Sets {
+		refunds, err := set.Expire(ctx, 1000)
+		if err != nil {
+			s.o.Logger.Warn("expiry sweep failed", "packet_set", set.Number(), "err", err)
+		}
+		msgs := make([]ledger.CreditMessage, len(refunds))
+		for i, r := range refunds {
+			msgs[i] = packet.RefundMessage(r)
+		}
+		s.Relay.Enqueue(msgs)
+		if _, _, err := set.Settle(ctx, s.o.Grace, s.applied, s.Relay.Enqueue); err != nil && ctx.Err() == nil {
+			s.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
+		}
+	}
+	for _, l := range s.Ledgers.Shards {
+		if _, err := l.ExpireHolds(ctx, 1000); err != nil && ctx.Err() == nil {
+			s.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
+		}
+	}
+}
+
+// applied asks each user's ledger shard which credits it has applied.
+func (s *System) applied(ctx context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
+	byShard := map[int][]string{}
+	for _, m := range msgs {
+		n := s.Ledgers.Table.Of(m.User)
+		byShard[n] = append(byShard[n], m.Key)
+	}
+	out := map[string]bool{}
+	for n, keys := range byShard {
+		got, err := s.Ledgers.Shards[n].Applied(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for k := range got {
+			out[k] = true
+		}
+	}
+	return out, nil
+}
+
+// memberCache answers membership for grabs from a per-group member set
+// loaded once (and again after a while); a user not in it is asked of the
+// group shard directly, so a new member is never refused.
+type memberCache struct {
+	groups *group.Store
+	mu     sync.Mutex
+	sets   map[int64]*memberSet
+}
+
+type memberSet struct {
+	mu     sync.RWMutex
+	loaded time.Time
+	users  map[int64]bool
+}
+
+func newMemberCache(g *group.Store) *memberCache {
+	return &memberCache{groups: g, sets: map[int64]*memberSet{}}
+}
+
+func (m *memberCache) IsMember(ctx context.Context, groupID, user int64) (bool, error) {
+	m.mu.Lock()
+	ms, ok := m.sets[groupID]
+	if !ok {
+		ms = &memberSet{}
+		m.sets[groupID] = ms
+	}
+	m.mu.Unlock()
+	ms.mu.RLock()
+	fresh := time.Since(ms.loaded) < 30*time.Second
+	in := ms.users[user]
+	ms.mu.RUnlock()
+	if in && fresh {
+		return true, nil
+	}
+	if !fresh {
+		users := map[int64]bool{}
+		after := int64(0)
+		for {
+			page, err := m.groups.Members(ctx, groupID, after, 1000)
+			if err != nil {
+				return false, err
+			}
+			for _, mb := range page {
+				users[mb.User] = true
+			}
+			if len(page) < 1000 {
+				break
+			}
+			after = page[len(page)-1].User
+		}
+		ms.mu.Lock()
+		ms.users, ms.loaded = users, time.Now()
+		ms.mu.Unlock()
+		if users[user] {
+			return true, nil
+		}
+	}
+	in, err := m.groups.IsMember(ctx, groupID, user)
+	if in {
+		ms.mu.Lock()
+		ms.users[user] = true
+		ms.mu.Unlock()
+	}
+	return in, err
+}

@@ -1,0 +1,534 @@
+package packet
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hongbao/internal/ids"
+	"hongbao/internal/money"
+)
+
+// Options configure a set.
+type Options struct {
+	Set     int
+	Limits  Limits
+	Members Membership
+	// MaxBatch bounds the claims written in one transaction.
+	MaxBatch int
+	// OnCommit receives claims once they are durable (the relay's input).
+	// It must not block for long.
+	OnCommit func([]Claim)
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// Set is one packet set: its database, the grab engine and its committer.
+type Set struct {
+	db  *pgxpool.Pool
+	o   Options
+	ids *ids.Generator
+	log *slog.Logger
+
+	mu      sync.Mutex
+	live    map[int64]*live
+	loading map[int64]chan struct{}
+
+	queue chan *pending
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	// Grabs counts claims committed; Rejected counts grabs turned away by
+	// admission control.
+	Grabs, Rejected atomic.Int64
+}
+
+// live is a packet owned by this process: its state runs ahead of the
+// database by the claims not yet committed.
+type live struct {
+	p     Packet
+	epoch int64
+
+	mu        sync.Mutex
+	remaining int64
+	count     int
+	nextSeq   int
+	byUser    map[int64]*pending
+	rng       *rand.Rand
+	broken    bool // a commit failed: reload before serving again
+
+	left    atomic.Int64 // shares not yet handed out (mirror of count)
+	waiting atomic.Int64 // grabs queued for mu (admission control)
+}
+
+// pending is a claim handed to the committer; done closes after commit.
+type pending struct {
+	c       Claim
+	lv      *live
+	count   int   // shares left after it
+	remains int64 // amount left after it
+	done    chan struct{}
+	err     error
+}
+
+// New opens a set on a migrated database and starts its committer.
+func New(db *pgxpool.Pool, o Options) (*Set, error) {
+	if o.Limits == (Limits{}) {
+		o.Limits = DefaultLimits
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 2000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.OnCommit == nil {
+		o.OnCommit = func([]Claim) {}
+	}
+	g, err := ids.NewGenerator(o.Set, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{db: db, o: o, ids: g, log: o.Logger.With("packet_set", o.Set),
+		live: map[int64]*live{}, loading: map[int64]chan struct{}{},
+		queue: make(chan *pending, 4*o.MaxBatch), stop: make(chan struct{})}
+	s.wg.Go(s.commitLoop)
+	return s, nil
+}
+
+// Close stops the committer after it has written what is queued.
+func (s *Set) Close() {
+	close(s.stop)
+	s.wg.Wait()
+}
+
+// Number is the set's number, carried by its packet ids.
+func (s *Set) Number() int { return s.o.Set }
+
+// DB is the set's database.
+func (s *Set) DB() *pgxpool.Pool { return s.db }
+
+// NewID makes a packet id that routes to this set.
+func (s *Set) NewID() int64 { return s.ids.Next() }
+
+// Grab claims one share of a packet for user. A repeated grab by the same
+// user returns the same claim (Duplicate set). It answers only after the
+// claim is committed.
+func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
+	if ids.Shard(packetID) != s.o.Set {
+		return Claim{}, fmt.Errorf("%w: packet %d is in set %d", ErrWrongSet, packetID, ids.Shard(packetID))
+	}
+	if user <= 0 {
+		return Claim{}, fmt.Errorf("%w: user %d", ErrNotAllowed, user)
+	}
+	lv, err := s.owned(ctx, packetID)
+	if err != nil {
+		return Claim{}, err
+	}
+	// Someone who already grabbed gets the same answer, whatever the state.
+	lv.mu.Lock()
+	if pc, ok := lv.byUser[user]; ok {
+		lv.mu.Unlock()
+		return wait(ctx, pc, true)
+	}
+	lv.mu.Unlock()
+	if err := s.admissible(ctx, lv, user); err != nil {
+		return Claim{}, err
+	}
+	// Admission control: no more queued grabs than shares left.
+	if lv.waiting.Add(1) > lv.left.Load() {
+		lv.waiting.Add(-1)
+		s.Rejected.Add(1)
+		if lv.left.Load() == 0 {
+			return Claim{}, ErrSoldOut
+		}
+		return Claim{}, ErrBusy
+	}
+	lv.mu.Lock()
+	lv.waiting.Add(-1)
+	if pc, ok := lv.byUser[user]; ok {
+		lv.mu.Unlock()
+		return wait(ctx, pc, true)
+	}
+	if lv.broken {
+		lv.mu.Unlock()
+		return Claim{}, ErrFenced
+	}
+	if lv.count == 0 {
+		lv.mu.Unlock()
+		return Claim{}, ErrSoldOut
+	}
+	seq := lv.nextSeq
+	var share int64
+	switch lv.p.Kind {
+	case Equal:
+		share = equalShare(int64(lv.p.Amount), lv.p.Shares, seq)
+	default:
+		share = luckyShare(lv.rng, lv.remaining, lv.count)
+	}
+	lv.nextSeq++
+	lv.count--
+	lv.remaining -= share
+	lv.left.Store(int64(lv.count))
+	pc := &pending{
+		c:  Claim{PacketID: lv.p.ID, User: user, Seq: seq, Amount: money.Amount(share), At: s.o.Now(), Sender: lv.p.Sender},
+		lv: lv, count: lv.count, remains: lv.remaining, done: make(chan struct{}),
+	}
+	lv.byUser[user] = pc
+	// Sent while holding the packet's lock: claims of one packet reach the
+	// committer in seq order.
+	s.queue <- pc
+	lv.mu.Unlock()
+	return wait(ctx, pc, false)
+}
+
+func wait(ctx context.Context, pc *pending, dup bool) (Claim, error) {
+	select {
+	case <-pc.done:
+	case <-ctx.Done():
+		return Claim{}, ctx.Err()
+	}
+	if pc.err != nil {
+		return Claim{}, pc.err
+	}
+	c := pc.c
+	c.Duplicate = dup
+	return c, nil
+}
+
+// admissible checks the packet is open and the user may grab it.
+func (s *Set) admissible(ctx context.Context, lv *live, user int64) error {
+	p := lv.p
+	if p.State != StateActive {
+		return fmt.Errorf("%w: %s", ErrNotActive, p.State)
+	}
+	if !s.o.Now().Before(p.ExpiresAt) {
+		return ErrExpired
+	}
+	switch {
+	case p.Kind == Single && user != p.Receiver:
+		return fmt.Errorf("%w: packet is for user %d", ErrNotAllowed, p.Receiver)
+	case p.Kind != Single:
+		if s.o.Members == nil {
+			return fmt.Errorf("%w: no membership to check", ErrNotAllowed)
+		}
+		in, err := s.o.Members.IsMember(ctx, p.Group, user)
+		if err != nil {
+			return fmt.Errorf("check membership: %w", err)
+		}
+		if !in {
+			return fmt.Errorf("%w: not a member of group %d", ErrNotAllowed, p.Group)
+		}
+	}
+	return nil
+}
+
+// owned returns the live packet, loading it (and taking ownership by
+// bumping its epoch) on first use. Concurrent first grabs load once.
+func (s *Set) owned(ctx context.Context, id int64) (*live, error) {
+	for {
+		s.mu.Lock()
+		if lv, ok := s.live[id]; ok && !lv.isBroken() {
+			s.mu.Unlock()
+			return lv, nil
+		}
+		if ch, ok := s.loading[id]; ok {
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		s.loading[id] = ch
+		s.mu.Unlock()
+
+		lv, err := s.load(ctx, id)
+		s.mu.Lock()
+		delete(s.loading, id)
+		if err == nil {
+			s.live[id] = lv
+		}
+		s.mu.Unlock()
+		close(ch)
+		return lv, err
+	}
+}
+
+func (lv *live) isBroken() bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.broken
+}
+
+// forget drops a packet's live state so that the next grab reloads it:
+// after a state change made outside the engine (activation, expiry).
+func (s *Set) forget(id int64) {
+	s.mu.Lock()
+	lv := s.live[id]
+	s.mu.Unlock()
+	if lv != nil {
+		lv.mu.Lock()
+		lv.broken = true
+		lv.mu.Unlock()
+	}
+}
+
+// load rebuilds a packet from its rows: what was committed is the truth.
+func (s *Set) load(ctx context.Context, id int64) (*live, error) {
+	lv := &live{byUser: map[int64]*pending{}}
+	var seed [16]byte
+	_, _ = crand.Read(seed[:])
+	lv.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		p := &lv.p
+		var receiver, group *int64
+		err := tx.QueryRow(ctx, `UPDATE packets SET owner_epoch = owner_epoch + 1 WHERE id = $1
+			RETURNING id, kind, sender, receiver, group_id, amount, shares, greeting, state, remaining_amount, remaining_count,
+			          refunded, expires_at, created_at, owner_epoch`, id).
+			Scan(&p.ID, &p.Kind, &p.Sender, &receiver, &group, &p.Amount, &p.Shares, &p.Greeting, &p.State, &p.RemainingAmount,
+				&p.RemainingCount, &p.Refunded, &p.ExpiresAt, &p.CreatedAt, &lv.epoch)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if receiver != nil {
+			p.Receiver = *receiver
+		}
+		if group != nil {
+			p.Group = *group
+		}
+		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims WHERE packet_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var claimed int64
+		for rows.Next() {
+			pc := &pending{lv: lv, done: make(chan struct{})}
+			c := &pc.c
+			if err := rows.Scan(&c.ID, &c.User, &c.Seq, &c.Amount, &c.At, &c.Credited); err != nil {
+				return err
+			}
+			c.PacketID, c.Sender = id, p.Sender
+			close(pc.done)
+			lv.byUser[c.User] = pc
+			claimed += int64(c.Amount)
+			lv.nextSeq = max(lv.nextSeq, c.Seq)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// The claims are the truth; the packet row's remainder must agree.
+		lv.nextSeq++
+		lv.count = p.Shares - len(lv.byUser)
+		lv.remaining = int64(p.Amount) - claimed - int64(p.Refunded)
+		switch p.State {
+		case StateActive, StateFinished:
+			if lv.count != p.RemainingCount || lv.remaining != int64(p.RemainingAmount) {
+				return fmt.Errorf("packet %d: row says %d shares / %s left, claims say %d / %s",
+					id, p.RemainingCount, p.RemainingAmount, lv.count, money.Amount(lv.remaining))
+			}
+		case StateExpired:
+			if lv.remaining != 0 {
+				return fmt.Errorf("packet %d: expired with %s neither claimed nor refunded", id, money.Amount(lv.remaining))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load packet %d: %w", id, err)
+	}
+	if lv.p.State != StateActive {
+		lv.count = 0
+	}
+	lv.left.Store(int64(lv.count))
+	return lv, nil
+}
+
+// commitLoop writes queued claims in batches: one transaction for many
+// claims of many packets, and only then answers their waiters.
+func (s *Set) commitLoop() {
+	batch := make([]*pending, 0, s.o.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case pc := <-s.queue:
+			batch = append(batch, pc)
+		case <-s.stop:
+			for {
+				select {
+				case pc := <-s.queue:
+					s.commit([]*pending{pc})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < s.o.MaxBatch {
+			select {
+			case pc := <-s.queue:
+				batch = append(batch, pc)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Set) commit(batch []*pending) {
+	// Claims of a packet whose earlier claims failed cannot commit: its
+	// state is being rebuilt.
+	var ok []*pending
+	for _, pc := range batch {
+		if pc.lv.isBroken() {
+			pc.err = ErrFenced
+			close(pc.done)
+			continue
+		}
+		ok = append(ok, pc)
+	}
+	for len(ok) > 0 {
+		fenced, err := s.write(ok)
+		if err == nil {
+			break
+		}
+		if len(fenced) == 0 {
+			// The database failed the batch: nothing of it is durable.
+			s.log.Error("claim batch failed", "claims", len(ok), "err", err)
+			for _, pc := range ok {
+				s.breakPacket(pc.lv)
+				pc.err = fmt.Errorf("commit claim: %w", err)
+				close(pc.done)
+			}
+			return
+		}
+		// Another owner (or the sweeper) took some packets: fail their
+		// claims, write the rest again.
+		var rest []*pending
+		for _, pc := range ok {
+			if fenced[pc.lv.p.ID] {
+				s.breakPacket(pc.lv)
+				pc.err = ErrFenced
+				close(pc.done)
+			} else {
+				rest = append(rest, pc)
+			}
+		}
+		ok = rest
+	}
+	claims := make([]Claim, len(ok))
+	for i, pc := range ok {
+		claims[i] = pc.c
+		close(pc.done)
+	}
+	s.Grabs.Add(int64(len(ok)))
+	if len(claims) > 0 {
+		s.o.OnCommit(claims)
+	}
+}
+
+func (s *Set) breakPacket(lv *live) {
+	lv.mu.Lock()
+	lv.broken = true
+	lv.mu.Unlock()
+}
+
+// write inserts the claims and moves each packet's remainder to where its
+// last claim in the batch left it, fenced by the owner epoch. It returns
+// the packets whose fence failed (the batch is then rolled back).
+func (s *Set) write(batch []*pending) (map[int64]bool, error) {
+	ctx := context.Background()
+	type after struct {
+		epoch  int64
+		count  int
+		remain int64
+	}
+	last := map[int64]after{}
+	var order []int64
+	rows := make([][]any, len(batch))
+	for i, pc := range batch {
+		c := pc.c
+		rows[i] = []any{c.ID, c.PacketID, c.User, c.Seq, int64(c.Amount), c.At}
+		if _, seen := last[c.PacketID]; !seen {
+			order = append(order, c.PacketID)
+		}
+		last[c.PacketID] = after{pc.lv.epoch, pc.count, pc.remains}
+	}
+	pids := make([]int64, len(order))
+	epochs := make([]int64, len(order))
+	counts := make([]int32, len(order))
+	remains := make([]int64, len(order))
+	for i, id := range order {
+		a := last[id]
+		pids[i], epochs[i], counts[i], remains[i] = id, a.epoch, int32(a.count), a.remain
+	}
+	var fenced map[int64]bool
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		// Claim ids come from the set's sequence, times 1024 plus the set
+		// number: unique across sets (they are credit keys) and across
+		// processes, even two that both think they own a packet.
+		idRows, err := tx.Query(ctx, `SELECT nextval('claim_ids') * 1024 + $2 FROM generate_series(1, $1)`, len(batch), s.o.Set)
+		if err != nil {
+			return err
+		}
+		claimIDs, err := pgx.CollectRows(idRows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		for i, pc := range batch {
+			pc.c.ID = claimIDs[i]
+			rows[i][0] = claimIDs[i]
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"claims"}, []string{"id", "packet_id", "user_id", "seq", "amount", "created_at"},
+			pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("insert claims: %w", err)
+		}
+		res, err := tx.Query(ctx, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain,
+				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END,
+				closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
+			FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[]) AS v(id, epoch, count, remain)
+			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' RETURNING p.id`, pids, epochs, counts, remains, s.o.Now())
+		if err != nil {
+			return fmt.Errorf("move packet remainders: %w", err)
+		}
+		updated, err := pgx.CollectRows(res, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		if len(updated) < len(order) {
+			got := map[int64]bool{}
+			for _, id := range updated {
+				got[id] = true
+			}
+			fenced = map[int64]bool{}
+			for _, id := range order {
+				if !got[id] {
+					fenced[id] = true
+				}
+			}
+			return ErrFenced
+		}
+		return nil
+	})
+	return fenced, err
+}

@@ -1,0 +1,299 @@
+package packet_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hongbao/internal/dtx"
+	"hongbao/internal/ids"
+	"hongbao/internal/money"
+	"hongbao/internal/packet"
+	"hongbao/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var schema = pgtest.Schema{Name: "packet", Migrations: packet.Migrations()}
+
+// everyone is a member of every group except users above 1e9.
+type everyone struct{}
+
+func (everyone) IsMember(_ context.Context, _, user int64) (bool, error) { return user < 1e9, nil }
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time     { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newSet(t *testing.T, db *pgxpool.Pool, c *clock) *packet.Set {
+	t.Helper()
+	limits := packet.DefaultLimits
+	limits.MaxShares = 100_000
+	s, err := packet.New(db, packet.Options{Set: 3, Limits: limits, Members: everyone{}, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+var gids atomic.Int64
+
+// send creates an active packet through the participant, as the send TCC does.
+func send(t *testing.T, s *packet.Set, p packet.Packet, c *clock) packet.Packet {
+	t.Helper()
+	p.ID = s.NewID()
+	if p.ExpiresAt.IsZero() {
+		p.ExpiresAt = c.now().Add(time.Hour)
+	}
+	gid := fmt.Sprint("send-", gids.Add(1))
+	for _, op := range []dtx.Op{dtx.OpTry, dtx.OpConfirm} {
+		if err := s.Participant().Do(t.Context(), dtx.Call{GID: gid, Branch: "2", Op: op, Payload: packet.Payload(p)}); err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+	}
+	return p
+}
+
+func check(t *testing.T, s *packet.Set) {
+	t.Helper()
+	v, err := s.Check(context.Background())
+	if err != nil || len(v) > 0 {
+		t.Fatalf("packet check: %v %v", v, err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	l := packet.DefaultLimits
+	ok := packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 1000, Shares: 10, Greeting: "恭喜发财"}
+	if err := ok.Validate(l); err != nil {
+		t.Fatal(err)
+	}
+	long := make([]rune, l.MaxGreeting+1)
+	for i := range long {
+		long[i] = '福'
+	}
+	for name, mut := range map[string]func(p *packet.Packet){
+		"no sender":           func(p *packet.Packet) { p.Sender = 0 },
+		"kind":                func(p *packet.Packet) { p.Kind = "gold" },
+		"no group":            func(p *packet.Packet) { p.Group = 0 },
+		"zero shares":         func(p *packet.Packet) { p.Shares = 0 },
+		"too many shares":     func(p *packet.Packet) { p.Shares = l.MaxShares + 1; p.Amount = money.Amount(p.Shares) },
+		"less than a fen":     func(p *packet.Packet) { p.Amount = 9 },
+		"above the limit":     func(p *packet.Packet) { p.Amount = l.MaxAmount + 1 },
+		"greeting too long":   func(p *packet.Packet) { p.Greeting = string(long) },
+		"bad utf-8":           func(p *packet.Packet) { p.Greeting = "\xff" },
+		"single to self":      func(p *packet.Packet) { p.Kind, p.Group, p.Shares, p.Receiver = packet.Single, 0, 1, 1 },
+		"single with 2":       func(p *packet.Packet) { p.Kind, p.Group, p.Shares, p.Receiver = packet.Single, 0, 2, 7 },
+		"single, no receiver": func(p *packet.Packet) { p.Kind, p.Group, p.Shares = packet.Single, 0, 1 },
+	} {
+		p := ok
+		mut(&p)
+		if err := p.Validate(l); !errors.Is(err, packet.ErrInvalid) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+// Storm: N shares, 10 x N grabbers, some users grabbing several times.
+func TestGrabStorm(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Now()}
+	s := newSet(t, pgtest.NewDB(t, schema), c)
+	const shares = 300
+	p := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 9, Amount: 12345, Shares: shares}, c)
+
+	var mu sync.Mutex
+	byUser := map[int64]packet.Claim{}
+	var won, soldOut, busy atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 10 * shares {
+		wg.Go(func() {
+			user := int64(1 + g%(4*shares)) // 3000 grabbers, 1200 users: most grab more than once
+			for {
+				cl, err := s.Grab(t.Context(), p.ID, user)
+				switch {
+				case errors.Is(err, packet.ErrBusy):
+					busy.Add(1)
+					time.Sleep(time.Millisecond)
+					continue
+				case errors.Is(err, packet.ErrSoldOut):
+					soldOut.Add(1)
+				case err != nil:
+					t.Errorf("grab: %v", err)
+				default:
+					mu.Lock()
+					if prev, ok := byUser[user]; ok && prev.ID != cl.ID {
+						t.Errorf("user %d got two claims: %d and %d", user, prev.ID, cl.ID)
+					}
+					byUser[user] = cl
+					mu.Unlock()
+					won.Add(1)
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d grabs answered with a claim, %d sold out, %d told busy then retried", won.Load(), soldOut.Load(), busy.Load())
+	if len(byUser) != shares {
+		t.Fatalf("%d users hold claims, want %d", len(byUser), shares)
+	}
+	var sum money.Amount
+	seqs := map[int]bool{}
+	for _, cl := range byUser {
+		sum += cl.Amount
+		if cl.Amount < 1 || seqs[cl.Seq] {
+			t.Fatalf("bad claim %+v", cl)
+		}
+		seqs[cl.Seq] = true
+	}
+	if sum != p.Amount {
+		t.Fatalf("claims sum to %s, want %s", sum, p.Amount)
+	}
+	d, err := s.Detail(t.Context(), p.ID, nil)
+	if err != nil || len(d.Claims) != shares || d.Packet.State != packet.StateFinished || d.Packet.RemainingAmount != 0 || d.Best == nil {
+		t.Fatalf("detail = %+v, %v", d.Packet, err)
+	}
+	check(t, s)
+}
+
+func TestGrabRules(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Now()}
+	db := pgtest.NewDB(t, schema)
+	s := newSet(t, db, c)
+	ctx := t.Context()
+
+	single := send(t, s, packet.Packet{Kind: packet.Single, Sender: 1, Receiver: 2, Amount: 500, Shares: 1}, c)
+	if _, err := s.Grab(ctx, single.ID, 3); !errors.Is(err, packet.ErrNotAllowed) {
+		t.Fatalf("stranger grabbing a single packet: %v", err)
+	}
+	cl, err := s.Grab(ctx, single.ID, 2)
+	if err != nil || cl.Amount != 500 {
+		t.Fatalf("receiver grab = %+v, %v", cl, err)
+	}
+	again, err := s.Grab(ctx, single.ID, 2)
+	if err != nil || again.ID != cl.ID || !again.Duplicate {
+		t.Fatalf("repeat grab = %+v, %v", again, err)
+	}
+
+	equal := send(t, s, packet.Packet{Kind: packet.Equal, Sender: 1, Group: 4, Amount: 1000, Shares: 3}, c)
+	if _, err := s.Grab(ctx, equal.ID, 2e9); !errors.Is(err, packet.ErrNotAllowed) {
+		t.Fatalf("non-member grab: %v", err)
+	}
+	var got []money.Amount
+	for u := int64(10); u < 13; u++ {
+		cl, err := s.Grab(ctx, equal.ID, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, cl.Amount)
+	}
+	if got[0] != 334 || got[1] != 333 || got[2] != 333 {
+		t.Fatalf("equal shares %v", got)
+	}
+	if _, err := s.Grab(ctx, equal.ID, 13); !errors.Is(err, packet.ErrSoldOut) {
+		t.Fatalf("grab of an empty packet: %v", err)
+	}
+	other, _ := ids.NewGenerator(4, nil)
+	if _, err := s.Grab(ctx, other.Next(), 13); !errors.Is(err, packet.ErrWrongSet) {
+		t.Fatalf("grab in the wrong set: %v", err)
+	}
+
+	// A packet whose send is not confirmed cannot be grabbed.
+	pend := packet.Packet{ID: s.NewID(), Kind: packet.Lucky, Sender: 1, Group: 4, Amount: 100, Shares: 2, ExpiresAt: c.now().Add(time.Hour)}
+	if err := s.Participant().Do(ctx, dtx.Call{GID: "pending-1", Branch: "2", Op: dtx.OpTry, Payload: packet.Payload(pend)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grab(ctx, pend.ID, 10); !errors.Is(err, packet.ErrNotActive) {
+		t.Fatalf("grab of a pending packet: %v", err)
+	}
+	if err := s.Participant().Do(ctx, dtx.Call{GID: "pending-1", Branch: "2", Op: dtx.OpConfirm, Payload: packet.Payload(pend)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grab(ctx, pend.ID, 10); err != nil {
+		t.Fatalf("grab after activation: %v", err)
+	}
+	check(t, s)
+}
+
+// A restarted set rebuilds a packet from its rows and goes on exactly;
+// the old instance is fenced off and cannot commit any more.
+func TestRebuildAndFencing(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Now()}
+	db := pgtest.NewDB(t, schema)
+	old := newSet(t, db, c)
+	p := send(t, old, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 4, Amount: 10000, Shares: 50}, c)
+	first := map[int64]packet.Claim{}
+	for u := int64(1); u <= 20; u++ {
+		cl, err := old.Grab(t.Context(), p.ID, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[u] = cl
+	}
+	fresh := newSet(t, db, c)
+	// A user who grabbed before restart gets the same claim.
+	if cl, err := fresh.Grab(t.Context(), p.ID, 5); err != nil || cl.ID != first[5].ID {
+		t.Fatalf("repeat after restart = %+v, %v", cl, err)
+	}
+	// The old owner's next commit fails its fence.
+	if _, err := old.Grab(t.Context(), p.ID, 1000); !errors.Is(err, packet.ErrFenced) {
+		t.Fatalf("old owner grab: %v", err)
+	}
+	for u := int64(21); u <= 60; u++ {
+		_, err := fresh.Grab(t.Context(), p.ID, u)
+		if u <= 50 && err != nil || u > 50 && !errors.Is(err, packet.ErrSoldOut) {
+			t.Fatalf("grab %d: %v", u, err)
+		}
+	}
+	check(t, fresh)
+}
+
+func TestExpiryRefundsOnce(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Now()}
+	s := newSet(t, pgtest.NewDB(t, schema), c)
+	p := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 7, Group: 4, Amount: 1000, Shares: 10, ExpiresAt: c.now().Add(time.Minute)}, c)
+	var claimed money.Amount
+	for u := int64(1); u <= 4; u++ {
+		cl, err := s.Grab(t.Context(), p.ID, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimed += cl.Amount
+	}
+	if r, err := s.Expire(t.Context(), 100); err != nil || len(r) != 0 {
+		t.Fatalf("early expiry = %v, %v", r, err)
+	}
+	c.add(2 * time.Minute)
+	if _, err := s.Grab(t.Context(), p.ID, 5); !errors.Is(err, packet.ErrExpired) {
+		t.Fatalf("grab after expiry: %v", err)
+	}
+	r, err := s.Expire(t.Context(), 100)
+	if err != nil || len(r) != 1 || r[0].Amount != 1000-claimed || r[0].Sender != 7 {
+		t.Fatalf("expiry = %+v, %v; want one refund of %s", r, err, 1000-claimed)
+	}
+	if r, err := s.Expire(t.Context(), 100); err != nil || len(r) != 0 {
+		t.Fatalf("second sweep = %v, %v", r, err)
+	}
+	got, _ := s.Get(t.Context(), p.ID)
+	if got.State != packet.StateExpired || got.Refunded != 1000-claimed || got.RemainingAmount != 0 {
+		t.Fatalf("packet after expiry %+v", got)
+	}
+	check(t, s)
+}

@@ -1,0 +1,133 @@
+package packet
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/postgres"
+)
+
+// Refund is the unclaimed remainder of an expired packet, owed to its sender.
+type Refund struct {
+	PacketID int64
+	Sender   int64
+	Amount   money.Amount
+}
+
+// Expire closes up to limit active packets past their expiry and, in the
+// same transaction, records the refund of each remainder (the outbox of
+// refunds). A packet expires once: the state check makes a second sweep
+// find nothing.
+func (s *Set) Expire(ctx context.Context, limit int) ([]Refund, error) {
+	var out []Refund
+	now := s.o.Now()
+	err := postgres.InTx(ctx, s.db, func(tx pgx.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(ctx, `UPDATE packets SET state = 'expired', refunded = remaining_amount, remaining_amount = 0,
+				remaining_count = 0, closed_at = $1
+			WHERE id IN (SELECT id FROM packets WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING id, sender, refunded`, now, limit)
+		if err != nil {
+			return err
+		}
+		all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Refund, error) {
+			var f Refund
+			return f, r.Scan(&f.PacketID, &f.Sender, &f.Amount)
+		})
+		if err != nil {
+			return err
+		}
+		for _, f := range all {
+			if f.Amount == 0 {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO refunds (packet_id, sender, amount, created_at) VALUES ($1, $2, $3, $4)`,
+				f.PacketID, f.Sender, int64(f.Amount), now); err != nil {
+				return err
+			}
+			out = append(out, f)
+		}
+		for _, f := range all {
+			s.forget(f.PacketID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expire packets: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimMessage is the credit a claim asks of the grabber's ledger shard.
+func ClaimMessage(c Claim) ledger.CreditMessage {
+	return ledger.CreditMessage{Key: fmt.Sprint("claim:", c.ID), User: c.User, Amount: c.Amount, Kind: ledger.KindCredit, From: ledger.ClearingPackets.String()}
+}
+
+// RefundMessage is the credit a refund asks of the sender's ledger shard.
+func RefundMessage(r Refund) ledger.CreditMessage {
+	return ledger.CreditMessage{Key: fmt.Sprint("refund:", r.PacketID), User: r.Sender, Amount: r.Amount, Kind: ledger.KindRefund, From: ledger.ClearingPackets.String()}
+}
+
+// Settle is the reconciler's pass over this set: claims and refunds older
+// than grace and not yet seen credited are looked up in the ledger
+// (applied reports which keys a ledger applied); those applied are marked
+// credited, the others are handed to republish. It returns both counts.
+func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
+	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
+	cutoff := s.o.Now().Add(-grace)
+	rows, err := s.db.Query(ctx, `
+		SELECT 'claim:' || id, user_id, amount, 'c' FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		UNION ALL
+		SELECT 'refund:' || packet_id, sender, amount, 'r' FROM refunds WHERE credited_at IS NULL AND created_at <= $1
+		LIMIT 10000`, cutoff)
+	if err != nil {
+		return 0, 0, err
+	}
+	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.CreditMessage, error) {
+		var m ledger.CreditMessage
+		var kind string
+		err := r.Scan(&m.Key, &m.User, &m.Amount, &kind)
+		m.Kind, m.From = ledger.KindCredit, ledger.ClearingPackets.String()
+		if kind == "r" {
+			m.Kind = ledger.KindRefund
+		}
+		return m, err
+	})
+	if err != nil || len(msgs) == 0 {
+		return 0, 0, err
+	}
+	done, err := applied(ctx, msgs)
+	if err != nil {
+		return 0, 0, err
+	}
+	var claimIDs, refundIDs []string
+	var missing []ledger.CreditMessage
+	for _, m := range msgs {
+		if !done[m.Key] {
+			missing = append(missing, m)
+			continue
+		}
+		var id string
+		if _, err := fmt.Sscanf(m.Key, "claim:%s", &id); err == nil {
+			claimIDs = append(claimIDs, id)
+		} else if _, err := fmt.Sscanf(m.Key, "refund:%s", &id); err == nil {
+			refundIDs = append(refundIDs, id)
+		}
+	}
+	now := s.o.Now()
+	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1::bigint[])`, claimIDs, now); err != nil {
+		return 0, 0, err
+	}
+	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1::bigint[])`, refundIDs, now); err != nil {
+		return 0, 0, err
+	}
+	if len(missing) > 0 {
+		republish(missing)
+	}
+	return len(claimIDs) + len(refundIDs), len(missing), nil
+}

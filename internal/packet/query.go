@@ -1,0 +1,160 @@
+package packet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"hongbao/internal/money"
+)
+
+const packetCols = `id, kind, sender, coalesce(receiver, 0), coalesce(group_id, 0), amount, shares, greeting, state,
+	remaining_amount, remaining_count, refunded, expires_at, created_at`
+
+func scanPacket(r pgx.CollectableRow) (Packet, error) {
+	var p Packet
+	err := r.Scan(&p.ID, &p.Kind, &p.Sender, &p.Receiver, &p.Group, &p.Amount, &p.Shares, &p.Greeting, &p.State,
+		&p.RemainingAmount, &p.RemainingCount, &p.Refunded, &p.ExpiresAt, &p.CreatedAt)
+	return p, err
+}
+
+// Get returns a packet as committed.
+func (s *Set) Get(ctx context.Context, id int64) (Packet, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+packetCols+` FROM packets WHERE id = $1`, id)
+	if err != nil {
+		return Packet{}, err
+	}
+	p, err := pgx.CollectExactlyOneRow(rows, scanPacket)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Packet{}, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	return p, err
+}
+
+// Detail is a packet with its claims in grab order and the best luck.
+type Detail struct {
+	Packet Packet  `json:"packet"`
+	Claims []Claim `json:"claims"`
+	Best   *Claim  `json:"best_luck,omitempty"`
+}
+
+// Detail returns a packet and its claims. A claim is credited once the
+// reconciler has seen its credit in the ledger; credited is checked live
+// for the others when credited != nil (it reports which claim ids a ledger
+// has applied).
+func (s *Set) Detail(ctx context.Context, id int64, credited func(context.Context, []Claim) (map[int64]bool, error)) (Detail, error) {
+	p, err := s.Get(ctx, id)
+	if err != nil {
+		return Detail{}, err
+	}
+	d := Detail{Packet: p}
+	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
+		WHERE packet_id = $1 ORDER BY seq`, id)
+	if err != nil {
+		return d, err
+	}
+	d.Claims, err = pgx.CollectRows(rows, scanClaim)
+	if err != nil {
+		return d, err
+	}
+	var open []Claim
+	for _, c := range d.Claims {
+		if !c.Credited {
+			open = append(open, c)
+		}
+	}
+	if credited != nil && len(open) > 0 {
+		done, err := credited(ctx, open)
+		if err != nil {
+			return d, err
+		}
+		for i := range d.Claims {
+			d.Claims[i].Credited = d.Claims[i].Credited || done[d.Claims[i].ID]
+		}
+	}
+	// Best luck: the largest share, the earliest on a tie; shown once the
+	// packet is closed, as the apps do.
+	if p.State == StateFinished || p.State == StateExpired {
+		for i := range d.Claims {
+			if d.Best == nil || d.Claims[i].Amount > d.Best.Amount {
+				d.Best = &d.Claims[i]
+			}
+		}
+	}
+	return d, nil
+}
+
+func scanClaim(r pgx.CollectableRow) (Claim, error) {
+	var c Claim
+	return c, r.Scan(&c.ID, &c.PacketID, &c.User, &c.Seq, &c.Amount, &c.At, &c.Credited)
+}
+
+// Sent lists a sender's packets in this set, newest first, before the
+// cursor (a packet id; 0 for the first page).
+func (s *Set) Sent(ctx context.Context, sender, before int64, limit int) ([]Packet, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+packetCols+` FROM packets WHERE sender = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+		sender, before, clampLimit(limit))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanPacket)
+}
+
+// Received lists a user's claims in this set, newest first, before the
+// cursor (a claim id; 0 for the first page).
+func (s *Set) Received(ctx context.Context, user, before int64, limit int) ([]Claim, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
+		WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, user, before, clampLimit(limit))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanClaim)
+}
+
+func clampLimit(n int) int {
+	if n <= 0 {
+		return 50
+	}
+	return min(n, 500)
+}
+
+// Check proves the set's packets: each packet that took money pays out
+// exactly its amount (claimed + remaining + refunded) in at most its
+// shares, no user twice (the schema), and a finished packet has every share
+// claimed. It returns the violations, none when sound.
+func (s *Set) Check(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, `
+		SELECT p.id, p.state, p.amount, p.shares, p.remaining_amount, p.remaining_count, p.refunded,
+		       coalesce(sum(c.amount), 0), count(c.id)
+		FROM packets p LEFT JOIN claims c ON c.packet_id = p.id
+		WHERE p.state IN ('active', 'finished', 'expired')
+		GROUP BY p.id
+		HAVING p.amount <> coalesce(sum(c.amount), 0) + p.remaining_amount + p.refunded
+		    OR count(c.id) > p.shares
+		    OR (p.state <> 'expired' AND count(c.id) + p.remaining_count <> p.shares)
+		    OR (p.state = 'finished' AND count(c.id) <> p.shares)`)
+	if err != nil {
+		return nil, fmt.Errorf("check packet set %d: %w", s.o.Set, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, amount, remaining, refunded, claimed int64
+		var shares, left, n int
+		var state string
+		if err := rows.Scan(&id, &state, &amount, &shares, &remaining, &left, &refunded, &claimed, &n); err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("packet %d (%s): amount %s, claimed %s in %d of %d shares, remaining %s in %d, refunded %s",
+			id, state, money.Amount(amount), money.Amount(claimed), n, shares, money.Amount(remaining), left, money.Amount(refunded)))
+	}
+	return out, rows.Err()
+}
