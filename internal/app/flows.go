@@ -10,8 +10,8 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
-	"hongbao/internal/ledger"
 	"hongbao/internal/ids"
+	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 )

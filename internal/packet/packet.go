@@ -88,7 +88,9 @@ type Packet struct {
 
 // Validate checks a packet to be sent against the limits.
 func (p Packet) Validate(l Limits) error {
-	bad := func(format string, args ...any) error { return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...) }
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+	}
 	switch {
 	case p.Sender <= 0:
 		return bad("sender %d", p.Sender)
