@@ -294,3 +294,20 @@ func (m *memberCache) IsMember(ctx context.Context, groupID, user int64) (bool, 
 	}
 	return in, err
 }
+
+// claimsCredited reports which claims their grabbers' ledgers applied.
+func (s *System) claimsCredited(ctx context.Context, cs []packet.Claim) (map[int64]bool, error) {
+	msgs := make([]ledger.CreditMessage, len(cs))
+	for i, c := range cs {
+		msgs[i] = packet.ClaimMessage(c)
+	}
+	done, err := s.applied(ctx, msgs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]bool{}
+	for i, c := range cs {
+		out[c.ID] = done[msgs[i].Key]
+	}
+	return out, nil
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,7 +36,8 @@ type Options struct {
 
 // Bus is a connection to JetStream (and the embedded server, if any).
 type Bus struct {
-	srv *server.Server
+	srv  *server.Server
+	sopt *server.Options
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	log *slog.Logger
@@ -65,7 +67,7 @@ func Start(ctx context.Context, o Options) (*Bus, error) {
 			srv.Shutdown()
 			return nil, errors.New("bus: embedded NATS did not become ready")
 		}
-		b.srv = srv
+		b.srv, b.sopt = srv, so
 		url = srv.ClientURL()
 		if o.Port == 0 {
 			connOpts = append(connOpts, nats.InProcessServer(srv))
@@ -97,6 +99,30 @@ func Start(ctx context.Context, o Options) (*Bus, error) {
 		return nil, fmt.Errorf("bus: create stream %s: %w", Stream, err)
 	}
 	return b, nil
+}
+
+// RestartServer stops the embedded server and starts it again on the same
+// port and store, as an operator restarting NATS would; the connection
+// reconnects by itself. Only for a server that listens on a port.
+func (b *Bus) RestartServer() error {
+	if b.srv == nil || b.sopt.DontListen {
+		return errors.New("bus: no listening embedded server to restart")
+	}
+	port := b.srv.Addr().(*net.TCPAddr).Port
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+	so := *b.sopt
+	so.Port = port
+	srv, err := server.NewServer(&so)
+	if err != nil {
+		return err
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return errors.New("bus: restarted NATS did not become ready")
+	}
+	b.srv = srv
+	return nil
 }
 
 // Server is the embedded server, nil when connected to a URL.

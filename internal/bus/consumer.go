@@ -53,6 +53,8 @@ type Consumer struct {
 	Dead atomic.Int64
 	// Applied counts messages acked as done.
 	Applied atomic.Int64
+	// Retried counts messages handed back for redelivery.
+	Retried atomic.Int64
 }
 
 // NewConsumer creates (or updates) the durable consumer.
@@ -126,6 +128,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) {
 				c.b.log.Error("message dead-lettered", "consumer", c.o.Name, "subject", m.Subject(), "dead_subject", c.o.DeadSubject)
 				_ = m.Ack()
 			default:
+				c.Retried.Add(1)
 				_ = m.NakWithDelay(c.backoff(ds[i].Delivered))
 			}
 		}

@@ -1,0 +1,417 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hongbao/internal/bus"
+	"hongbao/internal/group"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/packet"
+	"hongbao/internal/pgtest"
+	"hongbao/internal/postgres"
+)
+
+// testDBs opens named databases on the test cluster; the same name opens
+// the same database again (a restarted node finds its data).
+type testDBs struct {
+	t    *testing.T
+	mu   sync.Mutex
+	urls map[string]string
+}
+
+func newTestDBs(t *testing.T) *testDBs { return &testDBs{t: t, urls: map[string]string{}} }
+
+func (d *testDBs) open(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error) {
+	d.mu.Lock()
+	url, ok := d.urls[name]
+	if !ok {
+		url = pgtest.NewDBURL(d.t, pgtest.Schema{Name: name, Migrations: migrations})
+		d.urls[name] = url
+	}
+	d.mu.Unlock()
+	pool, err := postgres.Open(ctx, url, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	d.t.Cleanup(pool.Close)
+	return pool, nil
+}
+
+func startSystem(t *testing.T, dbs *testDBs, busDir string, port int, grace time.Duration) *System {
+	t.Helper()
+	sys, err := StartSystem(t.Context(), dbs.open, SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: busDir, BusPort: port,
+		Grace: grace, Every: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sys
+}
+
+// party is a group whose members are fresh users with empty wallets.
+type party struct {
+	sender  int64
+	group   int64
+	members []int64
+}
+
+var nextUser atomic.Int64
+
+func init() { nextUser.Store(5_000_000) }
+
+func newParty(t *testing.T, sys *System, n int, funds money.Amount) party {
+	t.Helper()
+	p := party{sender: nextUser.Add(1)}
+	p.group = p.sender
+	if _, err := sys.Groups.Create(t.Context(), group.CreateRequest{ID: p.group, Owner: p.sender, Capacity: n + 1}); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		u := nextUser.Add(1)
+		if _, err := sys.Groups.Join(t.Context(), group.JoinRequest{GroupID: p.group, User: u}); err != nil {
+			t.Fatal(err)
+		}
+		p.members = append(p.members, u)
+	}
+	if _, err := sys.Ledgers.For(p.sender).Deposit(t.Context(), fmt.Sprint("fund-", p.sender), p.sender, funds); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func balance(t *testing.T, sys *System, u int64) money.Amount {
+	t.Helper()
+	w, err := sys.Ledgers.For(u).Wallet(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w.Balance
+}
+
+// waitCredited waits until every claim of the packet is applied by its
+// grabber's ledger shard, then checks each grabber got exactly its claim.
+func waitCredited(t *testing.T, sys *System, packetID int64, before map[int64]money.Amount) packet.Detail {
+	t.Helper()
+	set, _ := sys.Flows.Set(packetID)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		d, err := set.Detail(t.Context(), packetID, sys.claimsCredited)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := true
+		for _, c := range d.Claims {
+			all = all && c.Credited
+		}
+		if all {
+			for _, c := range d.Claims {
+				if got := balance(t, sys, c.User) - before[c.User]; got != c.Amount {
+					t.Fatalf("user %d credited %s for a claim of %s", c.User, got, c.Amount)
+				}
+			}
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("claims still not credited: %+v", d.Claims)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func reconcile(t *testing.T, sys *System) {
+	t.Helper()
+	ctx := context.Background()
+	v, err := sys.Ledgers.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range sys.Sets {
+		pv, err := set.Check(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v = append(v, pv...)
+	}
+	if len(v) > 0 {
+		t.Fatalf("reconciliation: %v", v)
+	}
+}
+
+func sendLucky(t *testing.T, sys *System, p party, amount money.Amount, shares int, expires time.Time) packet.Packet {
+	t.Helper()
+	sent, res, err := sys.Flows.SendPacket(t.Context(), fmt.Sprint("send-", p.sender, "-", time.Now().UnixNano()),
+		packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: amount, Shares: shares, Greeting: "新年快乐", ExpiresAt: expires})
+	if err != nil || sent.State != packet.StateActive {
+		t.Fatalf("send = %+v %+v, %v", sent, res, err)
+	}
+	return sent
+}
+
+// Storm: N shares, 10 x N grab attempts by members (several grab more than
+// once), through the whole system: exactly N claims, the exact sum, nobody
+// twice, every claim credited once, the books sound.
+func TestPacketStormCredited(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Second)
+	defer sys.Close()
+	const shares = 200
+	p := newParty(t, sys, 3*shares, 100_000)
+	pk := sendLucky(t, sys, p, 88_88, shares, time.Time{})
+	if got := balance(t, sys, p.sender); got != 100_000-88_88 {
+		t.Fatalf("sender after send: %s", got)
+	}
+	var claims sync.Map
+	var wg sync.WaitGroup
+	for g := range 10 * shares {
+		wg.Go(func() {
+			u := p.members[g%len(p.members)]
+			for {
+				c, err := sys.Flows.Grab(t.Context(), pk.ID, u)
+				if errors.Is(err, packet.ErrBusy) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if err != nil && !errors.Is(err, packet.ErrSoldOut) {
+					t.Errorf("grab: %v", err)
+				}
+				if err == nil {
+					if prev, loaded := claims.LoadOrStore(u, c.ID); loaded && prev != c.ID {
+						t.Errorf("user %d got claims %v and %d", u, prev, c.ID)
+					}
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	d := waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	var sum money.Amount
+	for _, c := range d.Claims {
+		sum += c.Amount
+	}
+	if len(d.Claims) != shares || sum != pk.Amount || d.Packet.State != packet.StateFinished || d.Best == nil {
+		t.Fatalf("%d claims summing to %s, state %s", len(d.Claims), sum, d.Packet.State)
+	}
+	// Across shards, clearing:packets holds nothing once the packet is paid out.
+	var escrow money.Amount
+	for _, l := range sys.Ledgers.Shards {
+		b, _ := l.SystemBalance(t.Context(), ledger.ClearingPackets)
+		escrow += b
+	}
+	if escrow != 0 {
+		t.Fatalf("clearing:packets nets to %s", escrow)
+	}
+	reconcile(t, sys)
+}
+
+// Expiry after a partial grab refunds the remainder to the sender, once.
+func TestExpiryRefundOnce(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, 200*time.Millisecond)
+	defer sys.Close()
+	p := newParty(t, sys, 10, 10_000)
+	pk := sendLucky(t, sys, p, 1000, 10, time.Now().Add(time.Second))
+	var claimed money.Amount
+	for _, u := range p.members[:3] {
+		c, err := sys.Flows.Grab(t.Context(), pk.ID, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimed += c.Amount
+	}
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	want := 10_000 - 1000 + (1000 - claimed)
+	deadline := time.Now().Add(30 * time.Second)
+	for balance(t, sys, p.sender) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("sender has %s, want %s after the refund", balance(t, sys, p.sender), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The refund message again changes nothing.
+	set, _ := sys.Flows.Set(pk.ID)
+	got, _ := set.Get(t.Context(), pk.ID)
+	msg := packet.RefundMessage(packet.Refund{PacketID: pk.ID, Sender: p.sender, Amount: got.Refunded})
+	out, err := sys.Ledgers.For(p.sender).ApplyCredits(t.Context(), []ledger.Credit{{Key: msg.Key, From: ledger.ClearingPackets, User: msg.User, Amount: msg.Amount, Kind: msg.Kind}})
+	if err != nil || out[0] != ledger.Duplicate {
+		t.Fatalf("refund replay = %v, %v", out, err)
+	}
+	sys.Sweep(t.Context())
+	if got := balance(t, sys, p.sender); got != want {
+		t.Fatalf("after another sweep the sender has %s, want %s", got, want)
+	}
+	reconcile(t, sys)
+}
+
+// Claims committed by a node that died before publishing them are found by
+// the reconciler and credited once.
+func TestCrashBetweenCommitAndPublish(t *testing.T) {
+	t.Parallel()
+	dbs := newTestDBs(t)
+	sys := startSystem(t, dbs, t.TempDir(), 0, 100*time.Millisecond)
+	defer sys.Close()
+	p := newParty(t, sys, 30, 10_000)
+	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
+	// The "dead" node: it owns the packet, commits claims, publishes nothing.
+	set, _ := sys.Flows.Set(pk.ID)
+	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: newMemberCache(sys.Groups)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range p.members[:20] {
+		if _, err := dead.Grab(t.Context(), pk.ID, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.Close()
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	reconcile(t, sys)
+}
+
+// Credits published by a node that stopped before its consumers applied
+// them are applied by the next node from the stream, once.
+func TestCrashBetweenPublishAndCredit(t *testing.T) {
+	t.Parallel()
+	dbs, dir := newTestDBs(t), t.TempDir()
+	sys := startSystem(t, dbs, dir, 0, time.Hour) // the reconciler stays out of it
+	p := newParty(t, sys, 30, 10_000)
+	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
+	set, _ := sys.Flows.Set(pk.ID)
+	// Claims committed and published, then the node stops before any credit.
+	quiet, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: newMemberCache(sys.Groups)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []bus.Msg
+	for _, u := range p.members[:20] {
+		c, err := quiet.Grab(t.Context(), pk.ID, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := packet.ClaimMessage(c)
+		data, _ := json.Marshal(m)
+		msgs = append(msgs, bus.Msg{Subject: ledger.CreditSubject(sys.Ledgers.Table.Of(u)), ID: m.Key, Data: data})
+	}
+	quiet.Close()
+	sys.Close()
+	b, err := bus.Start(t.Context(), bus.Options{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(t.Context(), append(msgs, msgs[:5]...)); err != nil { // some twice
+		t.Fatal(err)
+	}
+	b.Close()
+	for _, u := range p.members[:20] {
+		if balance(t, sys, u) != 0 {
+			t.Fatal("credited before the consumers ran")
+		}
+	}
+	again := startSystem(t, dbs, dir, 0, time.Hour)
+	defer again.Close()
+	waitCredited(t, again, pk.ID, map[int64]money.Amount{})
+	reconcile(t, again)
+}
+
+// A batch that fails inside the ledger's transaction is redelivered and
+// applied once the ledger accepts it again; a poison message is parked on
+// the dead-letter subject and counted.
+func TestCreditBatchFailsThenApplies(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Hour)
+	defer sys.Close()
+	p := newParty(t, sys, 30, 10_000)
+	// Every ledger refuses credits for now: the batch's transaction fails.
+	for _, l := range sys.Ledgers.Shards {
+		if _, err := l.DB().Exec(t.Context(), `ALTER TABLE postings ADD CONSTRAINT no_credits_now CHECK (kind <> 'credit') NOT VALID`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
+	for _, u := range p.members[:20] {
+		if _, err := sys.Flows.Grab(t.Context(), pk.ID, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until batches failed and were handed back more than once.
+	deadline := time.Now().Add(30 * time.Second)
+	for sys.Credits[0].Retried.Load()+sys.Credits[1].Retried.Load() < 40 {
+		if time.Now().After(deadline) {
+			t.Fatal("failed batches were not redelivered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, u := range p.members[:20] {
+		if balance(t, sys, u) != 0 {
+			t.Fatal("credited while the ledger refused credits")
+		}
+	}
+	for _, l := range sys.Ledgers.Shards {
+		if _, err := l.DB().Exec(t.Context(), `ALTER TABLE postings DROP CONSTRAINT no_credits_now`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+
+	// Poison: a credit whose key was used for another amount.
+	c0 := packet.Claim{ID: 1, User: p.members[0], Amount: 5}
+	bad := packet.ClaimMessage(c0)
+	good := bad
+	good.Amount = 4
+	for i, m := range []ledger.CreditMessage{good, bad} {
+		data, _ := json.Marshal(m)
+		if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: ledger.CreditSubject(sys.Ledgers.Table.Of(m.User)), ID: fmt.Sprint("poison-", i), Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for sys.Credits[0].Dead.Load()+sys.Credits[1].Dead.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("poison message never dead-lettered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	reconcile(t, sys)
+}
+
+// NATS restarts in the middle of a storm: every claim is credited once.
+func TestNATSRestartMidStream(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, newTestDBs(t), t.TempDir(), -1, 2*time.Second)
+	defer sys.Close()
+	p := newParty(t, sys, 200, 100_000)
+	pk := sendLucky(t, sys, p, 50_000, 200, time.Time{})
+	var wg sync.WaitGroup
+	for i, u := range p.members {
+		if i == 100 {
+			if err := sys.Bus.RestartServer(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Go(func() {
+			for {
+				_, err := sys.Flows.Grab(t.Context(), pk.ID, u)
+				if errors.Is(err, packet.ErrBusy) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if err != nil {
+					t.Errorf("grab: %v", err)
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	reconcile(t, sys)
+}
