@@ -18,15 +18,17 @@ import (
 
 func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
-		return fmt.Errorf("which scenario? hongbao bench ledger|transfer")
+		return fmt.Errorf("which scenario? hongbao bench hot-packet|ledger|transfer")
 	}
 	switch args[0] {
 	case "ledger":
 		return benchLedger(ctx, args[1:], out, log)
 	case "transfer":
 		return benchTransfer(ctx, args[1:], out, log)
+	case "hot-packet":
+		return benchHotPacket(ctx, args[1:], out, log)
 	}
-	return fmt.Errorf("unknown scenario %q (have: ledger, transfer)", args[0])
+	return fmt.Errorf("unknown scenario %q (have: hot-packet, ledger, transfer)", args[0])
 }
 
 // benchDatabases starts a fresh durable private cluster (or uses the

@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -48,6 +50,8 @@ type System struct {
 	Relay   *packet.Relay
 	Flows   *Flows
 	Credits []*bus.Consumer
+	// DeadCredits counts credits parked on a dead-letter subject.
+	DeadCredits atomic.Int64
 
 	o      SystemOptions
 	cancel context.CancelFunc
@@ -143,7 +147,14 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	s.Coord.Start(run)
 	s.wg.Go(func() { s.Relay.Run(run) })
 	for i, c := range s.Credits {
-		h := s.Ledgers.Shards[i].CreditHandler()
+		h := s.Ledgers.Shards[i].CreditHandler(func(ctx context.Context, dead []ledger.CreditMessage) error {
+			data, _ := json.Marshal(ledger.CreditBatch{Credits: dead})
+			err := s.Bus.Publish(ctx, []bus.Msg{{Subject: ledger.DeadCreditSubject(i), ID: fmt.Sprintf("dead:%s:%d", dead[0].Key, len(dead)), Data: data}})
+			if err == nil {
+				s.DeadCredits.Add(int64(len(dead)))
+			}
+			return err
+		})
 		s.wg.Go(func() { c.Run(run, h) })
 	}
 	s.wg.Go(func() { s.sweepLoop(run) })

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -297,9 +296,7 @@ func TestCrashBetweenPublishAndCredit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := packet.ClaimMessage(c)
-		data, _ := json.Marshal(m)
-		msgs = append(msgs, bus.Msg{Subject: ledger.CreditSubject(sys.Ledgers.Table.Of(u)), ID: m.Key, Data: data})
+		msgs = append(msgs, packet.PackCredits(sys.Ledgers.Table.Of(u), []ledger.CreditMessage{packet.ClaimMessage(c)}))
 	}
 	quiet.Close()
 	sys.Close()
@@ -367,14 +364,16 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 	bad := packet.ClaimMessage(c0)
 	good := bad
 	good.Amount = 4
-	for i, m := range []ledger.CreditMessage{good, bad} {
-		data, _ := json.Marshal(m)
-		if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: ledger.CreditSubject(sys.Ledgers.Table.Of(m.User)), ID: fmt.Sprint("poison-", i), Data: data}}); err != nil {
-			t.Fatal(err)
-		}
+	shard := sys.Ledgers.Table.Of(good.User)
+	if err := sys.Bus.Publish(t.Context(), []bus.Msg{packet.PackCredits(shard, []ledger.CreditMessage{good}), packet.PackCredits(shard, []ledger.CreditMessage{bad})}); err != nil {
+		t.Fatal(err)
+	}
+	// A message that is not a credit batch at all.
+	if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: ledger.CreditSubject(shard), ID: "garbage", Data: []byte("{nope")}}); err != nil {
+		t.Fatal(err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
-	for sys.Credits[0].Dead.Load()+sys.Credits[1].Dead.Load() == 0 {
+	for sys.DeadCredits.Load() == 0 || sys.Credits[shard].Dead.Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("poison message never dead-lettered")
 		}

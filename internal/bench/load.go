@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +21,10 @@ type Result struct {
 	P99ms    float64       `json:"p99_ms"`
 	FirstErr string        `json:"first_error,omitempty"`
 }
+
+// ErrDone from op stops its worker: there is nothing left to do (a packet
+// sold out). The run's rate counts time until the last worker stopped.
+var ErrDone = errors.New("bench: nothing left to do")
 
 // Run calls op from workers goroutines until d has passed (or ctx ends)
 // and measures each call. op gets the worker number and its call count.
@@ -41,7 +46,7 @@ func Run(ctx context.Context, workers int, d time.Duration, op func(ctx context.
 				t0 := time.Now()
 				n, err := op(ctx, w, i)
 				if err != nil {
-					if ctx.Err() != nil {
+					if ctx.Err() != nil || errors.Is(err, ErrDone) {
 						break // cut off by the end of the run, not a failure
 					}
 					errs++

@@ -38,9 +38,9 @@ type Options struct {
 type Bus struct {
 	srv  *server.Server
 	sopt *server.Options
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *slog.Logger
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	log  *slog.Logger
 }
 
 // Start connects (starting the embedded server when no URL is given) and

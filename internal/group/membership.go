@@ -240,3 +240,41 @@ func validMember(groupID, user int64, branch *dtx.BranchRef) error {
 	}
 	return nil
 }
+
+// AddMembers adds many users at once (importing an existing IM group, an
+// operator's bulk add): users already in the group or banned from it are
+// skipped, the rest join, and the whole call fails with ErrGroupFull if
+// they do not all fit. It returns how many joined.
+func (s *Store) AddMembers(ctx context.Context, groupID int64, users []int64) (int, error) {
+	for _, u := range users {
+		if u <= 0 {
+			return 0, fmt.Errorf("%w: user id %d", ErrInvalid, u)
+		}
+	}
+	var added int
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := lockGroup(ctx, tx, groupID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO members (group_id, user_id, joined_at)
+			SELECT $1, u, $3 FROM unnest($2::bigint[]) AS u
+			WHERE NOT EXISTS (SELECT 1 FROM banned b WHERE b.group_id = $1 AND b.user_id = u)
+			ON CONFLICT DO NOTHING`, groupID, users, s.now())
+		if err != nil {
+			return fmt.Errorf("add members: %w", err)
+		}
+		added = int(tag.RowsAffected())
+		tag, err = tx.Exec(ctx, `UPDATE groups SET member_count = member_count + $2 WHERE id = $1 AND member_count + $2 <= capacity`, groupID, added)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: %d more members do not fit", ErrGroupFull, added)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("add %d members to group %d: %w", len(users), groupID, err)
+	}
+	return added, nil
+}

@@ -25,39 +25,63 @@ func CreditSubject(shard int) string { return fmt.Sprintf("hb.credit.%d", shard)
 // DeadCreditSubject receives the credits of shard n that can never apply.
 func DeadCreditSubject(shard int) string { return fmt.Sprintf("hb.dead.credit.%d", shard) }
 
-// CreditHandler applies delivered credit messages in one batch: applied
-// and duplicate ones are done (acked after the commit), conflicting or
-// malformed ones are dead, and a failed transaction retries them all.
-func (l *Ledger) CreditHandler() bus.Handler {
+// CreditBatch is what travels on a credit subject: many credits in one
+// message, so that a storm of claims costs the bus a message per batch,
+// not per claim.
+type CreditBatch struct {
+	Credits []CreditMessage `json:"credits"`
+}
+
+// CreditHandler applies every credit of the delivered batches in one
+// ledger transaction. A delivery is done (acked after the commit) when each
+// of its credits was applied now or before; a credit that can never apply
+// (its key used for another credit, or malformed) is handed to park (the
+// dead-letter subject) and the rest of its delivery still counts; a failed
+// transaction or a failed park retries the delivery, and the repeat finds
+// its applied credits already done.
+func (l *Ledger) CreditHandler(park func(context.Context, []CreditMessage) error) bus.Handler {
 	return func(ctx context.Context, batch []bus.Delivery) []bus.Verdict {
 		verdicts := make([]bus.Verdict, len(batch))
-		credits := make([]Credit, 0, len(batch))
-		index := make([]int, 0, len(batch))
+		var credits []Credit
+		var msgs []CreditMessage
+		var owner []int // delivery of each credit
+		var poison []CreditMessage
+		var poisonOwner []int
 		for i, d := range batch {
-			var m CreditMessage
-			from, ok := Account(0), false
-			if err := json.Unmarshal(d.Data, &m); err == nil {
-				from, ok = SystemAccount(m.From)
-			}
-			if !ok {
+			var b CreditBatch
+			if err := json.Unmarshal(d.Data, &b); err != nil || len(b.Credits) == 0 {
 				verdicts[i] = bus.Dead
 				continue
 			}
-			credits = append(credits, Credit{Key: m.Key, From: from, User: m.User, Amount: m.Amount, Kind: m.Kind})
-			index = append(index, i)
+			for _, m := range b.Credits {
+				from, ok := SystemAccount(m.From)
+				if !ok {
+					poison, poisonOwner = append(poison, m), append(poisonOwner, i)
+					continue
+				}
+				credits = append(credits, Credit{Key: m.Key, From: from, User: m.User, Amount: m.Amount, Kind: m.Kind})
+				msgs, owner = append(msgs, m), append(owner, i)
+			}
 		}
 		out, err := l.ApplyCredits(ctx, credits)
 		if err != nil {
 			l.log.Warn("credit batch failed, will be redelivered", "credits", len(credits), "err", err)
-			for _, i := range index {
+			for _, i := range owner {
 				verdicts[i] = bus.Retry
 			}
 			return verdicts
 		}
 		for j, o := range out {
 			if o == Conflict || o == Rejected {
-				verdicts[index[j]] = bus.Dead
 				l.log.Error("credit cannot be applied", "key", credits[j].Key, "outcome", o.String())
+				poison, poisonOwner = append(poison, msgs[j]), append(poisonOwner, owner[j])
+			}
+		}
+		if len(poison) > 0 {
+			if err := park(ctx, poison); err != nil {
+				for _, i := range poisonOwner {
+					verdicts[i] = bus.Retry
+				}
 			}
 		}
 		return verdicts

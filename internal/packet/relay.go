@@ -2,6 +2,8 @@ package packet
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"encoding/json"
 	"log/slog"
 	"sync/atomic"
@@ -53,32 +55,48 @@ func (r *Relay) EnqueueClaims(cs []Claim) {
 	r.Enqueue(msgs)
 }
 
-// Run publishes in batches until ctx ends, retrying a failed batch with
-// backoff (JetStream drops the repeats by id).
+// Run publishes in batches until ctx ends: the credits waiting are packed
+// into one message per ledger shard (up to maxPerMessage each), whose id is
+// a digest of its content, and a failed batch is retried with backoff
+// (JetStream drops an identical repeat; the ledger applies each key once).
 func (r *Relay) Run(ctx context.Context) {
-	batch := make([]bus.Msg, 0, 1000)
+	const maxPerMessage = 500
+	pending := make([]ledger.CreditMessage, 0, 8*maxPerMessage)
 	for {
-		batch = batch[:0]
+		pending = pending[:0]
 		select {
 		case m := <-r.in:
-			batch = append(batch, r.msg(m))
+			pending = append(pending, m)
 		case <-ctx.Done():
 			return
 		}
 	fill:
-		for len(batch) < cap(batch) {
+		for len(pending) < cap(pending) {
 			select {
 			case m := <-r.in:
-				batch = append(batch, r.msg(m))
+				pending = append(pending, m)
 			default:
 				break fill
+			}
+		}
+		byShard := map[int][]ledger.CreditMessage{}
+		for _, m := range pending {
+			n := r.route(m.User)
+			byShard[n] = append(byShard[n], m)
+		}
+		var batch []bus.Msg
+		for n, ms := range byShard {
+			for len(ms) > 0 {
+				k := min(len(ms), maxPerMessage)
+				batch = append(batch, PackCredits(n, ms[:k]))
+				ms = ms[k:]
 			}
 		}
 		pause := 20 * time.Millisecond
 		for {
 			err := r.bus.Publish(ctx, batch)
 			if err == nil {
-				r.Published.Add(int64(len(batch)))
+				r.Published.Add(int64(len(pending)))
 				break
 			}
 			if ctx.Err() != nil {
@@ -95,7 +113,9 @@ func (r *Relay) Run(ctx context.Context) {
 	}
 }
 
-func (r *Relay) msg(m ledger.CreditMessage) bus.Msg {
-	data, _ := json.Marshal(m)
-	return bus.Msg{Subject: ledger.CreditSubject(r.route(m.User)), ID: m.Key, Data: data}
+// PackCredits makes one bus message of credits for ledger shard n.
+func PackCredits(n int, ms []ledger.CreditMessage) bus.Msg {
+	data, _ := json.Marshal(ledger.CreditBatch{Credits: ms})
+	sum := sha256.Sum256(data) // identical batches share an id, different ones never do
+	return bus.Msg{Subject: ledger.CreditSubject(n), ID: fmt.Sprintf("credits:%x", sum[:16]), Data: data}
 }

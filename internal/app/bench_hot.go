@@ -1,0 +1,212 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hongbao/internal/bench"
+	"hongbao/internal/group"
+	"hongbao/internal/money"
+	"hongbao/internal/packet"
+)
+
+// HotPacketReport is what `hongbao bench hot-packet` measured.
+type HotPacketReport struct {
+	Grabbers            int          `json:"grabbers"`
+	BaselineClients     int          `json:"baseline_clients"`
+	Shares              int          `json:"shares"`
+	Engine              bench.Result `json:"engine"`
+	Baseline            bench.Result `json:"baseline"`
+	GrabsPerSec         float64      `json:"grabs_per_sec"`
+	BaselineGrabsPerSec float64      `json:"baseline_grabs_per_sec"`
+	Ratio               float64      `json:"ratio"`
+	P50ms               float64      `json:"p50_ms"`
+	P99ms               float64      `json:"p99_ms"`
+	Oversold            bool         `json:"oversold"`
+	Conserved           bool         `json:"conserved"`
+	Claims              int64        `json:"claims"`
+	Credited            int64        `json:"credited"`
+	CreditSeconds       float64      `json:"seconds_until_all_credited"`
+	Violations          []string     `json:"violations"`
+}
+
+func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("bench hot-packet", flag.ContinueOnError)
+	var cfg Config
+	cfg.bind(fs, "")
+	grabbers := fs.Int("grabbers", 512, "concurrent grabbers on the engine")
+	clients := fs.Int("baseline-clients", 64, "concurrent clients of the plain SELECT ... FOR UPDATE baseline")
+	d := fs.Duration("duration", 8*time.Second, "length of each measured run")
+	shares := fs.Int("shares", 400_000, "shares of the hot packet (and members of its group)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dbs, closeAll, err := benchDatabases(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	progress := out
+	if *asJSON {
+		progress = io.Discard
+	}
+	busDir, err := os.MkdirTemp("", "hongbao-bench-nats-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(busDir)
+	limits := packet.DefaultLimits
+	limits.MaxShares = *shares
+	limits.MaxAmount = money.Amount(*shares) * 100
+	sys, err := StartSystem(ctx, dbs.Open, SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits, BusDir: busDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	rep := HotPacketReport{Grabbers: *grabbers, BaselineClients: *clients, Shares: *shares}
+	fmt.Fprintf(progress, "hot packet: %d shares, %d grabbers (baseline %d clients), %s per run, durable=%v\n", *shares, *grabbers, *clients, *d, cfg.Durable)
+
+	// A group of everyone who will grab, and a sender with the money.
+	const sender, groupID = 1, 1
+	if _, err := sys.Groups.Create(ctx, group.CreateRequest{ID: groupID, Owner: sender, Capacity: *shares + 1}); err != nil {
+		return err
+	}
+	users := make([]int64, 0, 50_000)
+	for u := 2; u <= *shares+1; u++ {
+		users = append(users, int64(u))
+		if len(users) == cap(users) || u == *shares+1 {
+			if _, err := sys.Groups.AddMembers(ctx, groupID, users); err != nil {
+				return err
+			}
+			users = users[:0]
+		}
+	}
+	amount := money.Amount(*shares) * 10
+	if _, err := sys.Ledgers.For(sender).Deposit(ctx, "bench-fund", sender, 2*amount); err != nil {
+		return err
+	}
+	hot, _, err := sys.Flows.SendPacket(ctx, "bench-hot", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares})
+	if err != nil {
+		return err
+	}
+	plain, _, err := sys.Flows.SendPacket(ctx, "bench-plain", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares})
+	if err != nil {
+		return err
+	}
+	set, _ := sys.Flows.Set(hot.ID)
+	// Warm up: the first grab loads the packet and the group's members.
+	if _, err := sys.Flows.Grab(ctx, hot.ID, 2); err != nil {
+		return err
+	}
+
+	next := atomic.Int64{}
+	next.Store(2)
+	rep.Engine = bench.Run(ctx, *grabbers, *d, func(ctx context.Context, w, i int) (int, error) {
+		u := next.Add(1)
+		if u > int64(*shares)+1 {
+			return 0, bench.ErrDone
+		}
+		_, err := sys.Flows.Grab(ctx, hot.ID, u)
+		if errors.Is(err, packet.ErrSoldOut) {
+			return 0, bench.ErrDone
+		}
+		return 1, err
+	})
+	fmt.Fprintf(progress, "  %-46s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "grab engine (group commit)", rep.Engine.PerSec, rep.Engine.P50ms, rep.Engine.P99ms, rep.Engine.Errors)
+
+	// The plain way on the same database: lock the packet row, one
+	// transaction per grab.
+	next.Store(1)
+	rep.Baseline = bench.Run(ctx, *clients, *d, func(ctx context.Context, w, i int) (int, error) {
+		u := next.Add(1)
+		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
+		return 1, pgx.BeginFunc(ctx, set.DB(), func(tx pgx.Tx) error {
+			var count int
+			var remaining int64
+			if err := tx.QueryRow(ctx, `SELECT remaining_count, remaining_amount FROM packets WHERE id = $1 FOR UPDATE`, plain.ID).Scan(&count, &remaining); err != nil {
+				return err
+			}
+			if count == 0 {
+				return bench.ErrDone
+			}
+			share := remaining
+			if count > 1 {
+				share = 1 + r.Int64N(max(1, min(2*(remaining/int64(count)), remaining-int64(count-1))))
+			}
+			if _, err := tx.Exec(ctx, `UPDATE packets SET remaining_count = remaining_count - 1, remaining_amount = remaining_amount - $2,
+				state = CASE WHEN remaining_count = 1 THEN 'finished' ELSE state END WHERE id = $1`, plain.ID, share); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at)
+				VALUES (nextval('claim_ids') * 1024 + $5, $1, $2, $3, $4, now())`, plain.ID, u, *shares-count+1, share, set.Number())
+			return err
+		})
+	})
+	fmt.Fprintf(progress, "  %-46s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "baseline: SELECT ... FOR UPDATE, one tx a grab", rep.Baseline.PerSec, rep.Baseline.P50ms, rep.Baseline.P99ms, rep.Baseline.Errors)
+	rep.GrabsPerSec, rep.BaselineGrabsPerSec = rep.Engine.PerSec, rep.Baseline.PerSec
+	rep.Ratio = rep.Engine.PerSec / max(rep.Baseline.PerSec, 1)
+	rep.P50ms, rep.P99ms = rep.Engine.P50ms, rep.Engine.P99ms
+
+	// Nothing oversold: per packet, claims within the shares, sums exact.
+	for _, id := range []int64{hot.ID, plain.ID} {
+		var n, shares int
+		var amt, claimed, remaining int64
+		if err := set.DB().QueryRow(ctx, `SELECT p.shares, p.amount, p.remaining_amount, count(c.id), coalesce(sum(c.amount), 0)
+			FROM packets p LEFT JOIN claims c ON c.packet_id = p.id WHERE p.id = $1 GROUP BY p.id`, id).Scan(&shares, &amt, &remaining, &n, &claimed); err != nil {
+			return err
+		}
+		if n > shares || claimed+remaining != amt {
+			rep.Oversold = true
+			rep.Violations = append(rep.Violations, fmt.Sprintf("packet %d: %d claims of %d shares, claimed %s + remaining %s != %s",
+				id, n, shares, money.Amount(claimed), money.Amount(remaining), money.Amount(amt)))
+		}
+		rep.Claims += int64(n)
+	}
+	// Every claim credited once, then the books.
+	start := time.Now()
+	sys.o.Grace = 0 // the baseline's claims were never relayed: the reconciler sends them
+	for {
+		var open int64
+		if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE credited_at IS NULL`).Scan(&open); err != nil {
+			return err
+		}
+		rep.Credited = rep.Claims - open
+		if open == 0 || time.Since(start) > 2*time.Minute {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rep.CreditSeconds = time.Since(start).Seconds()
+	v, err := sys.Ledgers.Check(ctx)
+	if err != nil {
+		return err
+	}
+	pv, err := set.Check(ctx)
+	if err != nil {
+		return err
+	}
+	rep.Violations = append(append(rep.Violations, v...), pv...)
+	rep.Conserved = len(rep.Violations) == 0 && rep.Credited == rep.Claims
+	if *asJSON {
+		return json.NewEncoder(out).Encode(rep)
+	}
+	fmt.Fprintf(out, "ratio engine / baseline: %.1fx\n", rep.Ratio)
+	fmt.Fprintf(out, "%d claims, %d credited (%.1f s after the runs), oversold: %v, conserved: %v %v\n",
+		rep.Claims, rep.Credited, rep.CreditSeconds, rep.Oversold, rep.Conserved, rep.Violations)
+	if rep.Oversold || !rep.Conserved {
+		return errors.New("the hot packet did not reconcile")
+	}
+	return nil
+}
