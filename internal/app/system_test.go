@@ -414,3 +414,79 @@ func TestNATSRestartMidStream(t *testing.T) {
 	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
 	reconcile(t, sys)
 }
+
+func TestSendPacket(t *testing.T) {
+	t.Parallel()
+	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Second)
+	defer sys.Close()
+	ctx := t.Context()
+	p := newParty(t, sys, 5, 1000)
+	outsider := nextUser.Add(1)
+	lucky := packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: 300, Shares: 3}
+
+	for name, c := range map[string]struct {
+		key string
+		pk  packet.Packet
+		err error
+	}{
+		"no key":            {"", lucky, packet.ErrInvalid},
+		"bad packet":        {"k1", packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: 2, Shares: 3}, packet.ErrInvalid},
+		"sender not member": {"k2", packet.Packet{Kind: packet.Lucky, Sender: outsider, Group: p.group, Amount: 300, Shares: 3}, packet.ErrNotGroupMember},
+		"more shares than members": {"k3", packet.Packet{Kind: packet.Equal, Sender: p.sender, Group: p.group, Amount: 300, Shares: 7},
+			packet.ErrInvalid},
+		"no such group": {"k4", packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: 424242, Amount: 300, Shares: 3}, group.ErrNotFound},
+	} {
+		if _, _, err := sys.Flows.SendPacket(ctx, c.key, c.pk); !errors.Is(err, c.err) {
+			t.Errorf("%s: err = %v, want %v", name, err, c.err)
+		}
+	}
+	// Not enough money: the TCC cancels, the packet is cancelled, nothing held.
+	big := lucky
+	big.Amount = 5000
+	sent, res, err := sys.Flows.SendPacket(ctx, "too-much", big)
+	if err != nil || res.State != "cancelled" || sent.State != packet.StateCancelled {
+		t.Fatalf("send beyond funds = %+v %+v, %v", sent, res, err)
+	}
+	// (Its packet row is cancelled, or was never written if the hold failed first.)
+	if _, err := sys.Flows.Grab(ctx, sent.ID, p.members[0]); !errors.Is(err, packet.ErrNotActive) && !errors.Is(err, packet.ErrNotFound) {
+		t.Fatalf("grab of a cancelled packet: %v", err)
+	}
+	// Sent once, replayed with the same key: the same packet, charged once.
+	first, _, err := sys.Flows.SendPacket(ctx, "once", lucky)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _, err := sys.Flows.SendPacket(ctx, "once", lucky)
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("replay = %+v, %v; want packet %d", again, err, first.ID)
+	}
+	other := lucky
+	other.Amount = 301
+	if _, _, err := sys.Flows.SendPacket(ctx, "once", other); err == nil {
+		t.Fatal("the same key with another packet was accepted")
+	}
+	if got := balance(t, sys, p.sender); got != 700 {
+		t.Fatalf("sender has %s after one send of 3.00, want 7.00", got)
+	}
+	w, _ := sys.Ledgers.For(p.sender).Wallet(ctx, p.sender)
+	if w.Held != 0 {
+		t.Fatalf("held %s after the sends", w.Held)
+	}
+	// A single packet: only its receiver may grab it.
+	single, _, err := sys.Flows.SendPacket(ctx, "single", packet.Packet{Kind: packet.Single, Sender: p.sender, Receiver: outsider, Amount: 100, Shares: 1})
+	if err != nil || single.State != packet.StateActive {
+		t.Fatalf("single = %+v, %v", single, err)
+	}
+	if _, err := sys.Flows.Grab(ctx, single.ID, p.members[0]); !errors.Is(err, packet.ErrNotAllowed) {
+		t.Fatalf("someone else grabbing a single packet: %v", err)
+	}
+	if c, err := sys.Flows.Grab(ctx, single.ID, outsider); err != nil || c.Amount != 100 {
+		t.Fatalf("receiver grab = %+v, %v", c, err)
+	}
+	// A stranger cannot grab a group packet.
+	if _, err := sys.Flows.Grab(ctx, first.ID, outsider); !errors.Is(err, packet.ErrNotAllowed) {
+		t.Fatalf("non-member grab: %v", err)
+	}
+	waitCredited(t, sys, single.ID, map[int64]money.Amount{})
+	reconcile(t, sys)
+}
