@@ -60,3 +60,5 @@ func usage(w io.Writer) {
 	b.WriteString("\nRun hongbao <command> -h for its flags.\n")
 	io.WriteString(w, b.String())
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,19 @@
+package app
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// The README's first command must keep working and reconciling.
+func TestDemoReconciles(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := runDemo(t.Context(), []string{"--users", "300", "--durable=false"}, &out, discardLogger()); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "everything reconciles") {
+		t.Fatalf("demo output lacks the reconciliation:\n%s", out.String())
+	}
+}
