@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hongbao/internal/node"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -70,7 +71,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	limits := packet.DefaultLimits
 	limits.MaxShares = *shares
 	limits.MaxAmount = money.Amount(*shares) * 100
-	sys, err := StartSystem(ctx, dbs.Open, SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits, BusDir: busDir, Logger: log})
+	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits, BusDir: busDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	}
 	// Every claim credited once, then the books.
 	start := time.Now()
-	sys.o.Grace = 0 // the baseline's claims were never relayed: the reconciler sends them
+	sys.SetGrace(0) // the baseline's claims were never relayed: the reconciler sends them
 	for {
 		var open int64
 		if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE credited_at IS NULL`).Scan(&open); err != nil {

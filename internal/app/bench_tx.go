@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hongbao/internal/node"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -55,7 +56,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	if *asJSON {
 		progress = io.Discard
 	}
-	ls, err := OpenLedgers(ctx, dbs, 2, log)
+	ls, err := node.OpenLedgers(ctx, dbs.Open, 2, log)
 	if err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	if err != nil {
 		return err
 	}
-	parts := Participants(ls, groups)
+	parts := node.Participants(ls, groups)
 	coord := dtx.New(ddb, dtx.Options{Participants: parts, Logger: log})
 	defer coord.Close()
 
@@ -90,7 +91,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 		s := r.IntN(2)
 		from, to := byShard[s][r.IntN(len(byShard[s]))], byShard[1-s][r.IntN(len(byShard[1-s]))]
-		res, err := coord.Run(ctx, TransferSpec(ls, fmt.Sprintf("bench-tcc-%d-%d", w, i), from, to, 1))
+		res, err := coord.Run(ctx, node.TransferSpec(ls, fmt.Sprintf("bench-tcc-%d-%d", w, i), from, to, 1))
 		if err == nil && res.Outcome != dtx.OutcomeCommitted {
 			err = fmt.Errorf("transfer %s: %s", res.Outcome, res.Reason)
 		}
@@ -133,7 +134,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		if user == g.Owner {
 			return 0, nil
 		}
-		res, err := coord.Run(ctx, PaidEntrySpec(ls, fmt.Sprintf("bench-join-%d-%d", gid, user), user, g))
+		res, err := coord.Run(ctx, node.PaidEntrySpec(ls, fmt.Sprintf("bench-join-%d-%d", gid, user), user, g))
 		if err == nil && res.Outcome != dtx.OutcomeCommitted {
 			err = fmt.Errorf("paid entry %s: %s", res.Outcome, res.Reason)
 		}
@@ -155,7 +156,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		wg.Go(func() {
 			for i := range jobs {
 				from, to := byShard[0][i%len(byShard[0])], byShard[1][i%len(byShard[1])]
-				_, _ = crashing.Run(ctx, TransferSpec(ls, fmt.Sprint("bench-backlog-", i), from, to, 1))
+				_, _ = crashing.Run(ctx, node.TransferSpec(ls, fmt.Sprint("bench-backlog-", i), from, to, 1))
 			}
 		})
 	}
@@ -225,7 +226,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 }
 
 // fundUsers deposits amount into users 1..n from several goroutines.
-func fundUsers(ctx context.Context, ls *Ledgers, n int, amount money.Amount, workers int) error {
+func fundUsers(ctx context.Context, ls *node.Ledgers, n int, amount money.Amount, workers int) error {
 	next := make(chan int64)
 	errc := make(chan error, workers)
 	for range workers {

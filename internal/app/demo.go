@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hongbao/internal/node"
 	"io"
 	"log/slog"
 	"os"
@@ -62,7 +63,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	}
 	defer dbs.Close()
 	limits := packet.DefaultLimits
-	sys, err := StartSystem(ctx, dbs.Open, SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: *sets, Limits: limits,
+	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: *sets, Limits: limits,
 		BusDir: filepath.Join(dir, "nats"), Grace: 2 * time.Second, Every: 200 * time.Millisecond, Logger: log})
 	if err != nil {
 		return err
@@ -77,7 +78,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 }
 
 type demo struct {
-	sys       *System
+	sys       *node.System
 	out       io.Writer
 	users     int64
 	deposited money.Amount
@@ -339,7 +340,7 @@ func (d *demo) detail(ctx context.Context, id int64) (packet.Detail, error) {
 	if err != nil {
 		return packet.Detail{}, err
 	}
-	return set.Detail(ctx, id, d.sys.claimsCredited)
+	return set.Detail(ctx, id, d.sys.ClaimsCredited)
 }
 
 // outstanding counts packets with a claim not yet credited, and expiring
@@ -457,6 +458,6 @@ func (d *demo) reconcile(ctx context.Context) error {
 	return nil
 }
 
-func started(s *System) int64   { a, _, _, _, _ := s.Coord.Snapshot(); return a }
-func committed(s *System) int64 { _, a, _, _, _ := s.Coord.Snapshot(); return a }
-func cancelled(s *System) int64 { _, _, a, _, _ := s.Coord.Snapshot(); return a }
+func started(s *node.System) int64   { a, _, _, _, _ := s.Coord.Snapshot(); return a }
+func committed(s *node.System) int64 { _, a, _, _, _ := s.Coord.Snapshot(); return a }
+func cancelled(s *node.System) int64 { _, _, a, _, _ := s.Coord.Snapshot(); return a }

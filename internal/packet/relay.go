@@ -35,6 +35,9 @@ func NewRelay(b *bus.Bus, route func(user int64) int, log *slog.Logger) *Relay {
 	return &Relay{bus: b, route: route, in: make(chan ledger.CreditMessage, 200_000), log: log}
 }
 
+// Queued is how many credits wait to be published.
+func (r *Relay) Queued() int { return len(r.in) }
+
 // Enqueue hands messages to the relay without blocking the caller.
 func (r *Relay) Enqueue(msgs []ledger.CreditMessage) {
 	for _, m := range msgs {

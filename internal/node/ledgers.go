@@ -1,4 +1,7 @@
-package app
+// Package node wires the parts of a Hongbao node together: the ledger
+// shards, packet sets, group shard, coordinator, bus, relay, consumers and
+// sweepers (System), and the flows that span them.
+package node
 
 import (
 	"context"
@@ -16,14 +19,14 @@ type Ledgers struct {
 }
 
 // OpenLedgers opens (creating and migrating) every ledger shard database.
-func OpenLedgers(ctx context.Context, dbs *Databases, n int, log *slog.Logger) (*Ledgers, error) {
+func OpenLedgers(ctx context.Context, open OpenDB, n int, log *slog.Logger) (*Ledgers, error) {
 	t, err := shard.NewTable(n)
 	if err != nil {
 		return nil, err
 	}
 	ls := &Ledgers{Table: t}
 	for i := range n {
-		pool, err := dbs.Open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
+		pool, err := open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
 		if err != nil {
 			return nil, err
 		}

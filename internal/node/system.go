@@ -1,4 +1,4 @@
-package app
+package node
 
 import (
 	"context"
@@ -18,7 +18,6 @@ import (
 	"hongbao/internal/ledger"
 	"hongbao/internal/packet"
 	"hongbao/internal/postgres"
-	"hongbao/internal/shard"
 )
 
 // OpenDB opens (creating and migrating) a named database.
@@ -54,6 +53,7 @@ type System struct {
 	DeadCredits atomic.Int64
 
 	o      SystemOptions
+	grace  atomic.Int64 // time.Duration
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -78,28 +78,18 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		return nil, fmt.Errorf("packet sets %d: want 1..%d", o.PacketSets, ids.MaxShard+1)
 	}
 	s := &System{o: o}
+	s.grace.Store(int64(o.Grace))
+	var err error
 	ok := false
 	defer func() {
 		if !ok {
 			s.Close()
 		}
 	}()
-	tab, err := shard.NewTable(o.LedgerShards)
-	if err != nil {
+	if s.Ledgers, err = OpenLedgers(ctx, open, o.LedgerShards, o.Logger); err != nil {
 		return nil, err
 	}
-	s.Ledgers = &Ledgers{Table: tab}
-	for i := range o.LedgerShards {
-		pool, err := open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
-		if err != nil {
-			return nil, err
-		}
-		l, err := ledger.New(ctx, pool, ledger.Options{Shard: i, Logger: o.Logger})
-		if err != nil {
-			return nil, err
-		}
-		s.Ledgers.Shards = append(s.Ledgers.Shards, l)
-	}
+	tab := s.Ledgers.Table
 	gpool, err := open(ctx, "hongbao_group_0", 32, group.Migrations()...)
 	if err != nil {
 		return nil, err
@@ -197,6 +187,10 @@ func (s *System) sweepLoop(ctx context.Context) {
 	}
 }
 
+// SetGrace changes how long the reconciler waits before republishing a
+// credit it has not seen applied.
+func (s *System) SetGrace(d time.Duration) { s.grace.Store(int64(d)) }
+
 // Sweep runs one pass of the sweepers and the reconciler.
 func (s *System) Sweep(ctx context.Context) {
 	for _, set := range s.Sets {
@@ -209,7 +203,7 @@ func (s *System) Sweep(ctx context.Context) {
 			msgs[i] = packet.RefundMessage(r)
 		}
 		s.Relay.Enqueue(msgs)
-		if _, _, err := set.Settle(ctx, s.o.Grace, s.applied, s.Relay.Enqueue); err != nil && ctx.Err() == nil {
+		if _, _, err := set.Settle(ctx, time.Duration(s.grace.Load()), s.applied, s.Relay.Enqueue); err != nil && ctx.Err() == nil {
 			s.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
 		}
 	}
@@ -306,8 +300,8 @@ func (m *memberCache) IsMember(ctx context.Context, groupID, user int64) (bool, 
 	return in, err
 }
 
-// claimsCredited reports which claims their grabbers' ledgers applied.
-func (s *System) claimsCredited(ctx context.Context, cs []packet.Claim) (map[int64]bool, error) {
+// ClaimsCredited reports which claims their grabbers' ledgers applied.
+func (s *System) ClaimsCredited(ctx context.Context, cs []packet.Claim) (map[int64]bool, error) {
 	msgs := make([]ledger.CreditMessage, len(cs))
 	for i, c := range cs {
 		msgs[i] = packet.ClaimMessage(c)

@@ -1,4 +1,4 @@
-package app
+package node
 
 import (
 	"context"
@@ -103,7 +103,7 @@ func waitCredited(t *testing.T, sys *System, packetID int64, before map[int64]mo
 	set, _ := sys.Flows.Set(packetID)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		d, err := set.Detail(t.Context(), packetID, sys.claimsCredited)
+		d, err := set.Detail(t.Context(), packetID, sys.ClaimsCredited)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,87 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"hongbao/internal/dtx"
+	"hongbao/internal/group"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/node"
+	"hongbao/internal/packet"
+)
+
+// apiError is the JSON body of every error: a stable code and a message.
+type apiError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func bad(code, msg string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Code: code, Message: msg}
+}
+
+// errorTable maps every condition a caller branches on to a status and a
+// stable code. The first match wins.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{ErrNoToken, http.StatusUnauthorized, "unauthorized"},
+	{ErrBadToken, http.StatusUnauthorized, "unauthorized"},
+	{ErrExpired, http.StatusUnauthorized, "token_expired"},
+	{money.ErrSyntax, http.StatusBadRequest, "bad_amount"},
+	{money.ErrPrecision, http.StatusBadRequest, "bad_amount"},
+	{money.ErrRange, http.StatusBadRequest, "bad_amount"},
+	{money.ErrNotPositive, http.StatusBadRequest, "bad_amount"},
+	{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{packet.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{group.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{node.ErrFlowInvalid, http.StatusBadRequest, "invalid_request"},
+	{dtx.ErrInvalidSpec, http.StatusBadRequest, "invalid_request"},
+	{ledger.ErrInsufficientFunds, http.StatusConflict, "insufficient_funds"},
+	{ledger.ErrIdempotencyConflict, http.StatusConflict, "idempotency_conflict"},
+	{dtx.ErrGIDConflict, http.StatusConflict, "idempotency_conflict"},
+	{packet.ErrNotFound, http.StatusNotFound, "not_found"},
+	{group.ErrNotFound, http.StatusNotFound, "not_found"},
+	{dtx.ErrNotFound, http.StatusNotFound, "not_found"},
+	{packet.ErrWrongSet, http.StatusNotFound, "not_found"},
+	{packet.ErrSoldOut, http.StatusConflict, "sold_out"},
+	{packet.ErrExpired, http.StatusConflict, "packet_expired"},
+	{packet.ErrNotActive, http.StatusConflict, "packet_not_active"},
+	{packet.ErrBusy, http.StatusTooManyRequests, "busy"},
+	{packet.ErrFenced, http.StatusServiceUnavailable, "retry"},
+	{packet.ErrNotAllowed, http.StatusForbidden, "not_allowed"},
+	{packet.ErrNotGroupMember, http.StatusForbidden, "not_a_member"},
+	{group.ErrGroupFull, http.StatusConflict, "group_full"},
+	{group.ErrBanned, http.StatusForbidden, "banned"},
+	{group.ErrAlreadyMember, http.StatusConflict, "already_member"},
+	{group.ErrConflict, http.StatusConflict, "conflict"},
+}
+
+// toAPIError classifies err. A database that cannot be reached is 503;
+// anything unknown is 500 and logged by the caller.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			return &apiError{Status: e.status, Code: e.code, Message: err.Error()}
+		}
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "a dependency is unavailable; retry with the same Idempotency-Key"}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+}

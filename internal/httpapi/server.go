@@ -1,0 +1,633 @@
+// Package httpapi is Hongbao's HTTP/JSON API: authentication by signed
+// bearer tokens, idempotency keys on money-moving requests, one error
+// table, metrics, health and the OpenAPI document.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"hongbao/internal/dtx"
+	"hongbao/internal/group"
+	"hongbao/internal/money"
+	"hongbao/internal/node"
+	"hongbao/internal/packet"
+)
+
+// Options configure the API.
+type Options struct {
+	Secret []byte
+	// MaxBody bounds request bodies (default 64 KiB).
+	MaxBody int64
+	// Timeout bounds each request (default 10 s).
+	Timeout time.Duration
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Server serves the API over a running System.
+type Server struct {
+	sys     *node.System
+	o       Options
+	mux     *http.ServeMux
+	routes  []route
+	reg     *prometheus.Registry
+	reqs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	ready   func(context.Context) error
+}
+
+type route struct {
+	method, pattern string
+	auth            access
+	idempotent      bool // money-moving: requires an Idempotency-Key
+	h               func(r *http.Request, c Claims) (int, any, error)
+}
+
+type access int
+
+const (
+	public access = iota
+	user
+	admin
+)
+
+// New builds the API over sys.
+func New(sys *node.System, o Options) (*Server, error) {
+	if len(o.Secret) < MinSecret {
+		return nil, fmt.Errorf("httpapi: the token secret must be at least %d bytes", MinSecret)
+	}
+	if o.MaxBody == 0 {
+		o.MaxBody = 64 << 10
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{sys: sys, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	s.metrics()
+	s.routes = []route{
+		{"GET", "/v1/wallet", user, false, s.wallet},
+		{"GET", "/v1/wallet/statement", user, false, s.statement},
+		{"POST", "/v1/transfers", user, true, s.transfer},
+		{"POST", "/v1/packets", user, true, s.sendPacket},
+		{"POST", "/v1/packets/{id}/grab", user, true, s.grab},
+		{"GET", "/v1/packets/{id}", user, false, s.packetDetail},
+		{"GET", "/v1/packets/sent", user, false, s.sent},
+		{"GET", "/v1/packets/received", user, false, s.received},
+		{"POST", "/v1/groups", user, true, s.createGroup},
+		{"GET", "/v1/groups/{id}", user, false, s.getGroup},
+		{"POST", "/v1/groups/{id}/join", user, true, s.joinGroup},
+		{"GET", "/v1/groups/{id}/members", user, false, s.members},
+		{"POST", "/v1/admin/deposits", admin, true, s.deposit},
+		{"GET", "/v1/admin/wallets/{user}", admin, false, s.adminWallet},
+		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
+		{"GET", "/v1/admin/transactions/{gid}", admin, false, s.transaction},
+	}
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+	}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.OpenAPI()) })
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + r.URL.Path})
+	})
+	return s, nil
+}
+
+// Handler is the root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) wrap(rt route) http.Handler {
+	name := rt.method + " " + rt.pattern
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status := s.serve(w, r, rt)
+		s.reqs.WithLabelValues(name, strconv.Itoa(status)).Inc()
+		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status int) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.o.Logger.Error("handler panicked", "route", rt.pattern, "panic", fmt.Sprint(p))
+			status = http.StatusInternalServerError
+			writeError(w, &apiError{Status: status, Code: "internal", Message: "internal error"})
+		}
+	}()
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	r.Body = http.MaxBytesReader(w, r.Body, s.o.MaxBody)
+	var c Claims
+	if rt.auth != public {
+		var err error
+		if c, err = s.authenticate(r); err != nil {
+			return writeError(w, toAPIError(err))
+		}
+		if rt.auth == admin && !c.Admin {
+			return writeError(w, &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: "this needs an admin token"})
+		}
+		if rt.auth == user && c.User <= 0 {
+			return writeError(w, &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: "this needs a user token"})
+		}
+	}
+	if rt.idempotent {
+		if err := checkKey(r.Header.Get("Idempotency-Key")); err != nil {
+			return writeError(w, err)
+		}
+	}
+	code, body, err := rt.h(r, c)
+	if err != nil {
+		ae := toAPIError(err)
+		if ae.Status >= 500 {
+			s.o.Logger.Error("request failed", "route", rt.pattern, "err", err)
+		}
+		return writeError(w, ae)
+	}
+	writeJSON(w, code, body)
+	return code
+}
+
+func (s *Server) authenticate(r *http.Request) (Claims, error) {
+	h := r.Header.Get("Authorization")
+	const prefix = "Bearer "
+	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
+		return Claims{}, ErrNoToken
+	}
+	return VerifyToken(s.o.Secret, h[len(prefix):], s.o.Now())
+}
+
+func checkKey(k string) *apiError {
+	if k == "" {
+		return bad("idempotency_key_required", "money-moving requests need an Idempotency-Key header (retry with the same key)")
+	}
+	if len(k) > 128 {
+		return bad("bad_idempotency_key", "Idempotency-Key is longer than 128 characters")
+	}
+	for _, r := range k {
+		if r > unicode.MaxASCII || !unicode.IsPrint(r) {
+			return bad("bad_idempotency_key", "Idempotency-Key must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *apiError) int {
+	writeJSON(w, e.Status, e)
+	return e.Status
+}
+
+// decode reads exactly one JSON object with no unknown fields.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: "request body too large"}
+		}
+		var amountErr interface{ Unwrap() error }
+		if errors.As(err, &amountErr) && (errors.Is(err, money.ErrSyntax) || errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrRange)) {
+			return bad("bad_amount", err.Error())
+		}
+		return bad("bad_json", "request body: "+err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return bad("bad_json", "request body must be one JSON object")
+	}
+	return nil
+}
+
+func pathID(r *http.Request, name string) (int64, error) {
+	v, err := strconv.ParseInt(r.PathValue(name), 10, 64)
+	if err != nil || v <= 0 {
+		return 0, bad("bad_id", fmt.Sprintf("%s %q is not a positive id", name, r.PathValue(name)))
+	}
+	return v, nil
+}
+
+func queryInt(r *http.Request, name string, def int64) (int64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, bad("bad_query", fmt.Sprintf("%s=%q is not a whole number", name, s))
+	}
+	return v, nil
+}
+
+func idemKey(r *http.Request) string { return r.Header.Get("Idempotency-Key") }
+
+// ---- wallets ----
+
+func (s *Server) wallet(r *http.Request, c Claims) (int, any, error) {
+	w, err := s.sys.Ledgers.For(c.User).Wallet(r.Context(), c.User)
+	return 200, w, err
+}
+
+func (s *Server) adminWallet(r *http.Request, _ Claims) (int, any, error) {
+	u, err := pathID(r, "user")
+	if err != nil {
+		return 0, nil, err
+	}
+	w, err := s.sys.Ledgers.For(u).Wallet(r.Context(), u)
+	return 200, w, err
+}
+
+func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
+	before, err := queryInt(r, "before", 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		return 0, nil, err
+	}
+	es, next, err := s.sys.Ledgers.For(c.User).Statement(r.Context(), c.User, before, int(limit))
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"entries": nonNil(es), "next": next}, nil
+}
+
+type depositRequest struct {
+	User   int64        `json:"user"`
+	Amount money.Amount `json:"amount"`
+}
+
+func (s *Server) deposit(r *http.Request, _ Claims) (int, any, error) {
+	var req depositRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.User <= 0 {
+		return 0, nil, bad("invalid_request", "user must be a positive id")
+	}
+	if req.Amount <= 0 {
+		return 0, nil, bad("bad_amount", "amount must be at least 0.01")
+	}
+	res, err := s.sys.Ledgers.For(req.User).Deposit(r.Context(), "deposit:"+idemKey(r), req.User, req.Amount)
+	return 200, res, err
+}
+
+type transferRequest struct {
+	To     int64        `json:"to"`
+	Amount money.Amount `json:"amount"`
+}
+
+func (s *Server) transfer(r *http.Request, c Claims) (int, any, error) {
+	var req transferRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.To <= 0 || req.To == c.User {
+		return 0, nil, bad("invalid_request", "to must be another user's id")
+	}
+	if req.Amount <= 0 {
+		return 0, nil, bad("bad_amount", "amount must be at least 0.01")
+	}
+	res, err := s.sys.Flows.Transfer(r.Context(), idemKey(r), c.User, req.To, req.Amount)
+	if err != nil {
+		return 0, nil, err
+	}
+	return outcome(res, res)
+}
+
+// outcome turns a global transaction's result into a status: 200 done,
+// 202 still being driven (ask again with the same key), 409 cancelled.
+func outcome(res dtx.Result, body any) (int, any, error) {
+	switch res.Outcome {
+	case dtx.OutcomeCommitted:
+		return 200, body, nil
+	case dtx.OutcomeCancelled:
+		return 0, nil, &apiError{Status: http.StatusConflict, Code: "cancelled", Message: "not done, nothing changed: " + res.Reason}
+	}
+	return 202, body, nil
+}
+
+// ---- packets ----
+
+type sendRequest struct {
+	Kind      string       `json:"kind"`
+	Receiver  int64        `json:"receiver"`
+	Group     int64        `json:"group"`
+	Amount    money.Amount `json:"amount"`
+	Shares    int          `json:"shares"`
+	Greeting  string       `json:"greeting"`
+	ExpiresIn int          `json:"expires_in_seconds"`
+}
+
+func (s *Server) sendPacket(r *http.Request, c Claims) (int, any, error) {
+	var req sendRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.ExpiresIn < 0 || req.ExpiresIn > 7*24*3600 {
+		return 0, nil, bad("invalid_request", "expires_in_seconds must be 0 (the default, 24 h) up to 604800")
+	}
+	if req.Kind == packet.Single && req.Shares == 0 {
+		req.Shares = 1
+	}
+	p := packet.Packet{Kind: req.Kind, Sender: c.User, Receiver: req.Receiver, Group: req.Group, Amount: req.Amount, Shares: req.Shares, Greeting: req.Greeting}
+	if req.ExpiresIn > 0 {
+		p.ExpiresAt = s.o.Now().Add(time.Duration(req.ExpiresIn) * time.Second)
+	}
+	sent, res, err := s.sys.Flows.SendPacket(r.Context(), idemKey(r), p)
+	if err != nil {
+		return 0, nil, err
+	}
+	code, body, err := outcome(res, sent)
+	if code == 200 {
+		code = 201
+	}
+	return code, body, err
+}
+
+type grabResponse struct {
+	Claim packet.Claim `json:"claim"`
+}
+
+func (s *Server) grab(r *http.Request, c Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	cl, err := s.sys.Flows.Grab(r.Context(), id, c.User)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, grabResponse{Claim: cl}, nil
+}
+
+func (s *Server) packetDetail(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	set, err := s.sys.Flows.Set(id)
+	if err != nil {
+		return 0, nil, err
+	}
+	d, err := set.Detail(r.Context(), id, s.sys.ClaimsCredited)
+	return 200, d, err
+}
+
+func (s *Server) sent(r *http.Request, c Claims) (int, any, error) {
+	before, limit, err := page(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var all []packet.Packet
+	for _, set := range s.sys.Sets {
+		ps, err := set.Sent(r.Context(), c.User, before, limit)
+		if err != nil {
+			return 0, nil, err
+		}
+		all = append(all, ps...)
+	}
+	slices.SortFunc(all, func(a, b packet.Packet) int { return cmpDesc(a.ID, b.ID) })
+	return 200, map[string]any{"packets": nonNil(all[:min(len(all), limit)])}, nil
+}
+
+func (s *Server) received(r *http.Request, c Claims) (int, any, error) {
+	before, limit, err := page(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var all []packet.Claim
+	for _, set := range s.sys.Sets {
+		cs, err := set.Received(r.Context(), c.User, before, limit)
+		if err != nil {
+			return 0, nil, err
+		}
+		all = append(all, cs...)
+	}
+	slices.SortFunc(all, func(a, b packet.Claim) int { return cmpDesc(a.At.UnixNano(), b.At.UnixNano()) })
+	return 200, map[string]any{"claims": nonNil(all[:min(len(all), limit)])}, nil
+}
+
+func page(r *http.Request) (int64, int, error) {
+	before, err := queryInt(r, "before", 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		return 0, 0, err
+	}
+	if limit < 1 || limit > 500 {
+		return 0, 0, bad("bad_query", "limit must be 1..500")
+	}
+	return before, int(limit), nil
+}
+
+func cmpDesc(a, b int64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// ---- groups ----
+
+type createGroupRequest struct {
+	Capacity int          `json:"capacity"`
+	Fee      money.Amount `json:"fee"`
+}
+
+func (s *Server) createGroup(r *http.Request, c Claims) (int, any, error) {
+	var req createGroupRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	// The id follows from the owner and the key: a retry finds the same group.
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s", c.User, idemKey(r))
+	id := int64(h.Sum64() >> 1)
+	if id == 0 {
+		id = 1
+	}
+	g, err := s.sys.Groups.Create(r.Context(), group.CreateRequest{ID: id, Owner: c.User, Capacity: req.Capacity, Fee: req.Fee})
+	return 201, g, err
+}
+
+func (s *Server) getGroup(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	g, err := s.sys.Groups.Get(r.Context(), id)
+	return 200, g, err
+}
+
+func (s *Server) joinGroup(r *http.Request, c Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := s.sys.Flows.JoinGroup(r.Context(), idemKey(r), c.User, id)
+	if err != nil {
+		return 0, nil, err
+	}
+	return outcome(res, res)
+}
+
+func (s *Server) members(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	after, err := queryInt(r, "after", 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	limit, err := queryInt(r, "limit", 100)
+	if err != nil {
+		return 0, nil, err
+	}
+	if limit < 1 || limit > 1000 {
+		return 0, nil, bad("bad_query", "limit must be 1..1000")
+	}
+	if _, err := s.sys.Groups.Get(r.Context(), id); err != nil {
+		return 0, nil, err
+	}
+	ms, err := s.sys.Groups.Members(r.Context(), id, after, int(limit))
+	return 200, map[string]any{"members": nonNil(ms)}, err
+}
+
+// ---- operators ----
+
+func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
+	q := r.URL.Query()
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		return 0, nil, err
+	}
+	state := dtx.State(q.Get("state"))
+	if !slices.Contains([]dtx.State{"", dtx.Trying, dtx.Confirming, dtx.Cancelling, dtx.Committed, dtx.Cancelled}, state) {
+		return 0, nil, bad("bad_query", fmt.Sprintf("state %q is not one of trying, confirming, cancelling, committed, cancelled", state))
+	}
+	gs, err := s.sys.Coord.List(r.Context(), dtx.Filter{State: state, Unfinished: q.Get("unfinished") == "true", Limit: int(limit)})
+	return 200, map[string]any{"transactions": nonNil(gs)}, err
+}
+
+func (s *Server) transaction(r *http.Request, _ Claims) (int, any, error) {
+	g, err := s.sys.Coord.Get(r.Context(), r.PathValue("gid"))
+	return 200, g, err
+}
+
+// ---- health and metrics ----
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	for _, l := range s.sys.Ledgers.Shards {
+		if err := l.DB().Ping(ctx); err != nil {
+			writeError(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("ledger shard %d: database unreachable", l.Shard())})
+			return
+		}
+	}
+	for _, set := range s.sys.Sets {
+		if err := set.DB().Ping(ctx); err != nil {
+			writeError(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("packet set %d: database unreachable", set.Number())})
+			return
+		}
+	}
+	if !s.sys.Bus.Conn().IsConnected() {
+		writeError(w, &apiError{Status: 503, Code: "unavailable", Message: "NATS: not connected"})
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+func (s *Server) metrics() {
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hongbao_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hongbao_http_request_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"route"})
+	sys := s.sys
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	s.reg.MustRegister(s.reqs, s.latency,
+		counter("hongbao_grabs_total", "Claims committed by the grab engines.", func() float64 {
+			var n int64
+			for _, set := range sys.Sets {
+				n += set.Grabs.Load()
+			}
+			return float64(n)
+		}),
+		counter("hongbao_grabs_rejected_total", "Grabs turned away by admission control.", func() float64 {
+			var n int64
+			for _, set := range sys.Sets {
+				n += set.Rejected.Load()
+			}
+			return float64(n)
+		}),
+		gauge("hongbao_credits_pending", "Credits committed but not yet published by the relay.", func() float64 { return float64(sys.Relay.Queued()) }),
+		counter("hongbao_credits_applied_total", "Credit messages applied by the ledger consumers.", func() float64 {
+			var n int64
+			for _, c := range sys.Credits {
+				n += c.Applied.Load()
+			}
+			return float64(n)
+		}),
+		counter("hongbao_dead_letters_total", "Credits and messages parked on a dead-letter subject (alert on any).", func() float64 {
+			n := sys.DeadCredits.Load()
+			for _, c := range sys.Credits {
+				n += c.Dead.Load()
+			}
+			return float64(n)
+		}),
+		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 {
+			_, _, _, retries, _ := sys.Coord.Snapshot()
+			return float64(retries)
+		}),
+		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 {
+			_, c, _, _, _ := sys.Coord.Snapshot()
+			return float64(c)
+		}),
+	)
+}
