@@ -19,8 +19,16 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"serve", "run the HTTP API (private PostgreSQL and NATS unless URLs are given)", runServe},
 		{"demo", "a short New Year's Eve on a private database, reconciled at the end", runDemo},
-		{"bench", "measure a scenario against its baseline (bench ledger)", runBench},
+		{"bench", "measure a scenario against its baseline: hot-packet, transfer, ledger", runBench},
+		{"token", "issue a signed bearer token (--user ID or --admin)", runToken},
+		{"wallet", "show your wallet (--statement for the entries)", runWallet},
+		{"transfer", "send money to another user", runTransfer},
+		{"deposit", "credit a user from outside (admin token)", runDeposit},
+		{"packet", "send, grab, show a red packet; list sent or received", runPacket},
+		{"group", "create, join, show a group; list members", runGroup},
+		{"tx", "inspect global transactions (admin token)", runTx},
 	}
 }
 

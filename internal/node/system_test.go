@@ -9,46 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"hongbao/internal/bus"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 	"hongbao/internal/pgtest"
-	"hongbao/internal/postgres"
 )
 
-// testDBs opens named databases on the test cluster; the same name opens
-// the same database again (a restarted node finds its data).
-type testDBs struct {
-	t    *testing.T
-	mu   sync.Mutex
-	urls map[string]string
-}
-
-func newTestDBs(t *testing.T) *testDBs { return &testDBs{t: t, urls: map[string]string{}} }
-
-func (d *testDBs) open(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error) {
-	d.mu.Lock()
-	url, ok := d.urls[name]
-	if !ok {
-		url = pgtest.NewDBURL(d.t, pgtest.Schema{Name: name, Migrations: migrations})
-		d.urls[name] = url
-	}
-	d.mu.Unlock()
-	pool, err := postgres.Open(ctx, url, maxConns)
-	if err != nil {
-		return nil, err
-	}
-	d.t.Cleanup(pool.Close)
-	return pool, nil
-}
-
-func startSystem(t *testing.T, dbs *testDBs, busDir string, port int, grace time.Duration) *System {
+func startSystem(t *testing.T, open OpenDB, busDir string, port int, grace time.Duration) *System {
 	t.Helper()
-	sys, err := StartSystem(t.Context(), dbs.open, SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: busDir, BusPort: port,
+	sys, err := StartSystem(t.Context(), open, SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: busDir, BusPort: port,
 		Grace: grace, Every: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +131,7 @@ func sendLucky(t *testing.T, sys *System, p party, amount money.Amount, shares i
 // twice, every claim credited once, the books sound.
 func TestPacketStormCredited(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Second)
+	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
 	defer sys.Close()
 	const shares = 200
 	p := newParty(t, sys, 3*shares, 100_000)
@@ -215,7 +186,7 @@ func TestPacketStormCredited(t *testing.T) {
 // Expiry after a partial grab refunds the remainder to the sender, once.
 func TestExpiryRefundOnce(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, 200*time.Millisecond)
+	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, 200*time.Millisecond)
 	defer sys.Close()
 	p := newParty(t, sys, 10, 10_000)
 	pk := sendLucky(t, sys, p, 1000, 10, time.Now().Add(time.Second))
@@ -255,8 +226,8 @@ func TestExpiryRefundOnce(t *testing.T) {
 // the reconciler and credited once.
 func TestCrashBetweenCommitAndPublish(t *testing.T) {
 	t.Parallel()
-	dbs := newTestDBs(t)
-	sys := startSystem(t, dbs, t.TempDir(), 0, 100*time.Millisecond)
+	open := pgtest.Opener(t)
+	sys := startSystem(t, open, t.TempDir(), 0, 100*time.Millisecond)
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
@@ -280,8 +251,8 @@ func TestCrashBetweenCommitAndPublish(t *testing.T) {
 // them are applied by the next node from the stream, once.
 func TestCrashBetweenPublishAndCredit(t *testing.T) {
 	t.Parallel()
-	dbs, dir := newTestDBs(t), t.TempDir()
-	sys := startSystem(t, dbs, dir, 0, time.Hour) // the reconciler stays out of it
+	open, dir := pgtest.Opener(t), t.TempDir()
+	sys := startSystem(t, open, dir, 0, time.Hour) // the reconciler stays out of it
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
 	set, _ := sys.Flows.Set(pk.ID)
@@ -313,7 +284,7 @@ func TestCrashBetweenPublishAndCredit(t *testing.T) {
 			t.Fatal("credited before the consumers ran")
 		}
 	}
-	again := startSystem(t, dbs, dir, 0, time.Hour)
+	again := startSystem(t, open, dir, 0, time.Hour)
 	defer again.Close()
 	waitCredited(t, again, pk.ID, map[int64]money.Amount{})
 	reconcile(t, again)
@@ -324,7 +295,7 @@ func TestCrashBetweenPublishAndCredit(t *testing.T) {
 // the dead-letter subject and counted.
 func TestCreditBatchFailsThenApplies(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Hour)
+	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Hour)
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	// Every ledger refuses credits for now: the batch's transaction fails.
@@ -385,7 +356,7 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 // NATS restarts in the middle of a storm: every claim is credited once.
 func TestNATSRestartMidStream(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, newTestDBs(t), t.TempDir(), -1, 2*time.Second)
+	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), -1, 2*time.Second)
 	defer sys.Close()
 	p := newParty(t, sys, 200, 100_000)
 	pk := sendLucky(t, sys, p, 50_000, 200, time.Time{})
@@ -417,7 +388,7 @@ func TestNATSRestartMidStream(t *testing.T) {
 
 func TestSendPacket(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, newTestDBs(t), t.TempDir(), 0, time.Second)
+	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
 	defer sys.Close()
 	ctx := t.Context()
 	p := newParty(t, sys, 5, 1000)

@@ -136,3 +136,27 @@ func sanitize(s string) string {
 	}
 	return b.String()
 }
+
+// Opener returns a function that opens named, migrated databases for the
+// test: the first call for a name creates the database, later calls open
+// the same one again (a restarted node finds its data). Pools close with
+// the test.
+func Opener(tb testing.TB) func(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error) {
+	var mu sync.Mutex
+	urls := map[string]string{}
+	return func(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error) {
+		mu.Lock()
+		url, ok := urls[name]
+		if !ok {
+			url = NewDBURL(tb, Schema{Name: name, Migrations: migrations})
+			urls[name] = url
+		}
+		mu.Unlock()
+		pool, err := postgres.Open(ctx, url, maxConns)
+		if err != nil {
+			return nil, err
+		}
+		tb.Cleanup(pool.Close)
+		return pool, nil
+	}
+}

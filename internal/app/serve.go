@@ -1,0 +1,173 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"hongbao/internal/httpapi"
+	"hongbao/internal/node"
+)
+
+// ServeConfig is the configuration of `hongbao serve`.
+type ServeConfig struct {
+	Config
+	Addr        string
+	TokenSecret string
+	NatsURL     string
+	PacketSets  int
+	Timeout     time.Duration
+	MaxBody     int64
+}
+
+func (c *ServeConfig) bind(fs *flag.FlagSet) {
+	c.Config.bind(fs, "hongbao-data")
+	fs.StringVar(&c.Addr, "addr", env("HONGBAO_ADDR", "127.0.0.1:8080"), "listen address (HONGBAO_ADDR)")
+	fs.StringVar(&c.TokenSecret, "token-secret", env("HONGBAO_TOKEN_SECRET", ""), "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
+	fs.StringVar(&c.NatsURL, "nats-url", env("HONGBAO_NATS_URL", ""), "NATS cluster URL; empty runs JetStream in this process (HONGBAO_NATS_URL)")
+	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
+	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
+	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
+}
+
+// Validate reports every problem at once.
+func (c *ServeConfig) Validate() error {
+	var errs []error
+	if err := c.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.TokenSecret) < httpapi.MinSecret {
+		errs = append(errs, fmt.Errorf("--token-secret (HONGBAO_TOKEN_SECRET) must be at least %d characters; generate one with: head -c 32 /dev/urandom | base64", httpapi.MinSecret))
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("--addr %q is not host:port", c.Addr))
+	}
+	if c.PacketSets < 1 || c.PacketSets > 1024 {
+		errs = append(errs, fmt.Errorf("--packet-sets is %d; it must be 1..1024", c.PacketSets))
+	}
+	if c.Timeout <= 0 || c.MaxBody < 1024 {
+		errs = append(errs, errors.New("--request-timeout must be positive and --max-body at least 1024"))
+	}
+	return errors.Join(errs...)
+}
+
+func runServe(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var cfg ServeConfig
+	cfg.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if cfg.DataDir != "" {
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		cfg.DataDir = abs
+	}
+	srv, stop, err := startServer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		stop()
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	log.Info("hongbao serving", "addr", l.Addr().String(), "ledger_shards", cfg.LedgerShards, "packet_sets", cfg.PacketSets)
+	fmt.Fprintf(out, "hongbao serving on http://%s (OpenAPI at /openapi.json)\n", l.Addr())
+	return serveUntilDone(ctx, srv, l, stop, log)
+}
+
+// startServer starts a node and its API; stop closes both.
+func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.Server, func(), error) {
+	dbs, err := OpenDatabases(ctx, cfg.Config, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	busDir := filepath.Join(cfg.DataDir, "nats")
+	if cfg.DataDir == "" {
+		busDir = filepath.Join(os.TempDir(), "hongbao-nats")
+	}
+	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
+		NatsURL: cfg.NatsURL, BusDir: busDir, Logger: log})
+	if err != nil {
+		dbs.Close()
+		return nil, nil, err
+	}
+	api, err := httpapi.New(sys, httpapi.Options{Secret: []byte(cfg.TokenSecret), MaxBody: cfg.MaxBody, Timeout: cfg.Timeout, Logger: log})
+	if err != nil {
+		sys.Close()
+		dbs.Close()
+		return nil, nil, err
+	}
+	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	return hs, func() { sys.Close(); dbs.Close() }, nil
+}
+
+// serveUntilDone serves until ctx ends, then drains: no new connections,
+// in-flight requests finish (up to 30 s), then the node stops its parts
+// in order (the committer writes what is queued, the relay and consumers
+// stop, the bus and databases close).
+func serveUntilDone(ctx context.Context, hs *http.Server, l net.Listener, stop func(), log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		stop()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	stop()
+	log.Info("stopped")
+	return err
+}
+
+func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	secret := fs.String("token-secret", env("HONGBAO_TOKEN_SECRET", ""), "the server's token secret (HONGBAO_TOKEN_SECRET)")
+	user := fs.Int64("user", 0, "the user the token acts as")
+	admin := fs.Bool("admin", false, "an admin token")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	newSecret := fs.Bool("new-secret", false, "print a fresh random secret and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *newSecret {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		fmt.Fprintln(out, hex.EncodeToString(b))
+		return nil
+	}
+	if (*user > 0) == *admin {
+		return errors.New("give either --user ID or --admin")
+	}
+	if *ttl <= 0 || *ttl > 366*24*time.Hour {
+		return errors.New("--ttl must be positive and at most a year")
+	}
+	tok, err := httpapi.IssueToken([]byte(*secret), httpapi.Claims{User: *user, Admin: *admin, Expires: time.Now().Add(*ttl).Unix()})
+	if err != nil {
+		return fmt.Errorf("%w (set --token-secret or HONGBAO_TOKEN_SECRET to the server's secret)", err)
+	}
+	fmt.Fprintln(out, tok)
+	return nil
+}
