@@ -23,13 +23,13 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 var secret = []byte("test-secret-test-secret-test-secret!")
 
 type api struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	sys *node.System
 	s   *httpapi.Server
 }
 
-func newAPI(t *testing.T) *api {
+func newAPI(t testing.TB) *api {
 	t.Helper()
 	sys, err := node.StartSystem(t.Context(), pgtest.Opener(t), node.SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: t.TempDir(),
 		Grace: time.Second, Every: 50 * time.Millisecond})
@@ -45,7 +45,7 @@ func newAPI(t *testing.T) *api {
 	return &api{t: t, srv: srv, sys: sys, s: s}
 }
 
-func token(t *testing.T, c httpapi.Claims) string {
+func token(t testing.TB, c httpapi.Claims) string {
 	if c.Expires == 0 {
 		c.Expires = time.Now().Add(time.Hour).Unix()
 	}
@@ -56,7 +56,7 @@ func token(t *testing.T, c httpapi.Claims) string {
 	return tok
 }
 
-func userToken(t *testing.T, u int64) string { return token(t, httpapi.Claims{User: u}) }
+func userToken(t testing.TB, u int64) string { return token(t, httpapi.Claims{User: u}) }
 
 // res is a decoded response.
 type res struct {
