@@ -131,6 +131,11 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet) (pa
 		if err := json.Unmarshal(g.Branches[1].Payload, &sent); err != nil {
 			return p, dtx.Result{}, err
 		}
+		if set, err := f.Set(sent.ID); err == nil && g.State == dtx.Committed {
+			if stored, err := set.Get(ctx, sent.ID); err == nil {
+				sent = stored
+			}
+		}
 		if sent.Kind != p.Kind || sent.Amount != p.Amount || sent.Shares != p.Shares || sent.Receiver != p.Receiver || sent.Group != p.Group || sent.Greeting != p.Greeting {
 			return p, dtx.Result{}, fmt.Errorf("%w: %s", dtx.ErrGIDConflict, gid)
 		}
@@ -162,6 +167,11 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet) (pa
 	res, err := f.Coord.Run(ctx, SendSpec(f.Ledgers, gid, p))
 	if err != nil {
 		return p, res, err
+	}
+	if res.Outcome == dtx.OutcomeCommitted {
+		if stored, err := set.Get(ctx, p.ID); err == nil {
+			return stored, res, nil // as the set keeps it
+		}
 	}
 	p.State = map[dtx.Outcome]string{dtx.OutcomeCommitted: packet.StateActive, dtx.OutcomeCancelled: packet.StateCancelled}[res.Outcome]
 	if p.State == "" {
