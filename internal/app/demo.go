@@ -2,12 +2,16 @@ package app
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"hongbao/internal/httpapi"
 	"hongbao/internal/node"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -69,7 +73,27 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 		return err
 	}
 	defer sys.Close()
-	d := &demo{sys: sys, out: out, users: int64(*users)}
+	// The real HTTP API on a loopback port, with a fresh signing secret.
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	api, err := httpapi.New(sys, httpapi.Options{Secret: secret, Logger: log})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(l) //nolint:errcheck // ends with Shutdown below
+	defer hs.Shutdown(context.Background())
+	admin, err := httpapi.IssueToken(secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  HTTP API on http://%s; everything below goes through it\n", l.Addr())
+	d := &demo{sys: sys, out: out, users: int64(*users), url: "http://" + l.Addr().String(), secret: secret, admin: admin,
+		httpc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	if err := d.run(ctx); err != nil {
 		return err
 	}
@@ -79,6 +103,10 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 
 type demo struct {
 	sys       *node.System
+	url       string
+	secret    []byte
+	admin     string
+	httpc     *http.Client
 	out       io.Writer
 	users     int64
 	deposited money.Amount
@@ -148,19 +176,47 @@ func (d *demo) bar(label string, done, total int64) {
 	fmt.Fprintf(d.out, "\r  %-34s [%s] %d/%d", label, b, done, total)
 }
 
+// call makes one request to the demo's server as user (0: the admin) and
+// decodes the answer into out; it returns the status.
+func (d *demo) call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
+	c := &client{url: d.url, token: d.admin, http: d.httpc}
+	if user > 0 {
+		tok, err := httpapi.IssueToken(d.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			return 0, err
+		}
+		c.token = tok
+	}
+	b, status, err := c.call(ctx, method, path, body, key)
+	if err != nil {
+		return status, err
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return status, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	return status, nil
+}
+
+type txAnswer struct {
+	GID     string `json:"gid"`
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason"`
+}
+
 func (d *demo) run(ctx context.Context) error {
-	sys := d.sys
 	const funding = money.Amount(500_00)
-	// 1. Everyone gets a red envelope budget.
+	// 1. Everyone gets a red envelope budget (admin deposits).
 	if err := d.parallel("funding wallets", int(d.users), func(i int) error {
 		u := int64(i + 1)
-		_, err := sys.Ledgers.For(u).Deposit(ctx, fmt.Sprint("demo-fund-", u), u, funding)
+		_, err := d.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("fund-", u), map[string]any{"user": u, "amount": funding}, nil)
 		return err
 	}); err != nil {
 		return err
 	}
 	d.deposited = funding * money.Amount(d.users)
-	d.step("funded %d wallets with %s each (%s in all)", d.users, funding, d.deposited)
+	d.step("funded %d wallets with %s each (%s in all) through POST /v1/admin/deposits", d.users, funding, d.deposited)
 
 	// 2. Transfers: same shard in one transaction, across shards as TCC.
 	var cross, local atomic.Int64
@@ -169,14 +225,14 @@ func (d *demo) run(ctx context.Context) error {
 		if from == to {
 			return nil
 		}
-		res, err := sys.Flows.Transfer(ctx, fmt.Sprint("demo-t-", i), from, to, money.Amount(100+i))
-		if err != nil {
+		var a txAnswer
+		if _, err := d.call(ctx, "POST", "/v1/transfers", from, fmt.Sprint("t-", i), map[string]any{"to": to, "amount": money.Amount(100 + i)}, &a); err != nil {
 			return err
 		}
-		if res.Outcome != dtx.OutcomeCommitted {
-			return fmt.Errorf("transfer %d: %s %s", i, res.Outcome, res.Reason)
+		if a.Outcome != string(dtx.OutcomeCommitted) {
+			return fmt.Errorf("transfer %d: %s %s", i, a.Outcome, a.Reason)
 		}
-		if sys.Ledgers.Table.Of(from) == sys.Ledgers.Table.Of(to) {
+		if d.sys.Ledgers.Table.Of(from) == d.sys.Ledgers.Table.Of(to) {
 			local.Add(1)
 		} else {
 			cross.Add(1)
@@ -187,33 +243,33 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.step("%d transfers: %d across shards (TCC), %d within a shard", cross.Load()+local.Load(), cross.Load(), local.Load())
 
-	// 3. The family group, and a paid group with one seat left.
-	const family, paid = 1_000_001, 1_000_002
-	if _, err := sys.Groups.Create(ctx, group.CreateRequest{ID: family, Owner: 1, Capacity: int(d.users)}); err != nil {
+	// 3. The family group everyone joins, and a paid group with two seats.
+	var family, paid group.Group
+	if _, err := d.call(ctx, "POST", "/v1/groups", 1, "family", map[string]any{"capacity": d.users, "fee": "0"}, &family); err != nil {
 		return err
 	}
-	members := make([]int64, 0, d.users)
-	for u := int64(2); u <= d.users; u++ {
-		members = append(members, u)
-	}
-	if _, err := sys.Groups.AddMembers(ctx, family, members); err != nil {
+	if err := d.parallel("everyone joins the family group", int(d.users-1), func(i int) error {
+		_, err := d.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", family.ID), int64(i+2), "join", nil, nil)
+		return err
+	}); err != nil {
 		return err
 	}
-	owner := d.users // the owner's wallet is on whichever shard it maps to
-	if _, err := sys.Groups.Create(ctx, group.CreateRequest{ID: paid, Owner: owner, Capacity: 3, Fee: 88_00}); err != nil {
+	owner := d.users
+	if _, err := d.call(ctx, "POST", "/v1/groups", owner, "vip", map[string]any{"capacity": 3, "fee": "88.00"}, &paid); err != nil {
 		return err
 	}
 	var joined, refused int
 	for _, u := range []int64{2, 3, 4} {
-		res, err := sys.Flows.JoinGroup(ctx, "demo-join", u, paid)
-		if err != nil {
-			return err
-		}
-		if res.Outcome == dtx.OutcomeCommitted {
+		var a txAnswer
+		status, err := d.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", paid.ID), u, "vip", nil, &a)
+		switch {
+		case err == nil:
 			joined++
-		} else {
+		case status == 409:
 			refused++
-			d.step("paid entry of user %d refused and refunded: %s", u, res.Reason)
+			d.step("paid entry of user %d refused and refunded: %v", u, err)
+		default:
+			return err
 		}
 	}
 	d.step("paid group (fee 88.00, 3 seats): %d joined and paid the owner, %d refused (group full) and refunded", joined, refused)
@@ -221,41 +277,35 @@ func (d *demo) run(ctx context.Context) error {
 	// 4. 1:1 packets.
 	if err := d.parallel("1:1 packets", 50, func(i int) error {
 		from, to := int64(10+i), int64(100+i)
-		p, err := d.send(ctx, fmt.Sprint("demo-single-", i), packet.Packet{Kind: packet.Single, Sender: from, Receiver: to, Amount: 520, Shares: 1, Greeting: "我爱你"})
+		p, err := d.send(ctx, from, fmt.Sprint("single-", i), map[string]any{"kind": "single", "receiver": to, "amount": "5.20", "greeting": "我爱你"})
 		if err != nil {
 			return err
 		}
-		_, err = sys.Flows.Grab(ctx, p.ID, to)
-		return err
+		return d.grab(ctx, p.ID, to, nil)
 	}); err != nil {
 		return err
 	}
 
 	// 5. The hot packet: the whole family grabs at once.
-	hot, err := d.send(ctx, "demo-hot", packet.Packet{Kind: packet.Lucky, Sender: 1, Group: family, Amount: 388_88, Shares: int(min(300, d.users/3)), Greeting: "新年快乐"})
+	shares := int(min(300, d.users/3))
+	hot, err := d.send(ctx, 1, "hot", map[string]any{"kind": "lucky", "group": family.ID, "amount": "388.88", "shares": shares, "greeting": "新年快乐"})
 	if err != nil {
 		return err
 	}
-	var won, soldOut, busy atomic.Int64
+	var soldOut, busy atomic.Int64
 	attempts := 3 * int(d.users)
 	if err := d.parallel("grab storm on one lucky packet", attempts, func(i int) error {
-		u := int64(2 + i%int(d.users-1))
-		for {
-			_, err := sys.Flows.Grab(ctx, hot.ID, u)
-			switch {
-			case err == nil:
-				won.Add(1)
-			case errors.Is(err, packet.ErrSoldOut):
+		return d.grab(ctx, hot.ID, int64(2+i%int(d.users-1)), func(status int) bool {
+			switch status {
+			case 409:
 				soldOut.Add(1)
-			case errors.Is(err, packet.ErrBusy):
+				return true
+			case 429:
 				busy.Add(1)
 				time.Sleep(time.Millisecond)
-				continue
-			default:
-				return err
 			}
-			return nil
-		}
+			return false
+		})
 	}); err != nil {
 		return err
 	}
@@ -266,29 +316,28 @@ func (d *demo) run(ctx context.Context) error {
 	if det.Best == nil || len(det.Claims) != hot.Shares {
 		return fmt.Errorf("hot packet: %d claims of %d shares, state %s", len(det.Claims), hot.Shares, det.Packet.State)
 	}
-	d.step("lucky packet %s in %d shares: %d grab attempts, %d claims (repeats answered with the same claim), %d told sold out; best luck %s to user %d",
-		hot.Amount, hot.Shares, attempts, len(det.Claims), soldOut.Load(), det.Best.Amount, det.Best.User)
+	d.step("lucky packet %s in %d shares: %d grab requests, %d claims (repeats answered with the same claim), %d told sold out, %d told busy and retried; best luck %s to user %d",
+		hot.Amount, hot.Shares, attempts, len(det.Claims), soldOut.Load(), busy.Load(), det.Best.Amount, det.Best.User)
 
 	// 6. An equal packet and packets that expire half grabbed.
-	eq, err := d.send(ctx, "demo-equal", packet.Packet{Kind: packet.Equal, Sender: 2, Group: family, Amount: 100_00, Shares: 7})
+	eq, err := d.send(ctx, 2, "equal", map[string]any{"kind": "equal", "group": family.ID, "amount": "100.00", "shares": 7})
 	if err != nil {
 		return err
 	}
 	for u := int64(3); u < 10; u++ {
-		if _, err := sys.Flows.Grab(ctx, eq.ID, u); err != nil {
+		if err := d.grab(ctx, eq.ID, u, nil); err != nil {
 			return err
 		}
 	}
 	var expiring []int64
 	for i := range 5 {
-		p, err := d.send(ctx, fmt.Sprint("demo-expiring-", i), packet.Packet{Kind: packet.Lucky, Sender: int64(20 + i), Group: family,
-			Amount: 50_00, Shares: 10, ExpiresAt: time.Now().Add(2 * time.Second)})
+		p, err := d.send(ctx, int64(20+i), fmt.Sprint("expiring-", i), map[string]any{"kind": "lucky", "group": family.ID, "amount": "50.00", "shares": 10, "expires_in_seconds": 2})
 		if err != nil {
 			return err
 		}
 		expiring = append(expiring, p.ID)
 		for u := int64(30); u < 34; u++ {
-			if _, err := sys.Flows.Grab(ctx, p.ID, u); err != nil {
+			if err := d.grab(ctx, p.ID, u, nil); err != nil {
 				return err
 			}
 		}
@@ -316,17 +365,31 @@ func (d *demo) run(ctx context.Context) error {
 	return d.reconcile(ctx)
 }
 
-// send sends a packet and insists that it went out.
-func (d *demo) send(ctx context.Context, key string, p packet.Packet) (packet.Packet, error) {
-	sent, res, err := d.sys.Flows.SendPacket(ctx, key, p)
-	if err != nil {
-		return sent, err
+// send sends a packet as user through the API and insists that it went out.
+func (d *demo) send(ctx context.Context, user int64, key string, body map[string]any) (packet.Packet, error) {
+	var p packet.Packet
+	if _, err := d.call(ctx, "POST", "/v1/packets", user, key, body, &p); err != nil {
+		return p, err
 	}
-	if res.Outcome != dtx.OutcomeCommitted {
-		return sent, fmt.Errorf("packet %q not sent: %s (%s)", key, res.Outcome, res.Reason)
+	d.addPacket(p.ID)
+	return p, nil
+}
+
+// grab grabs as user; retry decides, for an error status, whether to stop
+// quietly (true) or try again (false). Without it any error is returned.
+func (d *demo) grab(ctx context.Context, id, user int64, retry func(status int) bool) error {
+	for {
+		status, err := d.call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), user, "grab", nil, nil)
+		if err == nil {
+			return nil
+		}
+		if retry == nil || status == 0 || status >= 500 {
+			return err
+		}
+		if retry(status) {
+			return nil
+		}
 	}
-	d.addPacket(sent.ID)
-	return sent, nil
 }
 
 func (d *demo) addPacket(id int64) {
@@ -336,11 +399,9 @@ func (d *demo) addPacket(id int64) {
 }
 
 func (d *demo) detail(ctx context.Context, id int64) (packet.Detail, error) {
-	set, err := d.sys.Flows.Set(id)
-	if err != nil {
-		return packet.Detail{}, err
-	}
-	return set.Detail(ctx, id, d.sys.ClaimsCredited)
+	var det packet.Detail
+	_, err := d.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 1, "", nil, &det)
+	return det, err
 }
 
 // outstanding counts packets with a claim not yet credited, and expiring
