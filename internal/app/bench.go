@@ -18,7 +18,7 @@ import (
 
 func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
-		return fmt.Errorf("which scenario? hongbao bench hot-packet|ledger|transfer")
+		return fmt.Errorf("which scenario? hongbao bench hot-packet|spring-festival|transfer|ledger")
 	}
 	switch args[0] {
 	case "ledger":
@@ -27,8 +27,10 @@ func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		return benchTransfer(ctx, args[1:], out, log)
 	case "hot-packet":
 		return benchHotPacket(ctx, args[1:], out, log)
+	case "spring-festival":
+		return benchFestival(ctx, args[1:], out, log)
 	}
-	return fmt.Errorf("unknown scenario %q (have: hot-packet, ledger, transfer)", args[0])
+	return fmt.Errorf("unknown scenario %q (have: hot-packet, spring-festival, transfer, ledger)", args[0])
 }
 
 // benchDatabases starts a fresh durable private cluster (or uses the

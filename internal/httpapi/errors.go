@@ -79,6 +79,11 @@ func toAPIError(err error) *apiError {
 			return &apiError{Status: e.status, Code: e.code, Message: err.Error()}
 		}
 	}
+	if errors.Is(err, context.Canceled) {
+		// The client went away; whatever was committed stays committed and
+		// a retry with the same key finds it.
+		return &apiError{Status: 499, Code: "canceled", Message: "request canceled by the client"}
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "a dependency is unavailable; retry with the same Idempotency-Key"}

@@ -65,6 +65,14 @@ func PaidEntrySpec(ls *Ledgers, gid string, user int64, g group.Group) dtx.Spec 
 	}}
 }
 
+// detached lets a global transaction finish even if its caller goes away
+// (a client that disconnects mid-request): the decision then does not
+// depend on when the connection dropped, and a retry with the same key
+// finds the outcome. It is still bounded.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+}
+
 // ErrFlowInvalid wraps bad input to a flow.
 var ErrFlowInvalid = errors.New("invalid request")
 
@@ -83,6 +91,8 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		}
 		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, nil
 	}
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	return f.Coord.Run(ctx, TransferSpec(f.Ledgers, gid, from, to, amount))
 }
 
@@ -103,6 +113,8 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 		}
 		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, nil
 	}
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	return f.Coord.Run(ctx, PaidEntrySpec(f.Ledgers, gid, user, g))
 }
 
@@ -164,6 +176,8 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet) (pa
 	if p.ExpiresAt.IsZero() {
 		p.ExpiresAt = time.Now().Add(f.Limits.Expiry)
 	}
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	res, err := f.Coord.Run(ctx, SendSpec(f.Ledgers, gid, p))
 	if err != nil {
 		return p, res, err

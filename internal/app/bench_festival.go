@@ -1,0 +1,376 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	crand "crypto/rand"
+
+	"hongbao/internal/bench"
+	"hongbao/internal/group"
+	"hongbao/internal/httpapi"
+	"hongbao/internal/money"
+	"hongbao/internal/node"
+	"hongbao/internal/packet"
+)
+
+// FestivalReport is what `hongbao bench spring-festival` measured.
+type FestivalReport struct {
+	URL            string       `json:"url"`
+	Users          int          `json:"users"`
+	Groups         int          `json:"groups"`
+	Sends          bench.Result `json:"sends"`
+	Grabs          bench.Result `json:"grabs"`
+	CreditP50ms    float64      `json:"grab_to_credited_p50_ms"`
+	CreditP99ms    float64      `json:"grab_to_credited_p99_ms"`
+	CreditSamples  int          `json:"grab_to_credited_samples"`
+	Packets        int          `json:"packets"`
+	Claims         int          `json:"claims"`
+	Deposited      money.Amount `json:"deposited"`
+	Wallets        money.Amount `json:"wallets"`
+	Escrow         money.Amount `json:"escrow"`
+	Reconciled     bool         `json:"reconciled"`
+	Internal       []string     `json:"internal_violations,omitempty"`
+	AllCredited    bool         `json:"all_credited"`
+	SecondsToDrain float64      `json:"seconds_until_all_credited"`
+}
+
+func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("bench spring-festival", flag.ContinueOnError)
+	var cfg Config
+	cfg.bind(fs, "")
+	url := fs.String("url", env("HONGBAO_URL", ""), "a running server (empty: start one in this process)")
+	secret := fs.String("token-secret", env("HONGBAO_TOKEN_SECRET", ""), "the running server's token secret (with --url)")
+	users := fs.Int("users", 2000, "users (fresh ids above 10,000,000 unless --first-user)")
+	firstUser := fs.Int64("first-user", 10_000_000, "first user id")
+	groups := fs.Int("groups", 20, "groups the users are spread over")
+	workers := fs.Int("workers", 64, "concurrent clients")
+	d := fs.Duration("duration", 10*time.Second, "length of the run")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	progress := out
+	if *asJSON {
+		progress = io.Discard
+	}
+	var sys *node.System
+	if *url == "" {
+		dbs, closeAll, err := benchDatabases(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		busDir, err := os.MkdirTemp("", "hongbao-bench-nats-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(busDir)
+		sys, err = node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: filepath.Join(busDir, "n"),
+			Grace: 5 * time.Second, Every: 200 * time.Millisecond, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer sys.Close()
+		key := make([]byte, 32)
+		_, _ = crand.Read(key)
+		*secret = string(key)
+		api, err := httpapi.New(sys, httpapi.Options{Secret: key, Logger: log})
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hs := &http.Server{Handler: api.Handler()}
+		go hs.Serve(l) //nolint:errcheck
+		defer hs.Shutdown(context.Background())
+		*url = "http://" + l.Addr().String()
+	}
+	if len(*secret) < httpapi.MinSecret {
+		return errors.New("--url needs the server's --token-secret (HONGBAO_TOKEN_SECRET) to act as many users")
+	}
+	rep := FestivalReport{URL: *url, Users: *users, Groups: *groups}
+	fmt.Fprintf(progress, "spring festival: %d users in %d groups, %d clients, %s, against %s\n", *users, *groups, *workers, *d, *url)
+	b := &festival{url: *url, secret: []byte(*secret), httpc: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: *workers * 2}}}
+	b.admin, _ = httpapi.IssueToken(b.secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
+
+	// Everyone funded; groups of consecutive users, each joined.
+	const funding = money.Amount(1000_00)
+	ids := make([]int64, *users)
+	for i := range ids {
+		ids[i] = *firstUser + int64(i)
+	}
+	run := func(n int, f func(i int) error) error {
+		var first atomic.Value
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range *workers {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					if err := f(i); err != nil {
+						first.CompareAndSwap(nil, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err, _ := first.Load().(error); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := run(*users, func(i int) error {
+		_, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("festival-fund-", ids[i]), map[string]any{"user": ids[i], "amount": funding}, nil)
+		return err
+	}); err != nil {
+		return err
+	}
+	rep.Deposited = funding * money.Amount(*users)
+	per := *users / *groups
+	gs := make([]group.Group, *groups)
+	if err := run(*groups, func(g int) error {
+		_, err := b.call(ctx, "POST", "/v1/groups", ids[g*per], fmt.Sprint("festival-", g), map[string]any{"capacity": per, "fee": "0"}, &gs[g])
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := run(*groups*per, func(i int) error {
+		g := i / per
+		if i%per == 0 {
+			return nil // the owner
+		}
+		_, err := b.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", gs[g].ID), ids[i], "join", nil, nil)
+		return err
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "  set up: %d funded users, %d groups of %d\n", *users, *groups, per)
+
+	// The festival: a quarter of the clients send packets to their groups,
+	// the rest grab the newest packets as members of those groups.
+	type live struct {
+		id    int64
+		group int
+	}
+	var mu sync.Mutex
+	var recent []live
+	var all []int64
+	var creditLat []time.Duration
+	var tracking sync.WaitGroup
+	senders := max(1, *workers/4)
+	var sends, grabs bench.Result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		sends = bench.Run(ctx, senders, *d, func(ctx context.Context, w, i int) (int, error) {
+			r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
+			g := r.IntN(*groups)
+			sender := ids[g*per+r.IntN(per)]
+			var p packet.Packet
+			_, err := b.call(ctx, "POST", "/v1/packets", sender, fmt.Sprintf("festival-%d-%d", w, i),
+				map[string]any{"kind": "lucky", "group": gs[g].ID, "amount": "8.88", "shares": 10, "greeting": "春节快乐"}, &p)
+			if err != nil {
+				return 0, err
+			}
+			mu.Lock()
+			recent = append(recent, live{p.ID, g})
+			if len(recent) > 200 {
+				recent = recent[len(recent)-200:]
+			}
+			all = append(all, p.ID)
+			mu.Unlock()
+			return 1, nil
+		})
+	})
+	wg.Go(func() {
+		grabs = bench.Run(ctx, *workers-senders, *d, func(ctx context.Context, w, i int) (int, error) {
+			mu.Lock()
+			if len(recent) == 0 {
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+				return 0, nil
+			}
+			r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
+			pk := recent[r.IntN(len(recent))]
+			mu.Unlock()
+			user := ids[pk.group*per+r.IntN(per)]
+			var g struct {
+				Claim packet.Claim `json:"claim"`
+			}
+			status, err := b.call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", pk.id), user, "grab", nil, &g)
+			if status == 409 || status == 429 || status == 403 {
+				return 0, nil // sold out, busy, not allowed: part of the game, not a grab
+			}
+			if err != nil {
+				return 0, err
+			}
+			if !g.Claim.Duplicate && i%20 == 0 { // sample grab-to-credited latency
+				got := time.Now()
+				tracking.Go(func() {
+					if lat, ok := b.creditedAfter(context.WithoutCancel(ctx), pk.id, g.Claim.ID, got); ok {
+						mu.Lock()
+						creditLat = append(creditLat, lat)
+						mu.Unlock()
+					}
+				})
+			}
+			return 1, nil
+		})
+	})
+	wg.Wait()
+	tracking.Wait()
+	rep.Sends, rep.Grabs = sends, grabs
+	slices.Sort(creditLat)
+	rep.CreditSamples = len(creditLat)
+	if n := len(creditLat); n > 0 {
+		rep.CreditP50ms = float64(creditLat[n/2].Microseconds()) / 1000
+		rep.CreditP99ms = float64(creditLat[(n-1)*99/100].Microseconds()) / 1000
+	}
+	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "packets sent (TCC)", sends.PerSec, sends.P50ms, sends.P99ms, sends.Errors)
+	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "grabs", grabs.PerSec, grabs.P50ms, grabs.P99ms, grabs.Errors)
+	fmt.Fprintf(progress, "  %-34s p50 %6.0f ms  p99 %6.0f ms  (%d samples)\n", "grab to credited", rep.CreditP50ms, rep.CreditP99ms, rep.CreditSamples)
+
+	// Reconcile through the API: every claim credited, and the bench's
+	// money all accounted for: wallets + what live packets still hold. The
+	// packets come from each user's sent list: a send whose answer was cut
+	// off by the end of the run still happened.
+	all = all[:0]
+	if err := run(*users, func(i int) error {
+		before := int64(0)
+		for {
+			var page struct {
+				Packets []packet.Packet `json:"packets"`
+			}
+			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/sent?limit=500&before=%d", before), ids[i], "", nil, &page); err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, p := range page.Packets {
+				all = append(all, p.ID)
+			}
+			mu.Unlock()
+			if len(page.Packets) < 500 {
+				return nil
+			}
+			before = page.Packets[len(page.Packets)-1].ID
+		}
+	}); err != nil {
+		return err
+	}
+	start := time.Now()
+	for {
+		rep.Packets, rep.Claims, rep.Escrow = len(all), 0, 0
+		pending := 0
+		for _, id := range all {
+			var det packet.Detail
+			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), ids[0], "", nil, &det); err != nil {
+				return err
+			}
+			rep.Claims += len(det.Claims)
+			if det.Packet.State == packet.StateActive { // a cancelled send never took the money
+				rep.Escrow += det.Packet.RemainingAmount
+			}
+			for _, c := range det.Claims {
+				if !c.Credited {
+					pending++
+				}
+			}
+		}
+		if pending == 0 || time.Since(start) > 2*time.Minute {
+			rep.AllCredited = pending == 0
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	rep.SecondsToDrain = time.Since(start).Seconds()
+	rep.Wallets = 0
+	for _, u := range ids {
+		var w struct {
+			Balance money.Amount `json:"balance"`
+		}
+		if _, err := b.call(ctx, "GET", "/v1/wallet", u, "", nil, &w); err != nil {
+			return err
+		}
+		rep.Wallets += w.Balance
+	}
+	rep.Reconciled = rep.AllCredited && rep.Wallets+rep.Escrow == rep.Deposited
+	if sys != nil {
+		v, err := sys.Ledgers.Check(ctx)
+		if err != nil {
+			return err
+		}
+		for _, set := range sys.Sets {
+			pv, err := set.Check(ctx)
+			if err != nil {
+				return err
+			}
+			v = append(v, pv...)
+		}
+		rep.Internal = v
+		rep.Reconciled = rep.Reconciled && len(v) == 0
+	}
+	if *asJSON {
+		return json.NewEncoder(out).Encode(rep)
+	}
+	fmt.Fprintf(out, "%d packets, %d claims, all credited: %v (%.1f s after the run); wallets %s + escrow %s = deposits %s: %v\n",
+		rep.Packets, rep.Claims, rep.AllCredited, rep.SecondsToDrain, rep.Wallets, rep.Escrow, rep.Deposited, rep.Reconciled)
+	if !rep.Reconciled {
+		return fmt.Errorf("money did not reconcile %v", rep.Internal)
+	}
+	return nil
+}
+
+type festival struct {
+	url    string
+	secret []byte
+	admin  string
+	httpc  *http.Client
+}
+
+func (b *festival) call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
+	c := &client{url: b.url, token: b.admin, http: b.httpc}
+	if user > 0 {
+		c.token, _ = httpapi.IssueToken(b.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
+	}
+	raw, status, err := c.call(ctx, method, path, body, key)
+	if err != nil {
+		return status, err
+	}
+	if out != nil {
+		return status, json.Unmarshal(raw, out)
+	}
+	return status, nil
+}
+
+// creditedAfter polls a packet until the claim shows credited.
+func (b *festival) creditedAfter(ctx context.Context, packetID, claimID int64, since time.Time) (time.Duration, bool) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		var det packet.Detail
+		if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 1, "", nil, &det); err == nil {
+			for _, c := range det.Claims {
+				if c.ID == claimID && c.Credited {
+					return time.Since(since), true
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, false
+}
