@@ -48,6 +48,9 @@ type Cluster struct {
 	cred     *syscall.Credential
 }
 
+// binGlob is where Debian and Ubuntu install the server programs.
+var binGlob = "/usr/lib/postgresql/*/bin"
+
 // FindBinaries returns the folder holding initdb and pg_ctl.
 func FindBinaries() (string, error) {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
@@ -55,7 +58,7 @@ func FindBinaries() (string, error) {
 			return filepath.Dir(p), nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(binGlob)
 	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
 	for _, d := range dirs {
 		if isFile(filepath.Join(d, "initdb")) && isFile(filepath.Join(d, "pg_ctl")) {

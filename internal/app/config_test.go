@@ -1,0 +1,49 @@
+package app
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServeConfigValidate(t *testing.T) {
+	t.Parallel()
+	ok := ServeConfig{Config: Config{DataDir: "d", LedgerShards: 2}, Addr: "127.0.0.1:8080", TokenSecret: strings.Repeat("s", 32),
+		PacketSets: 2, Timeout: time.Second, MaxBody: 4096}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := ok
+	bad.TokenSecret = "short"
+	bad.Addr = "nowhere"
+	bad.LedgerShards = 0
+	bad.DataDir = ""
+	bad.DatabaseURL = "postgres://x/db"
+	bad.PacketSets = 2000
+	err := bad.Validate()
+	if err == nil {
+		t.Fatal("a bad configuration was accepted")
+	}
+	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	t.Setenv("HONGBAO_TOKEN_SECRET", strings.Repeat("k", 32))
+	var out strings.Builder
+	if err := runToken(t.Context(), []string{"--user", "7"}, &out, discardLogger()); err != nil || strings.Count(out.String(), ".") != 1 {
+		t.Fatalf("token = %q, %v", out.String(), err)
+	}
+	for _, args := range [][]string{{}, {"--user", "7", "--admin"}, {"--user", "7", "--ttl", "-1s"}} {
+		if err := runToken(t.Context(), args, &out, discardLogger()); err == nil {
+			t.Errorf("token %v accepted", args)
+		}
+	}
+	t.Setenv("HONGBAO_TOKEN_SECRET", "short")
+	if err := runToken(t.Context(), []string{"--admin"}, &out, discardLogger()); err == nil || !strings.Contains(err.Error(), "HONGBAO_TOKEN_SECRET") {
+		t.Fatalf("short secret: %v", err)
+	}
+}
