@@ -9,16 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	crand "crypto/rand"
 
 	"hongbao/internal/bench"
 	"hongbao/internal/group"
@@ -86,30 +81,19 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			return err
 		}
 		defer sys.Close()
-		key := make([]byte, 32)
-		_, _ = crand.Read(key)
-		*secret = string(key)
-		api, err := httpapi.New(sys, httpapi.Options{Secret: key, Logger: log})
+		local, key, stop, err := localAPI(sys, log)
 		if err != nil {
 			return err
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		hs := &http.Server{Handler: api.Handler()}
-		go hs.Serve(l) //nolint:errcheck
-		defer hs.Shutdown(context.Background())
-		*url = "http://" + l.Addr().String()
+		defer stop()
+		*url, *secret = local, string(key)
 	}
 	if len(*secret) < httpapi.MinSecret {
 		return errors.New("--url needs the server's --token-secret (HONGBAO_TOKEN_SECRET) to act as many users")
 	}
 	rep := FestivalReport{URL: *url, Users: *users, Groups: *groups}
 	fmt.Fprintf(progress, "spring festival: %d users in %d groups, %d clients, %s, against %s\n", *users, *groups, *workers, *d, *url)
-	b := &festival{url: *url, secret: []byte(*secret), httpc: &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: *workers * 2}}}
-	b.admin, _ = httpapi.IssueToken(b.secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
+	b := newAPIClient(*url, []byte(*secret), *workers)
 
 	// Everyone funded; groups of consecutive users, each joined.
 	const funding = money.Amount(1000_00)
@@ -117,25 +101,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	for i := range ids {
 		ids[i] = *firstUser + int64(i)
 	}
-	run := func(n int, f func(i int) error) error {
-		var first atomic.Value
-		var wg sync.WaitGroup
-		next := atomic.Int64{}
-		for range *workers {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-					if err := f(i); err != nil {
-						first.CompareAndSwap(nil, err)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err, _ := first.Load().(error); err != nil {
-			return err
-		}
-		return nil
-	}
+	run := func(n int, f func(i int) error) error { return bench.Each(n, *workers, f) }
 	if err := run(*users, func(i int) error {
 		_, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("festival-fund-", ids[i]), map[string]any{"user": ids[i], "amount": funding}, nil)
 		return err
@@ -336,30 +302,8 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	return nil
 }
 
-type festival struct {
-	url    string
-	secret []byte
-	admin  string
-	httpc  *http.Client
-}
-
-func (b *festival) call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
-	c := &client{url: b.url, token: b.admin, http: b.httpc}
-	if user > 0 {
-		c.token, _ = httpapi.IssueToken(b.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
-	}
-	raw, status, err := c.call(ctx, method, path, body, key)
-	if err != nil {
-		return status, err
-	}
-	if out != nil {
-		return status, json.Unmarshal(raw, out)
-	}
-	return status, nil
-}
-
 // creditedAfter polls a packet until the claim shows credited.
-func (b *festival) creditedAfter(ctx context.Context, packetID, claimID int64, since time.Time) (time.Duration, bool) {
+func (b *apiClient) creditedAfter(ctx context.Context, packetID, claimID int64, since time.Time) (time.Duration, bool) {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		var det packet.Detail

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,29 +34,18 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 	if len(secret) < httpapi.MinSecret {
 		return errors.New("--url needs the server's --token-secret (HONGBAO_TOKEN_SECRET) to act as many users")
 	}
-	b := &festival{url: url, secret: []byte(secret), httpc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * workers}}}
-	b.admin, _ = httpapi.IssueToken(b.secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
+	b := newAPIClient(url, []byte(secret), workers)
 	progress := out
 	if asJSON {
 		progress = io.Discard
 	}
 	rep := HTTPTransferReport{URL: url}
 	const funding = money.Amount(1000_00)
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	next := atomic.Int64{}
-	for range workers {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(users); i = next.Add(1) - 1 {
-				u := firstUser + i
-				if _, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("bench-transfer-fund-", u), map[string]any{"user": u, "amount": funding}, nil); err != nil {
-					failed.CompareAndSwap(nil, err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
+	if err := bench.Each(users, workers, func(i int) error {
+		u := firstUser + int64(i)
+		_, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("bench-transfer-fund-", u), map[string]any{"user": u, "amount": funding}, nil)
+		return err
+	}); err != nil {
 		return err
 	}
 	rep.Deposited = funding * money.Amount(users)

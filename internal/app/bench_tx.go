@@ -233,28 +233,9 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 
 // fundUsers deposits amount into users 1..n from several goroutines.
 func fundUsers(ctx context.Context, ls *node.Ledgers, n int, amount money.Amount, workers int) error {
-	next := make(chan int64)
-	errc := make(chan error, workers)
-	for range workers {
-		go func() {
-			var first error
-			for u := range next {
-				if _, err := ls.For(u).Deposit(ctx, fmt.Sprint("fund-", u), u, amount); err != nil && first == nil {
-					first = err
-				}
-			}
-			errc <- first
-		}()
-	}
-	for u := int64(1); u <= int64(n); u++ {
-		next <- u
-	}
-	close(next)
-	var first error
-	for range workers {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return bench.Each(n, workers, func(i int) error {
+		u := int64(i + 1)
+		_, err := ls.For(u).Deposit(ctx, fmt.Sprint("fund-", u), u, amount)
+		return err
+	})
 }

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"hongbao/internal/httpapi"
 )
 
 // client calls a running server for the operator commands.
@@ -223,4 +225,43 @@ func runTx(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) er
 			return "GET", "/v1/admin/transactions?state=" + *state, nil, "", nil
 		}
 	})
+}
+
+// apiClient acts as any user (or the admin) of a server whose token secret
+// it holds: the demo and the HTTP benchmarks use it.
+type apiClient struct {
+	url    string
+	secret []byte
+	admin  string
+	httpc  *http.Client
+}
+
+func newAPIClient(url string, secret []byte, conns int) *apiClient {
+	c := &apiClient{url: url, secret: secret, httpc: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: max(2*conns, 2)}}}
+	c.admin, _ = httpapi.IssueToken(secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(24 * time.Hour).Unix()})
+	return c
+}
+
+// call makes one request as user (0: the admin) and decodes the answer
+// into out; it returns the status.
+func (a *apiClient) call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
+	c := &client{url: a.url, token: a.admin, http: a.httpc}
+	if user > 0 {
+		tok, err := httpapi.IssueToken(a.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			return 0, err
+		}
+		c.token = tok
+	}
+	raw, status, err := c.call(ctx, method, path, body, key)
+	if err != nil {
+		return status, err
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return status, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	return status, nil
 }

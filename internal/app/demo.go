@@ -2,16 +2,11 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"hongbao/internal/httpapi"
 	"hongbao/internal/node"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -74,26 +69,13 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	}
 	defer sys.Close()
 	// The real HTTP API on a loopback port, with a fresh signing secret.
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	api, err := httpapi.New(sys, httpapi.Options{Secret: secret, Logger: log})
+	url, secret, stop, err := localAPI(sys, log)
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(l) //nolint:errcheck // ends with Shutdown below
-	defer hs.Shutdown(context.Background())
-	admin, err := httpapi.IssueToken(secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "  HTTP API on http://%s; everything below goes through it\n", l.Addr())
-	d := &demo{sys: sys, out: out, users: int64(*users), url: "http://" + l.Addr().String(), secret: secret, admin: admin,
-		httpc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	defer stop()
+	fmt.Fprintf(out, "  HTTP API on %s; everything below goes through it\n", url)
+	d := &demo{sys: sys, out: out, users: int64(*users), apiClient: newAPIClient(url, secret, 32)}
 	if err := d.run(ctx); err != nil {
 		return err
 	}
@@ -102,11 +84,8 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 }
 
 type demo struct {
+	*apiClient
 	sys       *node.System
-	url       string
-	secret    []byte
-	admin     string
-	httpc     *http.Client
 	out       io.Writer
 	users     int64
 	deposited money.Amount
@@ -174,29 +153,6 @@ func (d *demo) bar(label string, done, total int64) {
 		}
 	}
 	fmt.Fprintf(d.out, "\r  %-34s [%s] %d/%d", label, b, done, total)
-}
-
-// call makes one request to the demo's server as user (0: the admin) and
-// decodes the answer into out; it returns the status.
-func (d *demo) call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
-	c := &client{url: d.url, token: d.admin, http: d.httpc}
-	if user > 0 {
-		tok, err := httpapi.IssueToken(d.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
-		if err != nil {
-			return 0, err
-		}
-		c.token = tok
-	}
-	b, status, err := c.call(ctx, method, path, body, key)
-	if err != nil {
-		return status, err
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return status, fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return status, nil
 }
 
 type txAnswer struct {

@@ -171,3 +171,21 @@ func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	fmt.Fprintln(out, tok)
 	return nil
 }
+
+// localAPI serves sys's API on a free loopback port with a fresh signing
+// secret (the demo and the in-process benchmarks talk to it over HTTP).
+func localAPI(sys *node.System, log *slog.Logger) (url string, secret []byte, stop func(), err error) {
+	secret = make([]byte, 32)
+	_, _ = rand.Read(secret)
+	api, err := httpapi.New(sys, httpapi.Options{Secret: secret, Logger: log})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(l) //nolint:errcheck // ends with Shutdown
+	return "http://" + l.Addr().String(), secret, func() { _ = hs.Shutdown(context.Background()) }, nil
+}

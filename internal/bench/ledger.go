@@ -56,30 +56,10 @@ func Ledger(ctx context.Context, newDB NewDB, o LedgerOptions, progress io.Write
 		return ledger.New(ctx, db, ledger.Options{Stripes: stripes})
 	}
 	fund := func(l *ledger.Ledger) error {
-		next := make(chan int)
-		errs := make(chan error, o.Workers)
-		for range o.Workers {
-			go func() {
-				var first error
-				for u := range next {
-					if _, err := l.Deposit(ctx, fmt.Sprint("fund-", u), int64(u), 1_000_000_00); err != nil && first == nil {
-						first = err
-					}
-				}
-				errs <- first
-			}()
-		}
-		for u := 1; u <= o.Users; u++ {
-			next <- u
-		}
-		close(next)
-		var first error
-		for range o.Workers {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-			}
-		}
-		return first
+		return Each(o.Users, o.Workers, func(i int) error {
+			_, err := l.Deposit(ctx, fmt.Sprint("fund-", i+1), int64(i+1), 1_000_000_00)
+			return err
+		})
 	}
 	var books []*ledger.Ledger
 	step := func(name string) { fmt.Fprintf(progress, "  %-40s", name) }

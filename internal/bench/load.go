@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -83,4 +84,24 @@ func percentile(sorted []time.Duration, p float64) float64 {
 	}
 	i := int(float64(len(sorted)-1) * p)
 	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// Each calls f(0..n-1) from workers goroutines and returns the first error
+// (after all calls finished). It is for setting up: funding, joining.
+func Each(n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := f(i); err != nil {
+					first.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	err, _ := first.Load().(error)
+	return err
 }
