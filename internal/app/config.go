@@ -17,6 +17,10 @@ type Config struct {
 	// DatabaseURL of an external server; "{db}" in it is replaced by each
 	// shard's database name (hongbao_ledger_0, ...). Empty: private cluster.
 	DatabaseURL string
+	// DatabaseURLs places single databases elsewhere: "name=url" pairs
+	// separated by spaces, e.g. "hongbao_packet_1=postgres://db7/hb_p1".
+	// A name not listed uses DatabaseURL (or the private cluster).
+	DatabaseURLs string
 	// LedgerShards is the number of ledger shards.
 	LedgerShards int
 	// Durable keeps fsync and synchronous_commit on in the private cluster.
@@ -27,6 +31,7 @@ type Config struct {
 func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
 	fs.StringVar(&c.DataDir, "data-dir", env("HONGBAO_DATA_DIR", defaultDataDir), "folder of the private PostgreSQL cluster (HONGBAO_DATA_DIR)")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("HONGBAO_DATABASE_URL", ""), "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
+	fs.StringVar(&c.DatabaseURLs, "database-urls", env("HONGBAO_DATABASE_URLS", ""), "space-separated name=url pairs that put single shard databases on their own servers (HONGBAO_DATABASE_URLS)")
 	fs.IntVar(&c.LedgerShards, "ledger-shards", envInt("HONGBAO_LEDGER_SHARDS", 2), "number of ledger shards (HONGBAO_LEDGER_SHARDS)")
 	fs.BoolVar(&c.Durable, "durable", envBool("HONGBAO_DURABLE", true), "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE)")
 }
@@ -39,6 +44,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DatabaseURL != "" && !strings.Contains(c.DatabaseURL, "{db}") {
 		errs = append(errs, errors.New("--database-url must contain {db} where each shard's database name goes, e.g. postgres://user:pass@host:5432/{db}"))
+	}
+	if _, err := c.overrides(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.LedgerShards < 1 || c.LedgerShards > 1024 {
 		errs = append(errs, fmt.Errorf("--ledger-shards is %d; it must be 1..1024", c.LedgerShards))
@@ -81,4 +89,17 @@ func envDuration(name string, def time.Duration) time.Duration {
 		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a duration like 10s\n", name, v)
 	}
 	return def
+}
+
+// overrides parses DatabaseURLs.
+func (c *Config) overrides() (map[string]string, error) {
+	out := map[string]string{}
+	for _, pair := range strings.Fields(c.DatabaseURLs) {
+		name, url, ok := strings.Cut(pair, "=")
+		if !ok || !strings.HasPrefix(name, "hongbao_") || !strings.HasPrefix(url, "postgres") {
+			return nil, fmt.Errorf("--database-urls: %q is not name=postgres://... with a name like hongbao_packet_1", pair)
+		}
+		out[name] = url
+	}
+	return out, nil
 }

@@ -20,11 +20,12 @@ func TestServeConfigValidate(t *testing.T) {
 	bad.DataDir = ""
 	bad.DatabaseURL = "postgres://x/db"
 	bad.PacketSets = 2000
+	bad.DatabaseURLs = "hongbao_packet_1=postgres://x/p1 nonsense"
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("a bad configuration was accepted")
 	}
-	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets"} {
+	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets", "--database-urls"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}

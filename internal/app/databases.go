@@ -34,8 +34,15 @@ func OpenDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Database
 
 // Open returns a pool to database name, created and migrated as needed.
 func (d *Databases) Open(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error) {
-	url := strings.ReplaceAll(d.cfg.DatabaseURL, "{db}", name)
-	if d.cluster != nil {
+	overrides, err := d.cfg.overrides()
+	if err != nil {
+		return nil, err
+	}
+	url, placed := overrides[name]
+	if !placed {
+		url = strings.ReplaceAll(d.cfg.DatabaseURL, "{db}", name)
+	}
+	if d.cluster != nil && !placed {
 		if err := d.cluster.CreateDatabase(ctx, name, ""); err != nil {
 			return nil, err
 		}
