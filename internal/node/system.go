@@ -66,7 +66,9 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		o.Limits = packet.DefaultLimits
 	}
 	if o.Grace == 0 {
-		o.Grace = 10 * time.Second
+		// Long enough that a credit still queued in the stream behind a
+		// storm is not published again; short enough to heal a lost one.
+		o.Grace = time.Minute
 	}
 	if o.Every == 0 {
 		o.Every = time.Second

@@ -189,8 +189,19 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	}
 	lv.byUser[user] = pc
 	// Sent while holding the packet's lock: claims of one packet reach the
-	// committer in seq order.
-	s.queue <- pc
+	// committer in seq order. If the committer is backed up past the
+	// caller's patience, the share goes back as if never drawn.
+	select {
+	case s.queue <- pc:
+	case <-ctx.Done():
+		delete(lv.byUser, user)
+		lv.nextSeq--
+		lv.count++
+		lv.remaining += share
+		lv.left.Store(int64(lv.count))
+		lv.mu.Unlock()
+		return Claim{}, ctx.Err()
+	}
 	lv.mu.Unlock()
 	return wait(ctx, pc, false)
 }
