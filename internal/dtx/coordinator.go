@@ -277,7 +277,7 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 	}
 	res, err := c.drive(ctx, r, false)
 	if err != nil {
-		if errors.Is(err, errCrash) {
+		if errors.Is(err, ErrCrash) {
 			return res, err
 		}
 		// The log holds the transaction: whatever stopped this driver,
@@ -339,7 +339,7 @@ func (c *Coordinator) drive(ctx context.Context, r *record, recovered bool) (Res
 
 		default: // confirming or cancelling: phase 2 until every branch acknowledges
 			if err := c.phase2(ctx, r); err != nil {
-				if errors.Is(err, errCrash) {
+				if errors.Is(err, ErrCrash) {
 					return c.pending(r), err
 				}
 				return c.pending(r), c.schedule(ctx, r, err.Error())
@@ -370,11 +370,9 @@ func (c *Coordinator) pending(r *record) Result {
 	return Result{GID: r.gid, Outcome: OutcomePending, State: r.state, Reason: r.reason}
 }
 
-// errCrash is what a test hook returns to stop a driver dead.
-var errCrash = errors.New("dtx: stopped at a step boundary")
-
-// ErrCrash is returned by test hooks that simulate a crash.
-var ErrCrash = errCrash
+// ErrCrash is what a test hook returns to stop a driver dead at a step
+// boundary, as a crash would.
+var ErrCrash = errors.New("dtx: stopped at a step boundary")
 
 // call runs one participant call with the per-call deadline.
 func (c *Coordinator) call(ctx context.Context, r *record, i int, op Op) error {
@@ -411,7 +409,7 @@ func (c *Coordinator) tryAll(ctx context.Context, r *record) (State, string, err
 	}
 	wg.Wait()
 	for _, err := range errs {
-		if errors.Is(err, errCrash) {
+		if errors.Is(err, ErrCrash) {
 			return "", "", err
 		}
 	}
@@ -430,7 +428,7 @@ func (c *Coordinator) tryAll(ctx context.Context, r *record) (State, string, err
 func (c *Coordinator) untilDeadline(ctx context.Context, r *record, i int, op Op) error {
 	for attempt := 0; ; attempt++ {
 		err := c.call(ctx, r, i, op)
-		if err == nil || IsFailure(err) || errors.Is(err, errCrash) || ctx.Err() != nil {
+		if err == nil || IsFailure(err) || errors.Is(err, ErrCrash) || ctx.Err() != nil {
 			return err
 		}
 		wait := c.backoff(attempt, 10*time.Millisecond, 500*time.Millisecond)
@@ -454,7 +452,7 @@ func (c *Coordinator) forward(ctx context.Context, r *record) (State, string, er
 	for i, b := range r.branches {
 		if !b.Retryable {
 			err := c.untilDeadline(ctx, r, i, OpTry)
-			if errors.Is(err, errCrash) {
+			if errors.Is(err, ErrCrash) {
 				return "", "", err
 			}
 			if err != nil {
@@ -463,7 +461,7 @@ func (c *Coordinator) forward(ctx context.Context, r *record) (State, string, er
 			continue
 		}
 		err := c.call(ctx, r, i, OpTry)
-		if errors.Is(err, errCrash) {
+		if errors.Is(err, ErrCrash) {
 			return "", "", err
 		}
 		if err != nil {
@@ -500,7 +498,7 @@ func (c *Coordinator) phase2(ctx context.Context, r *record) error {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			if errors.Is(err, errCrash) {
+			if errors.Is(err, ErrCrash) {
 				return err
 			}
 			return fmt.Errorf("branch %d %s: %w", i+1, op, err)

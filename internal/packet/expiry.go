@@ -73,32 +73,29 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 	return ledger.CreditMessage{Key: fmt.Sprint("refund:", r.PacketID), User: r.Sender, Amount: r.Amount, Kind: ledger.KindRefund, From: ledger.ClearingPackets.String()}
 }
 
-// Settle is the reconciler's pass over this set: claims and refunds not
-// yet seen credited are looked up in the ledger (applied reports which
-// keys a ledger applied); those applied are marked credited, and those
-// older than grace and still not applied are handed to republish (younger
-// ones are most likely still on their way). It returns both counts.
+// Settle is the reconciler's pass over this set: claims and refunds older
+// than grace and not yet seen credited are looked up in the ledger
+// (applied reports which keys a ledger applied); those applied are marked
+// credited, the others are handed to republish. It returns both counts.
 func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
 	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
 	cutoff := s.o.Now().Add(-grace)
 	rows, err := s.db.Query(ctx, `
-		(SELECT 'claim:' || id, user_id, amount, 'c', created_at <= $1 FROM claims WHERE credited_at IS NULL ORDER BY id LIMIT 10000)
+		SELECT 'claim:' || id, user_id, amount, 'c' FROM claims WHERE credited_at IS NULL AND created_at <= $1
 		UNION ALL
-		(SELECT 'refund:' || packet_id, sender, amount, 'r', created_at <= $1 FROM refunds WHERE credited_at IS NULL LIMIT 1000)`, cutoff)
+		SELECT 'refund:' || packet_id, sender, amount, 'r' FROM refunds WHERE credited_at IS NULL AND created_at <= $1
+		LIMIT 10000`, cutoff)
 	if err != nil {
 		return 0, 0, err
 	}
-	old := map[string]bool{} // past the grace: republish if not applied
 	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.CreditMessage, error) {
 		var m ledger.CreditMessage
 		var kind string
-		var late bool
-		err := r.Scan(&m.Key, &m.User, &m.Amount, &kind, &late)
+		err := r.Scan(&m.Key, &m.User, &m.Amount, &kind)
 		m.Kind, m.From = ledger.KindCredit, ledger.ClearingPackets.String()
 		if kind == "r" {
 			m.Kind = ledger.KindRefund
 		}
-		old[m.Key] = late
 		return m, err
 	})
 	if err != nil || len(msgs) == 0 {
@@ -112,9 +109,7 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	var missing []ledger.CreditMessage
 	for _, m := range msgs {
 		if !done[m.Key] {
-			if old[m.Key] {
-				missing = append(missing, m)
-			}
+			missing = append(missing, m)
 			continue
 		}
 		var id string
