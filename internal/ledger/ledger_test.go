@@ -247,7 +247,7 @@ func TestBarrierBranches(t *testing.T) {
 	if _, err := l.Hold(ctx, ledger.HoldRequest{Key: "g2-h", User: 1, Amount: 100, Branch: ref("g2")}); !errors.Is(err, dtx.ErrTryAfterCancel) {
 		t.Fatalf("try after cancel err = %v", err)
 	}
-	if r, err := l.Void(ctx, ledger.VoidRequest{Key: "g2-v", HoldKey: "g2-h", Branch: ref("g2")}); err != nil || !r.Empty {
+	if r, err := l.Void(ctx, ledger.VoidRequest{Key: "g2-v", HoldKey: "g2-h", Branch: ref("g2")}); err != nil || !r.Replayed || r.Released != 0 {
 		t.Fatalf("repeated empty cancel = %+v, %v", r, err)
 	}
 	wantWallet(t, l, 1, 900, 0)

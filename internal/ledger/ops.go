@@ -61,21 +61,14 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferRes
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
 		var replayed bool
 		var err error
-		res, replayed, err = idempotent(ctx, tx, req.Key, "transfer", req, func() (TransferResult, error) {
-			if req.Branch != nil {
-				v, err := dtx.Barrier(ctx, tx, *req.Branch, req.Op)
-				if err != nil {
-					return TransferResult{}, err
-				}
-				if v != dtx.Run {
-					return TransferResult{Empty: true}, nil
-				}
-			}
+		res, replayed, err = once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
 			p, err := l.move(ctx, tx, req.Kind, req.Key, l.row(req.From, req.Key), l.row(req.To, req.Key), int64(req.Amount), 0)
 			if err != nil {
 				return TransferResult{}, err
 			}
 			return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil
+		}, func(v dtx.Verdict) (TransferResult, error) {
+			return TransferResult{Amount: req.Amount, Empty: v == dtx.EmptyCancel}, nil
 		})
 		res.Replayed = replayed
 		return err
@@ -207,12 +200,7 @@ func (l *Ledger) Hold(ctx context.Context, req HoldRequest) (HoldResult, error) 
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
 		var replayed bool
 		var err error
-		res, replayed, err = idempotent(ctx, tx, req.Key, "hold", req, func() (HoldResult, error) {
-			if req.Branch != nil {
-				if _, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpTry); err != nil {
-					return HoldResult{}, err
-				}
-			}
+		res, replayed, err = once(ctx, tx, req.Key, "hold", req, req.Branch, dtx.OpTry, func() (HoldResult, error) {
 			var available int64
 			err := tx.QueryRow(ctx, `UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
 				RETURNING balance - held`, req.User, int64(req.Amount)).Scan(&available)
@@ -232,6 +220,10 @@ func (l *Ledger) Hold(ctx context.Context, req HoldRequest) (HoldResult, error) 
 				return HoldResult{}, fmt.Errorf("write hold: %w", err)
 			}
 			return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
+		}, func(dtx.Verdict) (HoldResult, error) {
+			r := HoldResult{Amount: req.Amount}
+			err := tx.QueryRow(ctx, `SELECT id FROM holds WHERE key = $1`, req.Key).Scan(&r.HoldID)
+			return r, err
 		})
 		res.Replayed = replayed
 		return err
@@ -274,13 +266,7 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
 		var replayed bool
 		var err error
-		res, replayed, err = idempotent(ctx, tx, req.Key, "post", req, func() (PostResult, error) {
-			if req.Branch != nil {
-				v, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpConfirm)
-				if err != nil || v != dtx.Run {
-					return PostResult{}, err
-				}
-			}
+		res, replayed, err = once(ctx, tx, req.Key, "post", req, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
 			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
 			if err != nil {
 				return PostResult{}, err
@@ -293,7 +279,7 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 				return PostResult{}, err
 			}
 			return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
-		})
+		}, func(dtx.Verdict) (PostResult, error) { return PostResult{Posted: req.Amount}, nil })
 		res.Replayed = replayed
 		return err
 	})
@@ -325,16 +311,7 @@ func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) 
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
 		var replayed bool
 		var err error
-		res, replayed, err = idempotent(ctx, tx, req.Key, "void", req, func() (VoidResult, error) {
-			if req.Branch != nil {
-				v, err := dtx.Barrier(ctx, tx, *req.Branch, dtx.OpCancel)
-				if err != nil {
-					return VoidResult{}, err
-				}
-				if v != dtx.Run {
-					return VoidResult{Empty: v == dtx.EmptyCancel}, nil
-				}
-			}
+		res, replayed, err = once(ctx, tx, req.Key, "void", req, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
 			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
 			if err != nil {
 				return VoidResult{}, err
@@ -343,7 +320,7 @@ func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) 
 				return VoidResult{}, err
 			}
 			return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil
-		})
+		}, func(v dtx.Verdict) (VoidResult, error) { return VoidResult{Empty: v == dtx.EmptyCancel}, nil })
 		res.Replayed = replayed
 		return err
 	})

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"hongbao/internal/dtx"
 	"hongbao/internal/money"
 )
@@ -17,8 +15,8 @@ const (
 	// ActionHold (TCC): try holds Amount on User's wallet, confirm posts it
 	// to Account, cancel voids it.
 	ActionHold = "hold"
-	// ActionReceive (TCC): try only records itself, confirm credits User
-	// from Account, cancel records itself.
+	// ActionReceive (TCC): try and cancel do nothing, confirm credits User
+	// from Account (once, behind the barrier).
 	ActionReceive = "receive"
 	// ActionDebit (saga step): User -> Account; compensation: Account -> User.
 	ActionDebit = "debit"
@@ -76,11 +74,11 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 		_, err = l.Void(ctx, VoidRequest{Key: c.Key(), HoldKey: holdKey, Branch: &ref})
 	case p.Action == ActionReceive && c.Op == dtx.OpConfirm:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindCredit, Branch: &ref, Op: dtx.OpConfirm})
-	case p.Action == ActionReceive: // try and cancel change no money: only the barrier
-		err = l.inTx(ctx, func(tx pgx.Tx) error {
-			_, err := dtx.Barrier(ctx, tx, ref, c.Op)
-			return err
-		})
+	case p.Action == ActionReceive:
+		// Try reserves nothing and cancel releases nothing, so neither
+		// touches the database: a late try after a cancel cannot hang
+		// anything, and the confirm alone is guarded by its barrier.
+		return nil
 	case p.Action == ActionDebit && c.Op == dtx.OpTry:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: User(p.User), To: sys, Amount: p.Amount, Kind: KindDebit, Branch: &ref, Op: dtx.OpTry})
 	case p.Action == ActionDebit && c.Op == dtx.OpCancel:

@@ -26,16 +26,18 @@ func TestParticipantConformance(t *testing.T) {
 		action  string
 		account ledger.Account
 		saga    bool
+		noRes   bool
 	}{
-		{ledger.ActionHold, ledger.ClearingTransfers, false},
-		{ledger.ActionReceive, ledger.ClearingTransfers, false},
-		{ledger.ActionDebit, ledger.ClearingGroups, true},
-		{ledger.ActionCredit, ledger.ClearingGroups, true},
+		{ledger.ActionHold, ledger.ClearingTransfers, false, false},
+		{ledger.ActionReceive, ledger.ClearingTransfers, false, true},
+		{ledger.ActionDebit, ledger.ClearingGroups, true, false},
+		{ledger.ActionCredit, ledger.ClearingGroups, true, false},
 	} {
 		t.Run(c.action, func(t *testing.T) {
 			dtxtest.Run(t, dtxtest.Subject{
-				Participant: l.Participant(),
-				Saga:        c.saga,
+				Participant:   l.Participant(),
+				Saga:          c.saga,
+				NoReservation: c.noRes,
 				Fresh: func(t *testing.T) json.RawMessage {
 					u := next.Add(1)
 					deposit(t, l, u, 1000)
