@@ -17,8 +17,7 @@ var barrierFS embed.FS
 // BarrierMigrations create the barrier table; every participant database
 // applies them.
 func BarrierMigrations() []postgres.Migration {
-	sub, _ := fsSub(barrierFS, "barriersql")
-	return postgres.MustMigrations("dtx_barrier", sub)
+	return postgres.Embedded("dtx_barrier", barrierFS, "barriersql")
 }
 
 // Op is a TCC phase as seen by a participant.

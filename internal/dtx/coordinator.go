@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
@@ -23,8 +22,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of the coordinator's database.
 func Migrations() [][]postgres.Migration {
-	sub, _ := fs.Sub(sqlFS, "sql")
-	return [][]postgres.Migration{postgres.MustMigrations("dtx", sub)}
+	return [][]postgres.Migration{postgres.Embedded("dtx", sqlFS, "sql")}
 }
 
 // Kind of global transaction.

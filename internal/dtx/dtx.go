@@ -2,7 +2,3 @@
 // durable log, recovery, and the participant barrier that makes every
 // branch call idempotent, empty-cancel safe and hang-proof.
 package dtx
-
-import "io/fs"
-
-func fsSub(f fs.FS, dir string) (fs.FS, error) { return fs.Sub(f, dir) }

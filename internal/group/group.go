@@ -10,7 +10,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math"
 	"time"
@@ -28,8 +27,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a group shard database.
 func Migrations() [][]postgres.Migration {
-	sub, _ := fs.Sub(sqlFS, "sql")
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.MustMigrations("group", sub)}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("group", sqlFS, "sql")}
 }
 
 // Errors a caller branches on.

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"log/slog"
 	"time"
 
@@ -27,8 +26,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a ledger shard database.
 func Migrations() [][]postgres.Migration {
-	sub, _ := fs.Sub(sqlFS, "sql")
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.MustMigrations("ledger", sub)}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("ledger", sqlFS, "sql")}
 }
 
 // Errors a caller branches on.

@@ -40,7 +40,7 @@ type Set struct {
 	ids *ids.Generator
 	log *slog.Logger
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	live    map[int64]*live
 	loading map[int64]chan struct{}
 
@@ -65,7 +65,7 @@ type live struct {
 	nextSeq   int
 	byUser    map[int64]*pending
 	rng       *rand.Rand
-	broken    bool // a commit failed: reload before serving again
+	broken    atomic.Bool // a commit failed or the row changed: reload before serving again
 
 	left    atomic.Int64 // shares not yet handed out (mirror of count)
 	waiting atomic.Int64 // grabs queued for mu (admission control)
@@ -163,7 +163,7 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 		lv.mu.Unlock()
 		return wait(ctx, pc, true)
 	}
-	if lv.broken {
+	if lv.broken.Load() {
 		lv.mu.Unlock()
 		return Claim{}, ErrFenced
 	}
@@ -250,9 +250,15 @@ func (s *Set) admissible(ctx context.Context, lv *live, user int64) error {
 // owned returns the live packet, loading it (and taking ownership by
 // bumping its epoch) on first use. Concurrent first grabs load once.
 func (s *Set) owned(ctx context.Context, id int64) (*live, error) {
+	s.mu.RLock()
+	lv, ok := s.live[id]
+	s.mu.RUnlock()
+	if ok && !lv.broken.Load() {
+		return lv, nil // the hot path: one read lock, no writes
+	}
 	for {
 		s.mu.Lock()
-		if lv, ok := s.live[id]; ok && !lv.isBroken() {
+		if lv, ok := s.live[id]; ok && !lv.broken.Load() {
 			s.mu.Unlock()
 			return lv, nil
 		}
@@ -281,22 +287,14 @@ func (s *Set) owned(ctx context.Context, id int64) (*live, error) {
 	}
 }
 
-func (lv *live) isBroken() bool {
-	lv.mu.Lock()
-	defer lv.mu.Unlock()
-	return lv.broken
-}
-
 // forget drops a packet's live state so that the next grab reloads it:
 // after a state change made outside the engine (activation, expiry).
 func (s *Set) forget(id int64) {
-	s.mu.Lock()
+	s.mu.RLock()
 	lv := s.live[id]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if lv != nil {
-		lv.mu.Lock()
-		lv.broken = true
-		lv.mu.Unlock()
+		lv.broken.Store(true)
 	}
 }
 
@@ -411,7 +409,7 @@ func (s *Set) commit(batch []*pending) {
 	// state is being rebuilt.
 	var ok []*pending
 	for _, pc := range batch {
-		if pc.lv.isBroken() {
+		if pc.lv.broken.Load() {
 			pc.err = ErrFenced
 			close(pc.done)
 			continue
@@ -427,7 +425,7 @@ func (s *Set) commit(batch []*pending) {
 			// The database failed the batch: nothing of it is durable.
 			s.log.Error("claim batch failed", "claims", len(ok), "err", err)
 			for _, pc := range ok {
-				s.breakPacket(pc.lv)
+				pc.lv.broken.Store(true)
 				pc.err = fmt.Errorf("commit claim: %w", err)
 				close(pc.done)
 			}
@@ -438,7 +436,7 @@ func (s *Set) commit(batch []*pending) {
 		var rest []*pending
 		for _, pc := range ok {
 			if fenced[pc.lv.p.ID] {
-				s.breakPacket(pc.lv)
+				pc.lv.broken.Store(true)
 				pc.err = ErrFenced
 				close(pc.done)
 			} else {
@@ -456,12 +454,6 @@ func (s *Set) commit(batch []*pending) {
 	if len(claims) > 0 {
 		s.o.OnCommit(claims)
 	}
-}
-
-func (s *Set) breakPacket(lv *live) {
-	lv.mu.Lock()
-	lv.broken = true
-	lv.mu.Unlock()
 }
 
 // write inserts the claims and moves each packet's remainder to where its

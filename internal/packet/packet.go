@@ -9,7 +9,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 	"unicode/utf8"
 
@@ -23,8 +22,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a packet set database.
 func Migrations() [][]postgres.Migration {
-	sub, _ := fs.Sub(sqlFS, "sql")
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.MustMigrations("packet", sub)}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("packet", sqlFS, "sql")}
 }
 
 // Kinds of packet.

@@ -90,9 +90,15 @@ func Migrations(source string, fsys fs.FS) ([]Migration, error) {
 	return out, nil
 }
 
-// MustMigrations is Migrations for embedded files, which cannot be wrong at run time.
-func MustMigrations(source string, fsys fs.FS) []Migration {
-	m, err := Migrations(source, fsys)
+// Embedded reads the migrations of an embedded folder. Embedded files are
+// fixed at build time, so a malformed set is a programming error: it panics
+// (and every test that opens a database shows it).
+func Embedded(source string, fsys fs.FS, dir string) []Migration {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err)
+	}
+	m, err := Migrations(source, sub)
 	if err != nil {
 		panic(err)
 	}
