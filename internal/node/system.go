@@ -157,17 +157,27 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 // PacketParticipant is the registry name of packet set n.
 func PacketParticipant(n int) string { return fmt.Sprintf("packet:%d", n) }
 
-// Close stops the parts in order: no new work, then drain, then the bus.
+// Close stops the parts in order, after the callers have stopped: the
+// sets commit the claims they hold, the relay publishes what it holds,
+// then the loops stop (recovery, consumers, sweepers) and the bus closes.
+// Whatever is still in flight is found again by the reconciler.
 func (s *System) Close() {
+	for _, set := range s.Sets {
+		set.Close()
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.Relay != nil && s.Bus != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if n, err := s.Relay.Drain(ctx); err != nil {
+			s.o.Logger.Warn("relay not drained; the reconciler will republish", "left", n, "err", err)
+		}
+		cancel()
+	}
 	if s.Coord != nil {
 		s.Coord.Close()
-	}
-	for _, set := range s.Sets {
-		set.Close()
 	}
 	if s.Bus != nil {
 		s.Bus.Close()

@@ -58,12 +58,14 @@ func (r *Relay) EnqueueClaims(cs []Claim) {
 	r.Enqueue(msgs)
 }
 
+// maxPerMessage bounds the credits packed into one bus message.
+const maxPerMessage = 500
+
 // Run publishes in batches until ctx ends: the credits waiting are packed
 // into one message per ledger shard (up to maxPerMessage each), whose id is
 // a digest of its content, and a failed batch is retried with backoff
 // (JetStream drops an identical repeat; the ledger applies each key once).
 func (r *Relay) Run(ctx context.Context) {
-	const maxPerMessage = 500
 	pending := make([]ledger.CreditMessage, 0, 8*maxPerMessage)
 	for {
 		pending = pending[:0]
@@ -82,19 +84,7 @@ func (r *Relay) Run(ctx context.Context) {
 				break fill
 			}
 		}
-		byShard := map[int][]ledger.CreditMessage{}
-		for _, m := range pending {
-			n := r.route(m.User)
-			byShard[n] = append(byShard[n], m)
-		}
-		var batch []bus.Msg
-		for n, ms := range byShard {
-			for len(ms) > 0 {
-				k := min(len(ms), maxPerMessage)
-				batch = append(batch, PackCredits(n, ms[:k]))
-				ms = ms[k:]
-			}
-		}
+		batch := r.pack(pending)
 		pause := 20 * time.Millisecond
 		for {
 			err := r.bus.Publish(ctx, batch)
@@ -114,6 +104,48 @@ func (r *Relay) Run(ctx context.Context) {
 			pause = min(2*pause, 5*time.Second)
 		}
 	}
+}
+
+// Drain publishes what is still queued, once Run has stopped. It returns
+// how many credits it could not publish.
+func (r *Relay) Drain(ctx context.Context) (int, error) {
+	var left []ledger.CreditMessage
+	for {
+		select {
+		case m := <-r.in:
+			left = append(left, m)
+			continue
+		default:
+		}
+		break
+	}
+	if len(left) == 0 {
+		return 0, nil
+	}
+	if err := r.bus.Publish(ctx, r.pack(left)); err != nil {
+		return len(left), err
+	}
+	r.Published.Add(int64(len(left)))
+	return 0, nil
+}
+
+// pack groups credits by ledger shard into messages of at most
+// maxPerMessage credits.
+func (r *Relay) pack(pending []ledger.CreditMessage) []bus.Msg {
+	byShard := map[int][]ledger.CreditMessage{}
+	for _, m := range pending {
+		n := r.route(m.User)
+		byShard[n] = append(byShard[n], m)
+	}
+	var batch []bus.Msg
+	for n, ms := range byShard {
+		for len(ms) > 0 {
+			k := min(len(ms), maxPerMessage)
+			batch = append(batch, PackCredits(n, ms[:k]))
+			ms = ms[k:]
+		}
+	}
+	return batch
 }
 
 // PackCredits makes one bus message of credits for ledger shard n.
