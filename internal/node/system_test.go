@@ -461,3 +461,28 @@ func TestSendPacket(t *testing.T) {
 	waitCredited(t, sys, single.ID, map[int64]money.Amount{})
 	reconcile(t, sys)
 }
+
+// A node stopped right after a storm hands every committed claim to the
+// stream before it goes: the next node credits them all without waiting
+// for the reconciler.
+func TestShutdownDrainsClaims(t *testing.T) {
+	t.Parallel()
+	open, dir := pgtest.Opener(t), t.TempDir()
+	sys := startSystem(t, open, dir, 0, time.Hour)
+	p := newParty(t, sys, 100, 10_000)
+	pk := sendLucky(t, sys, p, 5000, 100, time.Time{})
+	var wg sync.WaitGroup
+	for _, u := range p.members {
+		wg.Go(func() {
+			if _, err := sys.Flows.Grab(t.Context(), pk.ID, u); err != nil && !errors.Is(err, packet.ErrBusy) {
+				t.Errorf("grab: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	sys.Close()
+	again := startSystem(t, open, dir, 0, time.Hour) // the reconciler stays out of it
+	defer again.Close()
+	waitCredited(t, again, pk.ID, map[int64]money.Amount{})
+	reconcile(t, again)
+}
