@@ -52,10 +52,11 @@ type System struct {
 	// DeadCredits counts credits parked on a dead-letter subject.
 	DeadCredits atomic.Int64
 
-	o      SystemOptions
-	grace  atomic.Int64 // time.Duration
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	o       SystemOptions
+	grace   atomic.Int64 // time.Duration
+	members *memberCache
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // StartSystem opens every database, connects the bus and starts the
@@ -102,7 +103,8 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		return nil, err
 	}
 	s.Relay = packet.NewRelay(s.Bus, tab.Of, o.Logger)
-	members := newMemberCache(s.Groups)
+	s.members = newMemberCache(s.Groups)
+	members := s.members
 	for i := range o.PacketSets {
 		pool, err := open(ctx, fmt.Sprintf("hongbao_packet_%d", i), 32, packet.Migrations()...)
 		if err != nil {
@@ -218,7 +220,9 @@ func (s *System) Sweep(ctx context.Context) {
 		if _, _, err := set.Settle(ctx, time.Duration(s.grace.Load()), s.applied, s.Relay.Enqueue); err != nil && ctx.Err() == nil {
 			s.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
 		}
+		set.Evict()
 	}
+	s.members.evict(5 * time.Minute)
 	for _, l := range s.Ledgers.Shards {
 		if _, err := l.ExpireHolds(ctx, 1000); err != nil && ctx.Err() == nil {
 			s.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
@@ -259,6 +263,20 @@ type memberSet struct {
 	mu     sync.RWMutex
 	loaded time.Time
 	users  map[int64]bool
+}
+
+// evict forgets member sets loaded longer ago than maxAge.
+func (m *memberCache) evict(maxAge time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, ms := range m.sets {
+		ms.mu.RLock()
+		old := time.Since(ms.loaded) > maxAge
+		ms.mu.RUnlock()
+		if old {
+			delete(m.sets, id)
+		}
+	}
 }
 
 func newMemberCache(g *group.Store) *memberCache {

@@ -64,6 +64,7 @@ type live struct {
 	count     int
 	nextSeq   int
 	byUser    map[int64]*pending
+	last      *pending // the latest claim handed to the committer
 	rng       *rand.Rand
 	broken    atomic.Bool // a commit failed or the row changed: reload before serving again
 
@@ -188,12 +189,15 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 		lv: lv, count: lv.count, remains: lv.remaining, done: make(chan struct{}),
 	}
 	lv.byUser[user] = pc
+	prev := lv.last
+	lv.last = pc
 	// Sent while holding the packet's lock: claims of one packet reach the
 	// committer in seq order. If the committer is backed up past the
 	// caller's patience, the share goes back as if never drawn.
 	select {
 	case s.queue <- pc:
 	case <-ctx.Done():
+		lv.last = prev
 		delete(lv.byUser, user)
 		lv.nextSeq--
 		lv.count++
@@ -295,6 +299,43 @@ func (s *Set) forget(id int64) {
 	s.mu.RUnlock()
 	if lv != nil {
 		lv.broken.Store(true)
+	}
+}
+
+// Evict drops from memory the packets that need no owner any more: no
+// share left (sold out, expired, cancelled) or marked for reload, with
+// every claim committed. A later grab, say a repeat, loads the packet
+// again from its rows. It returns how many it dropped.
+func (s *Set) Evict() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, lv := range s.live {
+		lv.mu.Lock()
+		idle := lv.last == nil || isClosed(lv.last.done)
+		done := lv.count == 0 || lv.broken.Load()
+		lv.mu.Unlock()
+		if idle && done {
+			delete(s.live, id)
+			n++
+		}
+	}
+	return n
+}
+
+// Live is how many packets the set holds in memory.
+func (s *Set) Live() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.live)
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -246,6 +246,22 @@ func TestRebuildAndFencing(t *testing.T) {
 		}
 		first[u] = cl
 	}
+	// Sold out packets leave memory; a repeat grab reloads and answers the same.
+	sold := send(t, old, packet.Packet{Kind: packet.Equal, Sender: 1, Group: 4, Amount: 200, Shares: 2}, c)
+	a1, err := old.Grab(t.Context(), sold.ID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Grab(t.Context(), sold.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	before := old.Live()
+	if n := old.Evict(); n != 1 || old.Live() != before-1 {
+		t.Fatalf("evicted %d of %d live packets, want the sold out one", n, before)
+	}
+	if again, err := old.Grab(t.Context(), sold.ID, 1); err != nil || again.ID != a1.ID || again.Amount != 100 {
+		t.Fatalf("repeat grab after eviction = %+v, %v", again, err)
+	}
 	fresh := newSet(t, db, c)
 	// A user who grabbed before restart gets the same claim.
 	if cl, err := fresh.Grab(t.Context(), p.ID, 5); err != nil || cl.ID != first[5].ID {
