@@ -214,8 +214,7 @@ func decode(r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: "request body too large"}
 		}
-		var amountErr interface{ Unwrap() error }
-		if errors.As(err, &amountErr) && (errors.Is(err, money.ErrSyntax) || errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrRange)) {
+		if errors.Is(err, money.ErrSyntax) || errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrRange) {
 			return bad("bad_amount", err.Error())
 		}
 		return bad("bad_json", "request body: "+err.Error())
