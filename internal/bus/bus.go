@@ -125,12 +125,6 @@ func (b *Bus) RestartServer() error {
 	return nil
 }
 
-// Server is the embedded server, nil when connected to a URL.
-func (b *Bus) Server() *server.Server { return b.srv }
-
-// JetStream exposes the JetStream context.
-func (b *Bus) JetStream() jetstream.JetStream { return b.js }
-
 // Conn exposes the NATS connection (for plain subjects such as events).
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 

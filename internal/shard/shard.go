@@ -31,9 +31,6 @@ func NewTable(n int) (*Table, error) {
 	return t, nil
 }
 
-// Shards is the number of shards the table routes to.
-func (t *Table) Shards() int { return t.shards }
-
 // SlotOf returns the slot of a user id. The id is mixed first (splitmix64
 // finalizer) so that sequential ids spread evenly.
 func SlotOf(userID int64) int {
