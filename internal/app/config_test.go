@@ -9,7 +9,7 @@ import (
 func TestServeConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := ServeConfig{Config: Config{DataDir: "d", LedgerShards: 2}, Addr: "127.0.0.1:8080", TokenSecret: strings.Repeat("s", 32),
-		PacketSets: 2, Timeout: time.Second, MaxBody: 4096}
+		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -20,12 +20,13 @@ func TestServeConfigValidate(t *testing.T) {
 	bad.DataDir = ""
 	bad.DatabaseURL = "postgres://x/db"
 	bad.PacketSets = 2000
+	bad.TxRetention = time.Minute
 	bad.DatabaseURLs = "hongbao_packet_1=postgres://x/p1 nonsense"
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("a bad configuration was accepted")
 	}
-	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets", "--database-urls"} {
+	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets", "--database-urls", "--tx-retention"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}

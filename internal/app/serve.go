@@ -28,6 +28,7 @@ type ServeConfig struct {
 	PacketSets  int
 	Timeout     time.Duration
 	MaxBody     int64
+	TxRetention time.Duration
 }
 
 func (c *ServeConfig) bind(fs *flag.FlagSet) {
@@ -38,6 +39,7 @@ func (c *ServeConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
+	fs.DurationVar(&c.TxRetention, "tx-retention", envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
 // Validate reports every problem at once.
@@ -57,6 +59,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.Timeout <= 0 || c.MaxBody < 1024 {
 		errs = append(errs, errors.New("--request-timeout must be positive and --max-body at least 1024"))
+	}
+	if c.TxRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
 	}
 	return errors.Join(errs...)
 }
@@ -104,7 +109,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		busDir = filepath.Join(os.TempDir(), "hongbao-nats")
 	}
 	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
-		NatsURL: cfg.NatsURL, BusDir: busDir, Logger: log})
+		NatsURL: cfg.NatsURL, BusDir: busDir, TxRetention: cfg.TxRetention, Logger: log})
 	if err != nil {
 		dbs.Close()
 		return nil, nil, err

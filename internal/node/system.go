@@ -35,8 +35,10 @@ type SystemOptions struct {
 	// Grace before the reconciler republishes a credit it has not seen applied.
 	Grace time.Duration
 	// Every is how often sweepers and the reconciler run.
-	Every  time.Duration
-	Logger *slog.Logger
+	Every time.Duration
+	// TxRetention keeps finished global transactions this long (default 7 days).
+	TxRetention time.Duration
+	Logger      *slog.Logger
 }
 
 // System is every part of a node, started and stopped together.
@@ -124,7 +126,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	for _, set := range s.Sets {
 		parts[PacketParticipant(set.Number())] = set.Participant()
 	}
-	s.Coord = dtx.New(dpool, dtx.Options{Participants: parts, Logger: o.Logger})
+	s.Coord = dtx.New(dpool, dtx.Options{Participants: parts, Retention: o.TxRetention, Logger: o.Logger})
 	s.Flows = &Flows{Coord: s.Coord, Ledgers: s.Ledgers, Groups: s.Groups, Sets: s.Sets, Limits: o.Limits}
 
 	for _, l := range s.Ledgers.Shards {
