@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -432,4 +433,66 @@ func TestPurgeAfterRetention(t *testing.T) {
 	if _, err := later.Get(t.Context(), "old"); !errors.Is(err, dtx.ErrNotFound) {
 		t.Fatalf("purged transaction still there: %v", err)
 	}
+}
+
+// A participant process that is down (connections refused) while the
+// decision to confirm is being carried out, and comes back on the same
+// address: the transaction stays pending, then commits exactly once.
+func TestHTTPParticipantDownAndBack(t *testing.T) {
+	t.Parallel()
+	bk := newBank(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	handler := dtx.Handler(bk.b.Participant())
+	var seen atomic.Int64
+	gate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen.Add(1); handler.ServeHTTP(w, r) })
+	srv := &http.Server{Handler: gate}
+	go srv.Serve(l) //nolint:errcheck
+	parts := map[string]dtx.Participant{"a": bk.a.Participant(), "b": dtx.HTTPParticipant{URL: "http://" + addr, Timeout: 200 * time.Millisecond}}
+	var down atomic.Bool
+	o := fastOptions(parts)
+	o.Hook = func(p string) error {
+		if p == "after-log:confirming" && down.CompareAndSwap(false, true) {
+			srv.Close() // the receiver's process goes away right after the decision
+		}
+		return nil
+	}
+	c := dtx.New(pgtest.NewDB(t, dtxSchema), o)
+	defer c.Close()
+	from, to := bk.pair(t, 1000)
+	res, err := c.Run(t.Context(), transfer("down-1", from, to, 300))
+	if err != nil || res.Outcome != dtx.OutcomePending {
+		t.Fatalf("run while the receiver is down = %+v, %v; want pending", res, err)
+	}
+	c.Start(t.Context())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, _ := c.Get(t.Context(), "down-1")
+		if g.Attempts >= 2 {
+			break // refused at least twice
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no retries while down: %+v", g)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := seen.Load()
+	l2, err := net.Listen("tcp", addr) // back, same address
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &http.Server{Handler: gate}
+	go back.Serve(l2) //nolint:errcheck
+	defer back.Close()
+	if g := waitFinal(t, c, "down-1"); g.State != dtx.Committed {
+		t.Fatalf("after the receiver came back: %+v", g)
+	}
+	if seen.Load() == before {
+		t.Fatal("the confirm never reached the restarted receiver")
+	}
+	bk.want(t, from, to, 700, 300)
+	bk.check(t)
 }
