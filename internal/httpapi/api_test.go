@@ -261,6 +261,13 @@ func TestGroupsAndPackets(t *testing.T) {
 	if got := a.balance(otok); got != "510.00/0.00" {
 		t.Fatalf("owner has %s after two fees", got)
 	}
+	// A replayed paid join answers the same and charges nobody twice.
+	if r := a.must(a.do("POST", fmt.Sprintf("/v1/groups/%d/join", gid), ctok, "j", nil), 200); r.body["outcome"] != "committed" {
+		t.Fatalf("replayed join: %s", r.raw)
+	}
+	if got, owner := a.balance(ctok), a.balance(otok); got != "45.00/0.00" || owner != "510.00/0.00" {
+		t.Fatalf("after a replayed join: member %s, owner %s", got, owner)
+	}
 	ms := a.must(a.do("GET", fmt.Sprintf("/v1/groups/%d/members", gid), ctok, "", nil), 200)
 	if len(ms.body["members"].([]any)) != 3 {
 		t.Fatalf("members %s", ms.raw)
