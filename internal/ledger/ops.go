@@ -62,7 +62,7 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferRes
 		var replayed bool
 		var err error
 		res, replayed, err = once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
-			p, err := l.move(ctx, tx, req.Kind, req.Key, l.row(req.From, req.Key), l.row(req.To, req.Key), int64(req.Amount), 0)
+			p, err := l.move(ctx, tx, req.Kind, req.Key, l.row(req.From, req.Key), l.row(req.To, req.Key), int64(req.Amount), 0, 0)
 			if err != nil {
 				return TransferResult{}, err
 			}
@@ -112,61 +112,66 @@ type posting struct {
 
 // move debits row from and credits row to, locking them in ascending id
 // order (system stripes, which are negative, before users) so that no two
-// transactions wait on each other in a cycle, and writes the posting.
-// release is the held amount freed from the debited account (a hold post).
-func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to, amount, release int64) (posting, error) {
-	var p posting
-	var err error
-	if from < to {
-		if p.debitBalance, err = debit(ctx, tx, from, amount, release); err == nil {
-			p.creditBalance, err = credit(ctx, tx, to, amount)
+// transactions wait on each other in a cycle, and writes the posting with
+// both balances after it. The statements go to the server in one round
+// trip. release is the held amount freed from the debited account (a hold
+// post); holdID, when not 0, is the hold the posting settles.
+func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to, amount, release, holdID int64) (posting, error) {
+	b := &pgx.Batch{}
+	debitFirst := from < to
+	queueDebit := func() {
+		// For a user the available balance after it, (balance - amount) -
+		// (held - release), must stay >= 0; a missing wallet has nothing.
+		b.Queue(`UPDATE accounts SET balance = balance - $2, held = held - $3
+			WHERE id = $1 AND (kind = 'system' OR balance - $2 - held + $3 >= 0)`, from, amount, release)
+	}
+	queueCredit := func() {
+		if to > 0 { // a user's wallet opens with the first money it receives
+			b.Queue(`INSERT INTO accounts (id, kind, name, balance) VALUES ($1, 'user', 'user', $2)
+				ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance`, to, amount)
+		} else {
+			b.Queue(`UPDATE accounts SET balance = balance + $2 WHERE id = $1`, to, amount)
 		}
+	}
+	if debitFirst {
+		queueDebit()
+		queueCredit()
 	} else {
-		if p.creditBalance, err = credit(ctx, tx, to, amount); err == nil {
-			p.debitBalance, err = debit(ctx, tx, from, amount, release)
+		queueCredit()
+		queueDebit()
+	}
+	b.Queue(`INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+		VALUES ($1, $2, $3, $4, $5, (SELECT balance FROM accounts WHERE id = $3), (SELECT balance FROM accounts WHERE id = $4))
+		RETURNING id, debit_balance, credit_balance`, kind, ref, from, to, amount)
+	if holdID != 0 {
+		b.Queue(`UPDATE holds SET posting_id = currval('postings_id_seq') WHERE id = $1`, holdID)
+	}
+	res := tx.SendBatch(ctx, b)
+	defer res.Close()
+	var p posting
+	for i := range 2 {
+		tag, err := res.Exec()
+		isDebit := (i == 0) == debitFirst
+		switch {
+		case isDebit && (err == nil && tag.RowsAffected() == 0):
+			return p, ErrInsufficientFunds
+		case err != nil && isDebit:
+			return p, fmt.Errorf("debit account %d: %w", from, err)
+		case err != nil:
+			return p, fmt.Errorf("credit account %d: %w", to, err)
+		case tag.RowsAffected() != 1:
+			return p, fmt.Errorf("credit account %d: no such account", to)
 		}
 	}
-	if err != nil {
-		return p, err
-	}
-	err = tx.QueryRow(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`, kind, ref, from, to, amount, p.debitBalance, p.creditBalance).Scan(&p.id)
-	if err != nil {
+	if err := res.QueryRow().Scan(&p.id, &p.debitBalance, &p.creditBalance); err != nil {
 		return p, fmt.Errorf("write posting: %w", err)
 	}
-	return p, nil
-}
-
-// debit takes amount from an account row. For a user the available balance
-// after it, (balance - amount) - (held - release), must stay >= 0; a
-// missing wallet has nothing available.
-func debit(ctx context.Context, tx pgx.Tx, id, amount, release int64) (int64, error) {
-	var bal int64
-	err := tx.QueryRow(ctx, `UPDATE accounts SET balance = balance - $2, held = held - $3
-		WHERE id = $1 AND (kind = 'system' OR balance - $2 - held + $3 >= 0) RETURNING balance`, id, amount, release).Scan(&bal)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, ErrInsufficientFunds
+	if holdID != 0 {
+		if _, err := res.Exec(); err != nil {
+			return p, fmt.Errorf("link hold %d: %w", holdID, err)
+		}
 	}
-	if err != nil {
-		return 0, fmt.Errorf("debit account %d: %w", id, err)
-	}
-	return bal, nil
-}
-
-// credit adds amount to an account row, opening a user's wallet on first use.
-func credit(ctx context.Context, tx pgx.Tx, id, amount int64) (int64, error) {
-	var bal int64
-	var err error
-	if id > 0 {
-		err = tx.QueryRow(ctx, `INSERT INTO accounts (id, kind, name, balance) VALUES ($1, 'user', 'user', $2)
-			ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING balance`, id, amount).Scan(&bal)
-	} else {
-		err = tx.QueryRow(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance`, id, amount).Scan(&bal)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("credit account %d: %w", id, err)
-	}
-	return bal, nil
+	return p, res.Close()
 }
 
 // HoldRequest reserves Amount of a user's available balance (TCC try).
@@ -271,11 +276,8 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 			if err != nil {
 				return PostResult{}, err
 			}
-			p, err := l.move(ctx, tx, KindHoldPost, req.Key, h.account, l.row(req.To, req.Key), int64(req.Amount), h.amount)
+			p, err := l.move(ctx, tx, KindHoldPost, req.Key, h.account, l.row(req.To, req.Key), int64(req.Amount), h.amount, h.id)
 			if err != nil {
-				return PostResult{}, err
-			}
-			if _, err := tx.Exec(ctx, `UPDATE holds SET posting_id = $2 WHERE id = $1`, h.id, p.id); err != nil {
 				return PostResult{}, err
 			}
 			return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
