@@ -206,23 +206,32 @@ func (l *Ledger) Hold(ctx context.Context, req HoldRequest) (HoldResult, error) 
 		var replayed bool
 		var err error
 		res, replayed, err = once(ctx, tx, req.Key, "hold", req, req.Branch, dtx.OpTry, func() (HoldResult, error) {
-			var available int64
-			err := tx.QueryRow(ctx, `UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
-				RETURNING balance - held`, req.User, int64(req.Amount)).Scan(&available)
+			var expires *time.Time
+			if !req.ExpiresAt.IsZero() {
+				expires = &req.ExpiresAt
+			}
+			// Both statements in one round trip; if the first finds too
+			// little money, the transaction is rolled back with the second.
+			b := &pgx.Batch{}
+			b.Queue(`UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
+				RETURNING balance - held`, req.User, int64(req.Amount))
+			b.Queue(`INSERT INTO holds (key, account_id, amount, expires_at) VALUES ($1, $2, $3, $4) RETURNING id`,
+				req.Key, req.User, int64(req.Amount), expires)
+			br := tx.SendBatch(ctx, b)
+			defer br.Close()
+			var available, id int64
+			err := br.QueryRow().Scan(&available)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return HoldResult{}, ErrInsufficientFunds
 			}
 			if err != nil {
 				return HoldResult{}, err
 			}
-			var expires *time.Time
-			if !req.ExpiresAt.IsZero() {
-				expires = &req.ExpiresAt
-			}
-			var id int64
-			if err := tx.QueryRow(ctx, `INSERT INTO holds (key, account_id, amount, expires_at) VALUES ($1, $2, $3, $4) RETURNING id`,
-				req.Key, req.User, int64(req.Amount), expires).Scan(&id); err != nil {
+			if err := br.QueryRow().Scan(&id); err != nil {
 				return HoldResult{}, fmt.Errorf("write hold: %w", err)
+			}
+			if err := br.Close(); err != nil {
+				return HoldResult{}, err
 			}
 			return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
 		}, func(dtx.Verdict) (HoldResult, error) {
