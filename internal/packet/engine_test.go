@@ -51,7 +51,7 @@ func newSet(t *testing.T, db *pgxpool.Pool, c *clock) *packet.Set {
 var gids atomic.Int64
 
 // send creates an active packet through the participant, as the send TCC does.
-func send(t *testing.T, s *packet.Set, p packet.Packet, c *clock) packet.Packet {
+func send(t testing.TB, s *packet.Set, p packet.Packet, c *clock) packet.Packet {
 	t.Helper()
 	p.ID = s.NewID()
 	if p.ExpiresAt.IsZero() {
