@@ -257,7 +257,7 @@ func (s *System) applied(ctx context.Context, msgs []ledger.CreditMessage) (map[
 // group shard directly, so a new member is never refused.
 type memberCache struct {
 	groups *group.Store
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	sets   map[int64]*memberSet
 }
 
@@ -286,13 +286,17 @@ func newMemberCache(g *group.Store) *memberCache {
 }
 
 func (m *memberCache) IsMember(ctx context.Context, groupID, user int64) (bool, error) {
-	m.mu.Lock()
+	m.mu.RLock()
 	ms, ok := m.sets[groupID]
+	m.mu.RUnlock()
 	if !ok {
-		ms = &memberSet{}
-		m.sets[groupID] = ms
+		m.mu.Lock()
+		if ms, ok = m.sets[groupID]; !ok {
+			ms = &memberSet{}
+			m.sets[groupID] = ms
+		}
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
 	ms.mu.RLock()
 	fresh := time.Since(ms.loaded) < 30*time.Second
 	in := ms.users[user]
