@@ -262,9 +262,43 @@ type memberCache struct {
 }
 
 type memberSet struct {
-	mu     sync.RWMutex
-	loaded time.Time
-	users  map[int64]bool
+	mu      sync.RWMutex
+	loaded  time.Time
+	users   map[int64]bool
+	loading sync.Mutex // one reload at a time; the others wait for it
+}
+
+// reload reads the group's members again unless another caller just did,
+// and reports whether user is among them.
+func (ms *memberSet) reload(ctx context.Context, groups *group.Store, groupID, user int64) (bool, error) {
+	ms.loading.Lock()
+	defer ms.loading.Unlock()
+	ms.mu.RLock()
+	fresh := time.Since(ms.loaded) < 30*time.Second
+	in := ms.users[user]
+	ms.mu.RUnlock()
+	if fresh {
+		return in, nil
+	}
+	users := map[int64]bool{}
+	after := int64(0)
+	for {
+		page, err := groups.Members(ctx, groupID, after, 1000)
+		if err != nil {
+			return false, err
+		}
+		for _, mb := range page {
+			users[mb.User] = true
+		}
+		if len(page) < 1000 {
+			break
+		}
+		after = page[len(page)-1].User
+	}
+	ms.mu.Lock()
+	ms.users, ms.loaded = users, time.Now()
+	ms.mu.Unlock()
+	return users[user], nil
 }
 
 // evict forgets member sets loaded longer ago than maxAge.
@@ -305,26 +339,9 @@ func (m *memberCache) IsMember(ctx context.Context, groupID, user int64) (bool, 
 		return true, nil
 	}
 	if !fresh {
-		users := map[int64]bool{}
-		after := int64(0)
-		for {
-			page, err := m.groups.Members(ctx, groupID, after, 1000)
-			if err != nil {
-				return false, err
-			}
-			for _, mb := range page {
-				users[mb.User] = true
-			}
-			if len(page) < 1000 {
-				break
-			}
-			after = page[len(page)-1].User
-		}
-		ms.mu.Lock()
-		ms.users, ms.loaded = users, time.Now()
-		ms.mu.Unlock()
-		if users[user] {
-			return true, nil
+		in, err := ms.reload(ctx, m.groups, groupID, user)
+		if err != nil || in {
+			return in, err
 		}
 	}
 	in, err := m.groups.IsMember(ctx, groupID, user)
