@@ -464,7 +464,7 @@ func (d *demo) reconcile(ctx context.Context) error {
 	d.step("reconciliation:")
 	d.step("  ledger invariants on %d shards, %d packets balanced, %d of %d claims credited exactly once", len(sys.Ledgers.Shards), len(d.packets), credited, claims)
 	d.step("  wallets %s + live packet escrow %s = deposits %s; clearing:groups and clearing:transfers net to zero", wallets, escrow, d.deposited)
-	d.step("  coordinator: %d started, %d committed, %d cancelled; credits dead-lettered: %d", started(sys), committed(sys), cancelled(sys), sys.DeadCredits.Load())
+	d.step("  coordinator: %d started, %d committed, %d cancelled; credits dead-lettered: %d", sys.Coord.Metrics.Started.Load(), sys.Coord.Metrics.Committed.Load(), sys.Coord.Metrics.Cancelled.Load(), sys.DeadCredits.Load())
 	if len(violations) > 0 {
 		for _, v := range violations {
 			d.step("VIOLATION %s", v)
@@ -474,7 +474,3 @@ func (d *demo) reconcile(ctx context.Context) error {
 	d.step("  everything reconciles")
 	return nil
 }
-
-func started(s *node.System) int64   { a, _, _, _, _ := s.Coord.Snapshot(); return a }
-func committed(s *node.System) int64 { _, a, _, _, _ := s.Coord.Snapshot(); return a }
-func cancelled(s *node.System) int64 { _, _, a, _, _ := s.Coord.Snapshot(); return a }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -160,27 +161,16 @@ type Coordinator struct {
 	log  *logWriter
 	slog *slog.Logger
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	metrics Metrics
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// Metrics are read by the API's /metrics and the demo's summary.
+	Metrics Metrics
 }
 
-// Metrics counts what the coordinator did (for /metrics).
+// Metrics counts what the coordinator did (for /metrics and summaries).
 type Metrics struct {
-	mu                        sync.Mutex
-	Started, Committed        int64
-	Cancelled, Retries, Calls int64
-}
-
-func (m *Metrics) add(f *int64, n int64) { m.mu.Lock(); *f += n; m.mu.Unlock() }
-
-// Snapshot returns a copy of the counters.
-func (c *Coordinator) Snapshot() (started, committed, cancelled, retries, calls int64) {
-	m := &c.metrics
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.Started, m.Committed, m.Cancelled, m.Retries, m.Calls
+	Started, Committed, Cancelled, Retries, Calls atomic.Int64
 }
 
 // New returns a coordinator on a migrated database. Call Start to run
@@ -269,7 +259,7 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		}
 		return g.result(), nil
 	}
-	c.metrics.add(&c.metrics.Started, 1)
+	c.Metrics.Started.Add(1)
 	if err := c.hook("after-log:begin"); err != nil {
 		return Result{}, err
 	}
@@ -381,7 +371,7 @@ func (c *Coordinator) call(ctx context.Context, r *record, i int, op Op) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.o.CallTimeout)
 	defer cancel()
-	c.metrics.add(&c.metrics.Calls, 1)
+	c.Metrics.Calls.Add(1)
 	err := c.o.Participants[b.Participant].Do(cctx, Call{GID: r.gid, Branch: fmt.Sprint(i + 1), Op: op, Payload: b.Payload})
 	if herr := c.hook("after-call:" + point); herr != nil {
 		return herr
@@ -528,9 +518,9 @@ func (c *Coordinator) transition(ctx context.Context, r *record, to State, reaso
 	r.state, r.reason = to, reason
 	switch to {
 	case Committed:
-		c.metrics.add(&c.metrics.Committed, 1)
+		c.Metrics.Committed.Add(1)
 	case Cancelled:
-		c.metrics.add(&c.metrics.Cancelled, 1)
+		c.Metrics.Cancelled.Add(1)
 	}
 	return c.hook("after-" + point)
 }
@@ -543,7 +533,7 @@ func (c *Coordinator) schedule(ctx context.Context, r *record, lastErr string) e
 	}
 	now := c.o.Now()
 	next := now.Add(c.backoff(r.attempts, c.o.MinBackoff, c.o.MaxBackoff))
-	c.metrics.add(&c.metrics.Retries, 1)
+	c.Metrics.Retries.Add(1)
 	_, err := c.log.exec(ctx, `UPDATE dtx_global SET attempts = attempts + 1, last_error = $3, next_attempt = $4, lease_until = $5, updated_at = $5
 		WHERE gid = $1 AND owner = $2`, r.gid, c.o.ID, lastErr, next, now)
 	c.slog.Info("global transaction will be retried", "gid", r.gid, "state", r.state, "attempt", r.attempts+1, "at", next, "err", lastErr)

@@ -619,12 +619,10 @@ func (s *Server) metrics() {
 			return float64(n)
 		}),
 		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 {
-			_, _, _, retries, _ := sys.Coord.Snapshot()
-			return float64(retries)
+			return float64(sys.Coord.Metrics.Retries.Load())
 		}),
 		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 {
-			_, c, _, _, _ := sys.Coord.Snapshot()
-			return float64(c)
+			return float64(sys.Coord.Metrics.Committed.Load())
 		}),
 	)
 }

@@ -185,7 +185,7 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	lv.remaining -= share
 	lv.left.Store(int64(lv.count))
 	pc := &pending{
-		c:  Claim{PacketID: lv.p.ID, User: user, Seq: seq, Amount: money.Amount(share), At: s.o.Now(), Sender: lv.p.Sender},
+		c:  Claim{PacketID: lv.p.ID, User: user, Seq: seq, Amount: money.Amount(share), At: s.o.Now()},
 		lv: lv, count: lv.count, remains: lv.remaining, done: make(chan struct{}),
 	}
 	lv.byUser[user] = pc
@@ -377,7 +377,7 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 			if err := rows.Scan(&c.ID, &c.User, &c.Seq, &c.Amount, &c.At, &c.Credited); err != nil {
 				return err
 			}
-			c.PacketID, c.Sender = id, p.Sender
+			c.PacketID = id
 			close(pc.done)
 			lv.byUser[c.User] = pc
 			claimed += int64(c.Amount)

@@ -123,7 +123,6 @@ type Claim struct {
 	Amount    money.Amount `json:"amount"`
 	At        time.Time    `json:"at"`
 	Credited  bool         `json:"credited"`
-	Sender    int64        `json:"-"`
 	Duplicate bool         `json:"-"` // answered from an earlier grab by the same user
 }
 
