@@ -80,50 +80,63 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
 	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
 	cutoff := s.o.Now().Add(-grace)
+	// Claims and refunds not yet seen credited, each with the message the
+	// relay would have sent for it (one place makes the keys).
+	type owed struct {
+		id     int64 // claim id, or packet id of a refund
+		refund bool
+		msg    ledger.CreditMessage
+	}
 	rows, err := s.db.Query(ctx, `
-		SELECT 'claim:' || id, user_id, amount, 'c' FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL AND created_at <= $1
 		UNION ALL
-		SELECT 'refund:' || packet_id, sender, amount, 'r' FROM refunds WHERE credited_at IS NULL AND created_at <= $1
+		SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL AND created_at <= $1
 		LIMIT 10000`, cutoff)
 	if err != nil {
 		return 0, 0, err
 	}
-	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.CreditMessage, error) {
-		var m ledger.CreditMessage
-		var kind string
-		err := r.Scan(&m.Key, &m.User, &m.Amount, &kind)
-		m.Kind, m.From = ledger.KindCredit, ledger.ClearingPackets.String()
-		if kind == "r" {
-			m.Kind = ledger.KindRefund
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (owed, error) {
+		var o owed
+		var user int64
+		var amount money.Amount
+		if err := r.Scan(&o.id, &o.refund, &user, &amount); err != nil {
+			return o, err
 		}
-		return m, err
+		if o.refund {
+			o.msg = RefundMessage(Refund{PacketID: o.id, Sender: user, Amount: amount})
+		} else {
+			o.msg = ClaimMessage(Claim{ID: o.id, User: user, Amount: amount})
+		}
+		return o, nil
 	})
-	if err != nil || len(msgs) == 0 {
+	if err != nil || len(all) == 0 {
 		return 0, 0, err
+	}
+	msgs := make([]ledger.CreditMessage, len(all))
+	for i, o := range all {
+		msgs[i] = o.msg
 	}
 	done, err := applied(ctx, msgs)
 	if err != nil {
 		return 0, 0, err
 	}
-	var claimIDs, refundIDs []string
+	var claimIDs, refundIDs []int64
 	var missing []ledger.CreditMessage
-	for _, m := range msgs {
-		if !done[m.Key] {
-			missing = append(missing, m)
-			continue
-		}
-		var id string
-		if _, err := fmt.Sscanf(m.Key, "claim:%s", &id); err == nil {
-			claimIDs = append(claimIDs, id)
-		} else if _, err := fmt.Sscanf(m.Key, "refund:%s", &id); err == nil {
-			refundIDs = append(refundIDs, id)
+	for _, o := range all {
+		switch {
+		case !done[o.msg.Key]:
+			missing = append(missing, o.msg)
+		case o.refund:
+			refundIDs = append(refundIDs, o.id)
+		default:
+			claimIDs = append(claimIDs, o.id)
 		}
 	}
 	now := s.o.Now()
-	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1::bigint[])`, claimIDs, now); err != nil {
+	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1)`, claimIDs, now); err != nil {
 		return 0, 0, err
 	}
-	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1::bigint[])`, refundIDs, now); err != nil {
+	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, now); err != nil {
 		return 0, 0, err
 	}
 	if len(missing) > 0 {
