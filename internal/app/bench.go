@@ -14,6 +14,7 @@ import (
 
 	"hongbao/internal/bench"
 	"hongbao/internal/ledger"
+	"hongbao/internal/node"
 )
 
 func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
@@ -56,6 +57,29 @@ func benchDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Databas
 		return nil, nil, err
 	}
 	return dbs, func() { dbs.Close(); cleanup() }, nil
+}
+
+// benchNode starts a whole node for a benchmark: fresh databases (see
+// benchDatabases) and an embedded NATS in a temporary folder. stop undoes
+// all of it.
+func benchNode(ctx context.Context, cfg Config, log *slog.Logger, o node.SystemOptions) (*node.System, func(), error) {
+	dbs, closeDBs, err := benchDatabases(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	busDir, err := os.MkdirTemp("", "hongbao-bench-nats-")
+	if err != nil {
+		closeDBs()
+		return nil, nil, err
+	}
+	o.BusDir, o.Logger = busDir, log
+	sys, err := node.StartSystem(ctx, dbs.Open, o)
+	if err != nil {
+		os.RemoveAll(busDir)
+		closeDBs()
+		return nil, nil, err
+	}
+	return sys, func() { sys.Close(); os.RemoveAll(busDir); closeDBs() }, nil
 }
 
 func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {

@@ -9,8 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -65,22 +63,14 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	}
 	var sys *node.System
 	if *url == "" {
-		dbs, closeAll, err := benchDatabases(ctx, cfg, log)
+		var stopNode func()
+		var err error
+		sys, stopNode, err = benchNode(ctx, cfg, log, node.SystemOptions{LedgerShards: 2, PacketSets: 2,
+			Grace: 5 * time.Second, Every: 200 * time.Millisecond})
 		if err != nil {
 			return err
 		}
-		defer closeAll()
-		busDir, err := os.MkdirTemp("", "hongbao-bench-nats-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(busDir)
-		sys, err = node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: filepath.Join(busDir, "n"),
-			Grace: 5 * time.Second, Every: 200 * time.Millisecond, Logger: log})
-		if err != nil {
-			return err
-		}
-		defer sys.Close()
+		defer stopNode()
 		local, key, stop, err := localAPI(sys, log)
 		if err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -54,28 +53,18 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dbs, closeAll, err := benchDatabases(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closeAll()
 	progress := out
 	if *asJSON {
 		progress = io.Discard
 	}
-	busDir, err := os.MkdirTemp("", "hongbao-bench-nats-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(busDir)
 	limits := packet.DefaultLimits
 	limits.MaxShares = *shares
 	limits.MaxAmount = money.Amount(*shares) * 100
-	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits, BusDir: busDir, Logger: log})
+	sys, stop, err := benchNode(ctx, cfg, log, node.SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits})
 	if err != nil {
 		return err
 	}
-	defer sys.Close()
+	defer stop()
 	rep := HotPacketReport{Grabbers: *grabbers, BaselineClients: *clients, Shares: *shares}
 	fmt.Fprintf(progress, "hot packet: %d shares, %d grabbers (baseline %d clients), %s per run, durable=%v\n", *shares, *grabbers, *clients, *d, cfg.Durable)
 
