@@ -235,7 +235,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		pending := 0
 		for _, id := range all {
 			var det packet.Detail
-			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), ids[0], "", nil, &det); err != nil {
+			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det); err != nil {
 				return err
 			}
 			rep.Claims += len(det.Claims)
@@ -297,7 +297,7 @@ func (b *apiClient) creditedAfter(ctx context.Context, packetID, claimID int64, 
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		var det packet.Detail
-		if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 1, "", nil, &det); err == nil {
+		if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 0, "", nil, &det); err == nil {
 			for _, c := range det.Claims {
 				if c.ID == claimID && c.Credited {
 					return time.Since(since), true

@@ -87,11 +87,11 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	if _, err := sys.Ledgers.For(sender).Deposit(ctx, "bench-fund", sender, 2*amount); err != nil {
 		return err
 	}
-	hot, _, err := sys.Flows.SendPacket(ctx, "bench-hot", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares})
+	hot, _, err := sys.Flows.SendPacket(ctx, "bench-hot", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares}, 0)
 	if err != nil {
 		return err
 	}
-	plain, _, err := sys.Flows.SendPacket(ctx, "bench-plain", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares})
+	plain, _, err := sys.Flows.SendPacket(ctx, "bench-plain", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares}, 0)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	if *asJSON {
 		progress = io.Discard
 	}
-	ls, err := node.OpenLedgers(ctx, dbs.Open, 2, log)
+	ls, err := node.OpenLedgers(ctx, dbs.Open, 2, ledger.Options{Logger: log})
 	if err != nil {
 		return err
 	}

@@ -356,7 +356,7 @@ func (d *demo) addPacket(id int64) {
 
 func (d *demo) detail(ctx context.Context, id int64) (packet.Detail, error) {
 	var det packet.Detail
-	_, err := d.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 1, "", nil, &det)
+	_, err := d.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det) // as an operator
 	return det, err
 }
 

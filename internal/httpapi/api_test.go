@@ -79,6 +79,9 @@ func (a *api) do(method, path, tok, key string, body any) res {
 		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, a.srv.URL+path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}

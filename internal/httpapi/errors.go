@@ -48,6 +48,7 @@ var errorTable = []struct {
 	{node.ErrFlowInvalid, http.StatusBadRequest, "invalid_request"},
 	{dtx.ErrInvalidSpec, http.StatusBadRequest, "invalid_request"},
 	{ledger.ErrInsufficientFunds, http.StatusConflict, "insufficient_funds"},
+	{ledger.ErrBalanceLimit, http.StatusConflict, "balance_limit"},
 	{ledger.ErrIdempotencyConflict, http.StatusConflict, "idempotency_conflict"},
 	{dtx.ErrGIDConflict, http.StatusConflict, "idempotency_conflict"},
 	{packet.ErrNotFound, http.StatusNotFound, "not_found"},

@@ -6,10 +6,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"hash/fnv"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -63,6 +60,9 @@ const (
 	public access = iota
 	user
 	admin
+	// party: a user who is a party of what is read, or an operator; the
+	// handler checks the party and answers 404 to anyone else.
+	party
 )
 
 // New builds the API over sys.
@@ -89,14 +89,14 @@ func New(sys *node.System, o Options) (*Server, error) {
 		{"GET", "/v1/wallet/statement", user, false, s.statement},
 		{"POST", "/v1/transfers", user, true, s.transfer},
 		{"POST", "/v1/packets", user, true, s.sendPacket},
-		{"POST", "/v1/packets/{id}/grab", user, true, s.grab},
-		{"GET", "/v1/packets/{id}", user, false, s.packetDetail},
+		{"POST", "/v1/packets/{id}/grab", user, false, s.grab},
+		{"GET", "/v1/packets/{id}", party, false, s.packetDetail},
 		{"GET", "/v1/packets/sent", user, false, s.sent},
 		{"GET", "/v1/packets/received", user, false, s.received},
 		{"POST", "/v1/groups", user, true, s.createGroup},
-		{"GET", "/v1/groups/{id}", user, false, s.getGroup},
+		{"GET", "/v1/groups/{id}", party, false, s.getGroup},
 		{"POST", "/v1/groups/{id}/join", user, true, s.joinGroup},
-		{"GET", "/v1/groups/{id}/members", user, false, s.members},
+		{"GET", "/v1/groups/{id}/members", party, false, s.members},
 		{"POST", "/v1/admin/deposits", admin, true, s.deposit},
 		{"GET", "/v1/admin/wallets/{user}", admin, false, s.adminWallet},
 		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
@@ -152,6 +152,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 		if rt.auth == user && c.User <= 0 {
 			return writeError(w, &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: "this needs a user token"})
 		}
+		if rt.auth == party && c.User <= 0 && !c.Admin {
+			return writeError(w, &apiError{Status: http.StatusForbidden, Code: "forbidden", Message: "this needs a user or an admin token"})
+		}
 	}
 	if rt.idempotent {
 		if err := checkKey(r.Header.Get("Idempotency-Key")); err != nil {
@@ -203,26 +206,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, e *apiError) int {
 	writeJSON(w, e.Status, e)
 	return e.Status
-}
-
-// decode reads exactly one JSON object with no unknown fields.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: "request body too large"}
-		}
-		if errors.Is(err, money.ErrSyntax) || errors.Is(err, money.ErrPrecision) || errors.Is(err, money.ErrRange) {
-			return bad("bad_amount", err.Error())
-		}
-		return bad("bad_json", "request body: "+err.Error())
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return bad("bad_json", "request body must be one JSON object")
-	}
-	return nil
 }
 
 func pathID(r *http.Request, name string) (int64, error) {
@@ -295,7 +278,7 @@ func (s *Server) deposit(r *http.Request, _ Claims) (int, any, error) {
 	if req.Amount <= 0 {
 		return 0, nil, bad("bad_amount", "amount must be at least 0.01")
 	}
-	res, err := s.sys.Ledgers.For(req.User).Deposit(r.Context(), "deposit:"+idemKey(r), req.User, req.Amount)
+	res, err := s.sys.Flows.Deposit(r.Context(), idemKey(r), 0, req.User, req.Amount)
 	return 200, res, err
 }
 
@@ -358,10 +341,7 @@ func (s *Server) sendPacket(r *http.Request, c Claims) (int, any, error) {
 		req.Shares = 1
 	}
 	p := packet.Packet{Kind: req.Kind, Sender: c.User, Receiver: req.Receiver, Group: req.Group, Amount: req.Amount, Shares: req.Shares, Greeting: req.Greeting}
-	if req.ExpiresIn > 0 {
-		p.ExpiresAt = s.o.Now().Add(time.Duration(req.ExpiresIn) * time.Second)
-	}
-	sent, res, err := s.sys.Flows.SendPacket(r.Context(), idemKey(r), p)
+	sent, res, err := s.sys.Flows.SendPacket(r.Context(), idemKey(r), p, time.Duration(req.ExpiresIn)*time.Second)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -381,6 +361,9 @@ func (s *Server) grab(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := decodeEmpty(r); err != nil {
+		return 0, nil, err
+	}
 	cl, err := s.sys.Flows.Grab(r.Context(), id, c.User)
 	if err != nil {
 		return 0, nil, err
@@ -388,7 +371,7 @@ func (s *Server) grab(r *http.Request, c Claims) (int, any, error) {
 	return 200, grabResponse{Claim: cl}, nil
 }
 
-func (s *Server) packetDetail(r *http.Request, _ Claims) (int, any, error) {
+func (s *Server) packetDetail(r *http.Request, c Claims) (int, any, error) {
 	id, err := pathID(r, "id")
 	if err != nil {
 		return 0, nil, err
@@ -398,7 +381,56 @@ func (s *Server) packetDetail(r *http.Request, _ Claims) (int, any, error) {
 		return 0, nil, err
 	}
 	d, err := set.Detail(r.Context(), id, s.sys.ClaimsCredited)
-	return 200, d, err
+	if err != nil {
+		return 0, nil, err
+	}
+	// A cancelled send changed nothing: its packet does not exist for anyone
+	// but an operator. Otherwise only its parties may read it.
+	if !c.Admin {
+		ok, err := s.isParty(r.Context(), d, c.User)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !ok || d.Packet.State == packet.StateCancelled {
+			return 0, nil, fmt.Errorf("%w: %d", packet.ErrNotFound, id)
+		}
+	}
+	return 200, d, nil
+}
+
+// isParty reports whether user is the sender, the receiver, a claimant or
+// (for a group packet) a member of the group.
+func (s *Server) isParty(ctx context.Context, d packet.Detail, user int64) (bool, error) {
+	p := d.Packet
+	if user == p.Sender || (p.Kind == packet.Single && user == p.Receiver) {
+		return true, nil
+	}
+	for _, cl := range d.Claims {
+		if cl.User == user {
+			return true, nil
+		}
+	}
+	if p.Kind == packet.Single {
+		return false, nil
+	}
+	return s.sys.Groups.IsMember(ctx, p.Group, user)
+}
+
+// groupReader checks that the caller may read group id: a member or an
+// operator; anyone else is told it does not exist.
+func (s *Server) groupReader(ctx context.Context, id int64, c Claims) error {
+	if c.Admin {
+		_, err := s.sys.Groups.Get(ctx, id)
+		return err
+	}
+	in, err := s.sys.Groups.IsMember(ctx, id, c.User)
+	if err != nil {
+		return err
+	}
+	if !in {
+		return fmt.Errorf("%w: %d", group.ErrNotFound, id)
+	}
+	return nil
 }
 
 func (s *Server) sent(r *http.Request, c Claims) (int, any, error) {
@@ -479,18 +511,16 @@ func (s *Server) createGroup(r *http.Request, c Claims) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	// The id follows from the owner and the key: a retry finds the same
-	// group. 53 bits, so that JavaScript clients read it exactly.
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%d/%s", c.User, idemKey(r))
-	id := int64(h.Sum64()>>11) + 1
-	g, err := s.sys.Groups.Create(r.Context(), group.CreateRequest{ID: id, Owner: c.User, Capacity: req.Capacity, Fee: req.Fee})
+	g, err := s.sys.Flows.CreateGroup(r.Context(), idemKey(r), c.User, req.Capacity, req.Fee)
 	return 201, g, err
 }
 
-func (s *Server) getGroup(r *http.Request, _ Claims) (int, any, error) {
+func (s *Server) getGroup(r *http.Request, c Claims) (int, any, error) {
 	id, err := pathID(r, "id")
 	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.groupReader(r.Context(), id, c); err != nil {
 		return 0, nil, err
 	}
 	g, err := s.sys.Groups.Get(r.Context(), id)
@@ -502,6 +532,9 @@ func (s *Server) joinGroup(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := decodeEmpty(r); err != nil {
+		return 0, nil, err
+	}
 	res, err := s.sys.Flows.JoinGroup(r.Context(), idemKey(r), c.User, id)
 	if err != nil {
 		return 0, nil, err
@@ -509,9 +542,12 @@ func (s *Server) joinGroup(r *http.Request, c Claims) (int, any, error) {
 	return outcome(res, res)
 }
 
-func (s *Server) members(r *http.Request, _ Claims) (int, any, error) {
+func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 	id, err := pathID(r, "id")
 	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.groupReader(r.Context(), id, c); err != nil {
 		return 0, nil, err
 	}
 	after, err := queryInt(r, "after", 0)
@@ -524,9 +560,6 @@ func (s *Server) members(r *http.Request, _ Claims) (int, any, error) {
 	}
 	if limit < 1 || limit > 1000 {
 		return 0, nil, bad("bad_query", "limit must be 1..1000")
-	}
-	if _, err := s.sys.Groups.Get(r.Context(), id); err != nil {
-		return 0, nil, err
 	}
 	ms, err := s.sys.Groups.Members(r.Context(), id, after, int(limit))
 	return 200, map[string]any{"members": nonNil(ms)}, err
@@ -549,6 +582,9 @@ func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
 }
 
 func (s *Server) transaction(r *http.Request, _ Claims) (int, any, error) {
+	if err := textValue("gid", r.PathValue("gid"), 512); err != nil {
+		return 0, nil, err
+	}
 	g, err := s.sys.Coord.Get(r.Context(), r.PathValue("gid"))
 	return 200, g, err
 }

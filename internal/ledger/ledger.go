@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/money"
 	"hongbao/internal/postgres"
 )
 
@@ -37,7 +38,13 @@ var (
 	ErrHoldResolved        = errors.New("hold already resolved")
 	ErrPostExceedsHold     = errors.New("posted amount exceeds the held amount")
 	ErrInvalid             = errors.New("invalid request")
+	// ErrBalanceLimit: the receiving wallet would pass its maximum balance.
+	ErrBalanceLimit = errors.New("the receiving wallet would exceed its maximum balance")
 )
+
+// DefaultMaxBalance is the default largest balance of a user's wallet:
+// 100,000,000.00. Options.MaxBalance may raise it up to money.Max.
+const DefaultMaxBalance money.Amount = 100_000_000_00
 
 // Account names an account: a user's wallet (the user id, > 0) or a system
 // account (one of the constants below; the ledger picks the stripe).
@@ -104,15 +111,21 @@ type Options struct {
 	Shard int
 	// Stripes per system account (default 16, at most 1024).
 	Stripes int
-	Now     func() time.Time
+	// MaxBalance bounds a user's balance plus what is on its way in, for
+	// money the user is given by choice (deposits, transfers). Credits of
+	// money already promised (red packet claims, refunds, compensations)
+	// are never refused; money.Max bounds them in the schema.
+	MaxBalance money.Amount
+	Now        func() time.Time
 	Logger  *slog.Logger
 }
 
 // Ledger is one ledger shard.
 type Ledger struct {
-	db      *pgxpool.Pool
-	shard   int
-	stripes int
+	db         *pgxpool.Pool
+	shard      int
+	stripes    int
+	maxBalance int64
 	now     func() time.Time
 	log     *slog.Logger
 }
@@ -126,13 +139,20 @@ func New(ctx context.Context, db *pgxpool.Pool, opts Options) (*Ledger, error) {
 	if opts.Stripes < 1 || opts.Stripes > stripeSpan {
 		return nil, fmt.Errorf("ledger: stripes %d out of range 1..%d", opts.Stripes, stripeSpan)
 	}
+	if opts.MaxBalance == 0 {
+		opts.MaxBalance = DefaultMaxBalance
+	}
+	if opts.MaxBalance < 0 || opts.MaxBalance > money.Max {
+		return nil, fmt.Errorf("ledger: maximum balance %s out of range 0.01..%s", opts.MaxBalance, money.Max)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Ledger{db: db, shard: opts.Shard, stripes: opts.Stripes, now: opts.Now, log: opts.Logger.With("ledger_shard", opts.Shard)}
+	l := &Ledger{db: db, shard: opts.Shard, stripes: opts.Stripes, maxBalance: int64(opts.MaxBalance), now: opts.Now,
+		log: opts.Logger.With("ledger_shard", opts.Shard)}
 	for _, sys := range SystemAccounts {
 		_, err := db.Exec(ctx, `INSERT INTO accounts (id, kind, name, stripe)
 			SELECT $1::bigint - s, 'system', $2, s FROM generate_series(0, $3 - 1) s

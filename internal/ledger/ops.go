@@ -35,6 +35,9 @@ type TransferRequest struct {
 	// (dtx.OpTry) or its compensation (dtx.OpCancel) in the same transaction.
 	Branch *dtx.BranchRef `json:"-"`
 	Op     dtx.Op         `json:"-"`
+	// Reserved: the receiving user's room for Amount was reserved at try
+	// (Reserve); this transfer uses it up and is not refused for the limit.
+	Reserved bool `json:"-"`
 }
 
 // TransferResult is what a transfer did.
@@ -62,7 +65,12 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferRes
 		var replayed bool
 		var err error
 		res, replayed, err = once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
-			p, err := l.move(ctx, tx, req.Kind, req.Key, l.row(req.From, req.Key), l.row(req.To, req.Key), int64(req.Amount), 0, 0)
+			m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
+				capped: req.Kind == KindDeposit || req.Kind == KindTransfer}
+			if req.Reserved {
+				m.incoming = int64(req.Amount)
+			}
+			p, err := l.move(ctx, tx, m)
 			if err != nil {
 				return TransferResult{}, err
 			}
@@ -110,27 +118,49 @@ type posting struct {
 	creditBalance int64
 }
 
+// move is one posting: amount from row from to row to.
+type move struct {
+	kind, ref string
+	from, to  int64
+	amount    int64
+	// release is the held amount freed from the debited account (a hold
+	// post); holdID, when not 0, is the hold the posting settles.
+	release, holdID int64
+	// capped refuses the move when a receiving user would pass the maximum
+	// balance (money given by choice: deposits, transfers).
+	capped bool
+	// incoming is room reserved on the receiving user at try that this move
+	// uses up (a cross-shard transfer's confirm).
+	incoming int64
+}
+
 // move debits row from and credits row to, locking them in ascending id
 // order (system stripes, which are negative, before users) so that no two
 // transactions wait on each other in a cycle, and writes the posting with
 // both balances after it. The statements go to the server in one round
-// trip. release is the held amount freed from the debited account (a hold
-// post); holdID, when not 0, is the hold the posting settles.
-func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to, amount, release, holdID int64) (posting, error) {
+// trip.
+func (l *Ledger) move(ctx context.Context, tx pgx.Tx, m move) (posting, error) {
+	if m.amount > int64(money.Max) {
+		return posting{}, fmt.Errorf("%w: %s is above the largest amount %s", ErrInvalid, money.Amount(m.amount), money.Max)
+	}
+	if m.capped && m.to > 0 && m.amount > l.maxBalance {
+		return posting{}, fmt.Errorf("%w: %s is above the maximum balance %s", ErrBalanceLimit, money.Amount(m.amount), money.Amount(l.maxBalance))
+	}
 	b := &pgx.Batch{}
-	debitFirst := from < to
+	debitFirst := m.from < m.to
 	queueDebit := func() {
 		// For a user the available balance after it, (balance - amount) -
 		// (held - release), must stay >= 0; a missing wallet has nothing.
 		b.Queue(`UPDATE accounts SET balance = balance - $2, held = held - $3
-			WHERE id = $1 AND (kind = 'system' OR balance - $2 - held + $3 >= 0)`, from, amount, release)
+			WHERE id = $1 AND (kind = 'system' OR balance - $2 - held + $3 >= 0)`, m.from, m.amount, m.release)
 	}
 	queueCredit := func() {
-		if to > 0 { // a user's wallet opens with the first money it receives
+		if m.to > 0 { // a user's wallet opens with the first money it receives
 			b.Queue(`INSERT INTO accounts (id, kind, name, balance) VALUES ($1, 'user', 'user', $2)
-				ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance`, to, amount)
+				ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance, incoming = accounts.incoming - $3
+				WHERE NOT $4 OR accounts.balance + accounts.incoming + excluded.balance <= $5`, m.to, m.amount, m.incoming, m.capped, l.maxBalance)
 		} else {
-			b.Queue(`UPDATE accounts SET balance = balance + $2 WHERE id = $1`, to, amount)
+			b.Queue(`UPDATE accounts SET balance = balance + $2 WHERE id = $1`, m.to, m.amount)
 		}
 	}
 	if debitFirst {
@@ -142,9 +172,9 @@ func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to
 	}
 	b.Queue(`INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
 		VALUES ($1, $2, $3, $4, $5, (SELECT balance FROM accounts WHERE id = $3), (SELECT balance FROM accounts WHERE id = $4))
-		RETURNING id, debit_balance, credit_balance`, kind, ref, from, to, amount)
-	if holdID != 0 {
-		b.Queue(`UPDATE holds SET posting_id = currval('postings_id_seq') WHERE id = $1`, holdID)
+		RETURNING id, debit_balance, credit_balance`, m.kind, m.ref, m.from, m.to, m.amount)
+	if m.holdID != 0 {
+		b.Queue(`UPDATE holds SET posting_id = currval('postings_id_seq') WHERE id = $1`, m.holdID)
 	}
 	res := tx.SendBatch(ctx, b)
 	defer res.Close()
@@ -156,19 +186,21 @@ func (l *Ledger) move(ctx context.Context, tx pgx.Tx, kind, ref string, from, to
 		case isDebit && (err == nil && tag.RowsAffected() == 0):
 			return p, ErrInsufficientFunds
 		case err != nil && isDebit:
-			return p, fmt.Errorf("debit account %d: %w", from, err)
+			return p, fmt.Errorf("debit account %d: %w", m.from, err)
 		case err != nil:
-			return p, fmt.Errorf("credit account %d: %w", to, err)
+			return p, fmt.Errorf("credit account %d: %w", m.to, err)
+		case tag.RowsAffected() != 1 && m.capped && m.to > 0:
+			return p, fmt.Errorf("%w: user %d, maximum %s", ErrBalanceLimit, m.to, money.Amount(l.maxBalance))
 		case tag.RowsAffected() != 1:
-			return p, fmt.Errorf("credit account %d: no such account", to)
+			return p, fmt.Errorf("credit account %d: no such account", m.to)
 		}
 	}
 	if err := res.QueryRow().Scan(&p.id, &p.debitBalance, &p.creditBalance); err != nil {
 		return p, fmt.Errorf("write posting: %w", err)
 	}
-	if holdID != 0 {
+	if m.holdID != 0 {
 		if _, err := res.Exec(); err != nil {
-			return p, fmt.Errorf("link hold %d: %w", holdID, err)
+			return p, fmt.Errorf("link hold %d: %w", m.holdID, err)
 		}
 	}
 	return p, res.Close()
@@ -285,7 +317,8 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 			if err != nil {
 				return PostResult{}, err
 			}
-			p, err := l.move(ctx, tx, KindHoldPost, req.Key, h.account, l.row(req.To, req.Key), int64(req.Amount), h.amount, h.id)
+			p, err := l.move(ctx, tx, move{kind: KindHoldPost, ref: req.Key, from: h.account, to: l.row(req.To, req.Key),
+				amount: int64(req.Amount), release: h.amount, holdID: h.id})
 			if err != nil {
 				return PostResult{}, err
 			}

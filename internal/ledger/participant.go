@@ -15,8 +15,9 @@ const (
 	// ActionHold (TCC): try holds Amount on User's wallet, confirm posts it
 	// to Account, cancel voids it.
 	ActionHold = "hold"
-	// ActionReceive (TCC): try and cancel do nothing, confirm credits User
-	// from Account (once, behind the barrier).
+	// ActionReceive (TCC): try reserves room for Amount on User's wallet
+	// (refused when it would pass the maximum balance), confirm credits User
+	// from Account using that room, cancel frees it.
 	ActionReceive = "receive"
 	// ActionDebit (saga step): User -> Account; compensation: Account -> User.
 	ActionDebit = "debit"
@@ -59,7 +60,7 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 		return dtx.Fail(fmt.Errorf("ledger branch payload: %w", err))
 	}
 	sys, ok := SystemAccount(p.Account)
-	if !ok || p.User <= 0 || p.Amount <= 0 {
+	if !ok || p.User <= 0 || p.Amount <= 0 || p.Amount > money.Max {
 		return dtx.Fail(fmt.Errorf("%w: ledger branch %+v", ErrInvalid, p))
 	}
 	ref := c.Ref()
@@ -72,13 +73,13 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 		_, err = l.Post(ctx, PostRequest{Key: c.Key(), HoldKey: holdKey, To: sys, Amount: p.Amount, Branch: &ref})
 	case p.Action == ActionHold && c.Op == dtx.OpCancel:
 		_, err = l.Void(ctx, VoidRequest{Key: c.Key(), HoldKey: holdKey, Branch: &ref})
+	case p.Action == ActionReceive && c.Op == dtx.OpTry:
+		err = l.reserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionReceive && c.Op == dtx.OpConfirm:
-		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindCredit, Branch: &ref, Op: dtx.OpConfirm})
-	case p.Action == ActionReceive:
-		// Try reserves nothing and cancel releases nothing, so neither
-		// touches the database: a late try after a cancel cannot hang
-		// anything, and the confirm alone is guarded by its barrier.
-		return nil
+		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindCredit,
+			Branch: &ref, Op: dtx.OpConfirm, Reserved: true})
+	case p.Action == ActionReceive && c.Op == dtx.OpCancel:
+		err = l.unreserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionDebit && c.Op == dtx.OpTry:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: User(p.User), To: sys, Amount: p.Amount, Kind: KindDebit, Branch: &ref, Op: dtx.OpTry})
 	case p.Action == ActionDebit && c.Op == dtx.OpCancel:
@@ -90,7 +91,7 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 	default:
 		return dtx.Fail(fmt.Errorf("%w: ledger action %q cannot %s", ErrInvalid, p.Action, c.Op))
 	}
-	if errors.Is(err, ErrInsufficientFunds) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrIdempotencyConflict) ||
+	if errors.Is(err, ErrInsufficientFunds) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrBalanceLimit) || errors.Is(err, ErrIdempotencyConflict) ||
 		errors.Is(err, dtx.ErrTryAfterCancel) || errors.Is(err, ErrHoldResolved) {
 		return dtx.Fail(err)
 	}

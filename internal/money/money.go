@@ -13,6 +13,12 @@ import (
 // accounts; user-facing requests use Positive.
 type Amount int64
 
+// Max is the largest amount Hongbao represents, in either direction:
+// 10,000,000,000,000.00 (1e15 fen). No single amount and no wallet balance
+// may exceed it (the ledger's schema says so too), so that adding any two
+// of them can never overflow int64.
+const Max Amount = 1_000_000_000_000_000
+
 // Errors returned by Parse. They are wrapped with the offending input.
 var (
 	ErrSyntax      = errors.New("not a decimal amount")
@@ -22,8 +28,8 @@ var (
 )
 
 // Parse reads "12", "12.3", "12.34" or "-0.01". It rejects exponents,
-// spaces, "+", a bare ".", more than two fraction digits and values that do
-// not fit in int64 fen.
+// spaces, "+", a bare ".", more than two fraction digits and values beyond
+// Max in either direction (ErrRange).
 func Parse(s string) (Amount, error) {
 	if s == "" {
 		return 0, fmt.Errorf("parse amount %q: %w", s, ErrSyntax)
@@ -63,15 +69,11 @@ func Parse(s string) (Amount, error) {
 	if mag < whole*100 {
 		return 0, fmt.Errorf("parse amount %q: %w", s, ErrRange)
 	}
-	limit := uint64(math.MaxInt64)
-	if neg {
-		limit++
-	}
-	if mag > limit {
-		return 0, fmt.Errorf("parse amount %q: %w", s, ErrRange)
+	if mag > uint64(Max) {
+		return 0, fmt.Errorf("parse amount %q: %w (at most %s)", s, ErrRange, Max)
 	}
 	if neg {
-		return Amount(-int64(mag-1) - 1), nil
+		return Amount(-int64(mag)), nil
 	}
 	return Amount(mag), nil
 }

@@ -23,8 +23,12 @@ func TestParse(t *testing.T) {
 		{"0.01", 1, nil},
 		{"-0.01", -1, nil},
 		{"007.50", 750, nil},
-		{"92233720368547758.07", math.MaxInt64, nil},
-		{"-92233720368547758.08", math.MinInt64, nil},
+		{"10000000000000.00", Max, nil},
+		{"-10000000000000.00", -Max, nil},
+		{"10000000000000.01", 0, ErrRange},
+		{"-10000000000000.01", 0, ErrRange},
+		{"92233720368547758.07", 0, ErrRange},
+		{"-92233720368547758.08", 0, ErrRange},
 		{"92233720368547758.08", 0, ErrRange},
 		{"184467440737095516.16", 0, ErrRange},
 		{"99999999999999999999", 0, ErrRange},
@@ -70,20 +74,48 @@ func TestString(t *testing.T) {
 	}
 }
 
-// Property: every amount survives String then Parse.
+// Property: every amount within Max survives String then Parse, and every
+// amount beyond it is refused as out of range.
 func TestRoundTripProperty(t *testing.T) {
 	t.Parallel()
 	f := func(v int64) bool {
 		got, err := Parse(Amount(v).String())
+		if v > int64(Max) || v < -int64(Max) {
+			return errors.Is(err, ErrRange)
+		}
 		return err == nil && got == Amount(v)
 	}
 	if err := quick.Check(f, &quick.Config{MaxCount: 20000}); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []int64{math.MinInt64, math.MinInt64 + 1, math.MaxInt64, -1, 0, 1} {
+	in := func(v int64) bool { return f(v % (int64(Max) + 1)) }
+	if err := quick.Check(in, &quick.Config{MaxCount: 20000}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []int64{math.MinInt64, math.MinInt64 + 1, math.MaxInt64, -int64(Max), int64(Max), int64(Max) + 1, -1, 0, 1} {
 		if !f(v) {
 			t.Errorf("round trip failed for %d", v)
 		}
+	}
+}
+
+// Property: the sum of any two amounts that Parse accepts fits in int64.
+func TestNoOverflowProperty(t *testing.T) {
+	t.Parallel()
+	f := func(a, b int64) bool {
+		x, errA := Parse(Amount(a).String())
+		y, errB := Parse(Amount(b).String())
+		if errA != nil || errB != nil {
+			return true
+		}
+		s := int64(x) + int64(y)
+		return (x >= 0) != (y >= 0) || (s >= 0) == (x >= 0)
+	}
+	if err := quick.Check(f, &quick.Config{MaxCount: 20000, Values: nil}); err != nil {
+		t.Fatal(err)
+	}
+	if !f(int64(Max), int64(Max)) || !f(-int64(Max), -int64(Max)) {
+		t.Fatal("Max + Max overflows")
 	}
 }
 
@@ -92,7 +124,7 @@ func TestParseMatchesIntegerProperty(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
-		w := r.Int64N(1 << 50)
+		w := r.Int64N(int64(Max) / 100)
 		f := r.Int64N(100)
 		s := strconv.FormatInt(w, 10) + "." + strconv.FormatInt(f/10, 10) + strconv.FormatInt(f%10, 10)
 		got, err := Parse(s)

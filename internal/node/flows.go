@@ -2,9 +2,9 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +23,16 @@ type Flows struct {
 	Groups  *group.Store
 	Sets    []*packet.Set
 	Limits  packet.Limits
-	next    atomic.Uint64 // round-robin over sets for new packets
+	// MaxAmount bounds a single transfer, deposit or entry fee (default
+	// DefaultMaxAmount).
+	MaxAmount money.Amount
+	requests  *requests
+	next      atomic.Uint64 // round-robin over sets for new packets
+}
+
+// NewFlows returns the flows over a node's parts.
+func NewFlows(coord *dtx.Coordinator, ls *Ledgers, groups *group.Store, sets []*packet.Set, limits packet.Limits, maxAmount money.Amount) *Flows {
+	return &Flows{Coord: coord, Ledgers: ls, Groups: groups, Sets: sets, Limits: limits, MaxAmount: maxAmount, requests: newRequests(ls)}
 }
 
 // GroupParticipant is the registry name of the group shard.
@@ -76,46 +85,141 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 // ErrFlowInvalid wraps bad input to a flow.
 var ErrFlowInvalid = errors.New("invalid request")
 
+// DefaultMaxAmount is the default largest single transfer or deposit:
+// 1,000,000.00.
+const DefaultMaxAmount money.Amount = 1_000_000_00
+
+func (f *Flows) checkAmount(what string, a money.Amount) error {
+	if max := f.maxAmount(); a <= 0 || a > max {
+		return fmt.Errorf("%w: %s of %s: want 0.01..%s", ErrFlowInvalid, what, a, max)
+	}
+	return nil
+}
+
+// definite turns a business refusal of a local operation into the same
+// answer a global transaction gives for it: cancelled, nothing changed.
+func definite(gid string, err error) (dtx.Result, bool, error) {
+	if errors.Is(err, ledger.ErrInsufficientFunds) || errors.Is(err, ledger.ErrBalanceLimit) {
+		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCancelled, State: dtx.Cancelled, Reason: err.Error()}, true, nil
+	}
+	return dtx.Result{}, false, err
+}
+
 // Transfer moves money between two users: one local transaction when they
-// share a shard, a TCC global transaction when they do not. key makes it
-// idempotent per sender.
+// share a shard, a TCC global transaction when they do not. The sender's
+// key names this one transfer whichever path serves it: a replay answers
+// the same, another request with the key is ledger.ErrIdempotencyConflict.
 func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount money.Amount) (dtx.Result, error) {
-	if from <= 0 || to <= 0 || from == to || amount <= 0 || key == "" {
+	if from <= 0 || to <= 0 || from == to || key == "" {
 		return dtx.Result{}, fmt.Errorf("%w: transfer %d -> %d of %s (key %q)", ErrFlowInvalid, from, to, amount, key)
 	}
-	gid := fmt.Sprintf("transfer:%d:%s", from, key)
-	if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
-		_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount})
-		if err != nil {
-			return dtx.Result{}, err
-		}
-		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, nil
+	if err := f.checkAmount("transfer", amount); err != nil {
+		return dtx.Result{}, err
 	}
-	ctx, cancel := detached(ctx)
-	defer cancel()
-	return f.Coord.Run(ctx, TransferSpec(f.Ledgers, gid, from, to, amount))
+	req := struct {
+		To     int64        `json:"to"`
+		Amount money.Amount `json:"amount"`
+	}{to, amount}
+	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, _ bool) (dtx.Result, bool, error) {
+		gid := fmt.Sprintf("transfer:%d:%s", from, key)
+		if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
+			_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount})
+			if err != nil {
+				return definite(gid, err)
+			}
+			return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, true, nil
+		}
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		res, err := f.Coord.Run(ctx, TransferSpec(f.Ledgers, gid, from, to, amount))
+		return res, res.Outcome != dtx.OutcomePending, err
+	})
+}
+
+// DepositResult is what an operator's deposit did.
+type DepositResult struct {
+	User      int64        `json:"user"`
+	Amount    money.Amount `json:"amount"`
+	Balance   money.Amount `json:"balance"` // the wallet's balance right after it
+	PostingID int64        `json:"posting_id"`
+}
+
+// Deposit credits a user from outside (an operator's act; operator is the
+// acting operator's id, 0 for any). The key names this one deposit.
+func (f *Flows) Deposit(ctx context.Context, key string, operator, user int64, amount money.Amount) (DepositResult, error) {
+	if user <= 0 || operator < 0 {
+		return DepositResult{}, fmt.Errorf("%w: deposit to user %d", ErrFlowInvalid, user)
+	}
+	if err := f.checkAmount("deposit", amount); err != nil {
+		return DepositResult{}, err
+	}
+	req := struct {
+		User   int64        `json:"user"`
+		Amount money.Amount `json:"amount"`
+	}{user, amount}
+	return once(ctx, f.requests, operator, key, "deposit", req, &struct{}{}, func(ctx context.Context, _ bool) (DepositResult, bool, error) {
+		r, err := f.Ledgers.For(user).Deposit(ctx, fmt.Sprintf("deposit:%d:%s", operator, key), user, amount)
+		if err != nil {
+			return DepositResult{}, false, err
+		}
+		return DepositResult{User: user, Amount: amount, Balance: r.ToBalance, PostingID: r.PostingID}, true, nil
+	})
 }
 
 // JoinGroup joins a user to a group, through the paid-entry saga when the
-// group has a fee.
+// group has a fee. The user's key names this one join.
 func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) (dtx.Result, error) {
-	if user <= 0 || key == "" {
-		return dtx.Result{}, fmt.Errorf("%w: join of user %d (key %q)", ErrFlowInvalid, user, key)
+	if user <= 0 || groupID <= 0 || key == "" {
+		return dtx.Result{}, fmt.Errorf("%w: join of user %d to group %d (key %q)", ErrFlowInvalid, user, groupID, key)
 	}
-	g, err := f.Groups.Get(ctx, groupID)
-	if err != nil {
-		return dtx.Result{}, err
-	}
-	gid := fmt.Sprintf("join:%d:%d:%s", groupID, user, key)
-	if g.Fee == 0 {
-		if _, err := f.Groups.Join(ctx, group.JoinRequest{GroupID: groupID, User: user}); err != nil {
-			return dtx.Result{}, err
+	req := struct {
+		Group int64 `json:"group"`
+	}{groupID}
+	return once(ctx, f.requests, user, key, "join", req, &struct{}{}, func(ctx context.Context, _ bool) (dtx.Result, bool, error) {
+		g, err := f.Groups.Get(ctx, groupID)
+		if err != nil {
+			return dtx.Result{}, false, err
 		}
-		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, nil
+		gid := fmt.Sprintf("join:%d:%d:%s", groupID, user, key)
+		if g.Fee == 0 {
+			if _, err := f.Groups.Join(ctx, group.JoinRequest{GroupID: groupID, User: user}); err != nil {
+				return dtx.Result{}, false, err
+			}
+			return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, true, nil
+		}
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		res, err := f.Coord.Run(ctx, PaidEntrySpec(f.Ledgers, gid, user, g))
+		return res, res.Outcome != dtx.OutcomePending, err
+	})
+}
+
+// CreateGroup creates a group owned by owner. The id follows from the
+// owner and the key (53 bits, so that JavaScript clients read it exactly).
+func (f *Flows) CreateGroup(ctx context.Context, key string, owner int64, capacity int, fee money.Amount) (group.Group, error) {
+	if owner <= 0 || key == "" {
+		return group.Group{}, fmt.Errorf("%w: group of owner %d (key %q)", ErrFlowInvalid, owner, key)
 	}
-	ctx, cancel := detached(ctx)
-	defer cancel()
-	return f.Coord.Run(ctx, PaidEntrySpec(f.Ledgers, gid, user, g))
+	if fee < 0 || fee > f.maxAmount() {
+		return group.Group{}, fmt.Errorf("%w: fee %s: want 0..%s", ErrFlowInvalid, fee, f.maxAmount())
+	}
+	req := struct {
+		Capacity int          `json:"capacity"`
+		Fee      money.Amount `json:"fee"`
+	}{capacity, fee}
+	return once(ctx, f.requests, owner, key, "create_group", req, &struct{}{}, func(ctx context.Context, _ bool) (group.Group, bool, error) {
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%d/%s", owner, key)
+		g, err := f.Groups.Create(ctx, group.CreateRequest{ID: int64(h.Sum64()>>11) + 1, Owner: owner, Capacity: capacity, Fee: fee})
+		return g, err == nil, err
+	})
+}
+
+func (f *Flows) maxAmount() money.Amount {
+	if f.MaxAmount == 0 {
+		return DefaultMaxAmount
+	}
+	return f.MaxAmount
 }
 
 // SendSpec is sending a packet as TCC: hold the amount on the sender's
@@ -128,70 +232,103 @@ func SendSpec(ls *Ledgers, gid string, p packet.Packet) dtx.Spec {
 	}}
 }
 
-// SendPacket validates and sends a packet. key makes it idempotent per
-// sender: a replay returns the packet of the first send.
-func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet) (packet.Packet, dtx.Result, error) {
+// SendResult is a send's packet and the outcome of its global transaction.
+type SendResult struct {
+	Packet packet.Packet `json:"packet"`
+	Result dtx.Result    `json:"result"`
+}
+
+// sendParams are what the first request of a send resolved.
+type sendParams struct {
+	ID        int64     `json:"id,string"`
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// SendPacket validates and sends a packet that expires after expiresIn (0:
+// the default). The sender's key names this one send: a replay with the same
+// request answers the same (the same packet), another request with the key is
+// ledger.ErrIdempotencyConflict.
+func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, expiresIn time.Duration) (packet.Packet, dtx.Result, error) {
 	if key == "" {
 		return p, dtx.Result{}, fmt.Errorf("%w: an idempotency key is required", packet.ErrInvalid)
+	}
+	if expiresIn < 0 {
+		return p, dtx.Result{}, fmt.Errorf("%w: expires in %s", packet.ErrInvalid, expiresIn)
 	}
 	if err := p.Validate(f.Limits); err != nil {
 		return p, dtx.Result{}, err
 	}
-	gid := fmt.Sprintf("send:%d:%s", p.Sender, key)
-	if g, err := f.Coord.Get(ctx, gid); err == nil {
-		var sent packet.Packet
-		if err := json.Unmarshal(g.Branches[1].Payload, &sent); err != nil {
-			return p, dtx.Result{}, err
-		}
-		if set, err := f.Set(sent.ID); err == nil && g.State == dtx.Committed {
-			if stored, err := set.Get(ctx, sent.ID); err == nil {
-				sent = stored
-			}
-		}
-		if sent.Kind != p.Kind || sent.Amount != p.Amount || sent.Shares != p.Shares || sent.Receiver != p.Receiver || sent.Group != p.Group || sent.Greeting != p.Greeting {
-			return p, dtx.Result{}, fmt.Errorf("%w: %s", dtx.ErrGIDConflict, gid)
-		}
-		return sent, dtx.Result{GID: gid, Outcome: g.State.Outcome(), State: g.State, Reason: g.Reason}, nil
-	} else if !errors.Is(err, dtx.ErrNotFound) {
-		return p, dtx.Result{}, err
-	}
-	if p.Kind != packet.Single {
-		g, err := f.Groups.Get(ctx, p.Group)
-		if err != nil {
-			return p, dtx.Result{}, err
-		}
-		in, err := f.Groups.IsMember(ctx, p.Group, p.Sender)
-		if err != nil {
-			return p, dtx.Result{}, err
-		}
-		if !in {
-			return p, dtx.Result{}, fmt.Errorf("%w: user %d, group %d", packet.ErrNotGroupMember, p.Sender, p.Group)
-		}
-		if p.Shares > g.MemberCount {
-			return p, dtx.Result{}, fmt.Errorf("%w: %d shares for a group of %d", packet.ErrInvalid, p.Shares, g.MemberCount)
-		}
+	req := struct {
+		Kind      string        `json:"kind"`
+		Receiver  int64         `json:"receiver"`
+		Group     int64         `json:"group"`
+		Amount    money.Amount  `json:"amount"`
+		Shares    int           `json:"shares"`
+		Greeting  string        `json:"greeting"`
+		ExpiresIn time.Duration `json:"expires_in"`
+	}{p.Kind, p.Receiver, p.Group, p.Amount, p.Shares, p.Greeting, expiresIn}
+	if expiresIn == 0 {
+		expiresIn = f.Limits.Expiry
 	}
 	set := f.Sets[f.next.Add(1)%uint64(len(f.Sets))]
-	p.ID = set.NewID()
-	if p.ExpiresAt.IsZero() {
-		p.ExpiresAt = time.Now().Add(f.Limits.Expiry)
-	}
-	ctx, cancel := detached(ctx)
-	defer cancel()
-	res, err := f.Coord.Run(ctx, SendSpec(f.Ledgers, gid, p))
-	if err != nil {
-		return p, res, err
-	}
-	if res.Outcome == dtx.OutcomeCommitted {
-		if stored, err := set.Get(ctx, p.ID); err == nil {
-			return stored, res, nil // as the set keeps it
+	now := time.Now()
+	params := &sendParams{ID: set.NewID(), ExpiresAt: now.Add(expiresIn), CreatedAt: now}
+	r, err := once(ctx, f.requests, p.Sender, key, "send", req, params, func(ctx context.Context, fresh bool) (SendResult, bool, error) {
+		p.ID, p.ExpiresAt, p.CreatedAt = params.ID, params.ExpiresAt, params.CreatedAt
+		set, err := f.Set(p.ID)
+		if err != nil {
+			return SendResult{}, false, err
 		}
+		if fresh && p.Kind != packet.Single {
+			if err := f.sendable(ctx, p); err != nil {
+				return SendResult{}, false, err
+			}
+		}
+		gid := fmt.Sprintf("send:%d:%s", p.Sender, key)
+		dctx, cancel := detached(ctx)
+		defer cancel()
+		res, err := f.Coord.Run(dctx, SendSpec(f.Ledgers, gid, p))
+		if err != nil {
+			return SendResult{}, false, err
+		}
+		switch res.Outcome {
+		case dtx.OutcomeCommitted:
+			if stored, err := set.Get(dctx, p.ID); err == nil {
+				p = stored // as the set keeps it
+			} else {
+				p.State, p.RemainingAmount, p.RemainingCount = packet.StateActive, p.Amount, p.Shares
+			}
+		case dtx.OutcomeCancelled:
+			p.State = packet.StateCancelled
+		default:
+			p.State = packet.StatePending
+		}
+		return SendResult{Packet: p, Result: res}, res.Outcome != dtx.OutcomePending, nil
+	})
+	if err != nil {
+		return p, dtx.Result{}, err
 	}
-	p.State = map[dtx.Outcome]string{dtx.OutcomeCommitted: packet.StateActive, dtx.OutcomeCancelled: packet.StateCancelled}[res.Outcome]
-	if p.State == "" {
-		p.State = packet.StatePending
+	return r.Packet, r.Result, nil
+}
+
+// sendable checks a group packet's sender and shares against the group.
+func (f *Flows) sendable(ctx context.Context, p packet.Packet) error {
+	g, err := f.Groups.Get(ctx, p.Group)
+	if err != nil {
+		return err
 	}
-	return p, res, nil
+	in, err := f.Groups.IsMember(ctx, p.Group, p.Sender)
+	if err != nil {
+		return err
+	}
+	if !in {
+		return fmt.Errorf("%w: user %d, group %d", packet.ErrNotGroupMember, p.Sender, p.Group)
+	}
+	if p.Shares > g.MemberCount {
+		return fmt.Errorf("%w: %d shares for a group of %d", packet.ErrInvalid, p.Shares, g.MemberCount)
+	}
+	return nil
 }
 
 // Set returns the packet set a packet id routes to.

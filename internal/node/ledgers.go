@@ -6,7 +6,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	"hongbao/internal/ledger"
 	"hongbao/internal/shard"
@@ -19,7 +18,7 @@ type Ledgers struct {
 }
 
 // OpenLedgers opens (creating and migrating) every ledger shard database.
-func OpenLedgers(ctx context.Context, open OpenDB, n int, log *slog.Logger) (*Ledgers, error) {
+func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*Ledgers, error) {
 	t, err := shard.NewTable(n)
 	if err != nil {
 		return nil, err
@@ -30,7 +29,8 @@ func OpenLedgers(ctx context.Context, open OpenDB, n int, log *slog.Logger) (*Le
 		if err != nil {
 			return nil, err
 		}
-		l, err := ledger.New(ctx, pool, ledger.Options{Shard: i, Logger: log})
+		o.Shard = i
+		l, err := ledger.New(ctx, pool, o)
 		if err != nil {
 			return nil, err
 		}

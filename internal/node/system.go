@@ -16,6 +16,7 @@ import (
 	"hongbao/internal/group"
 	"hongbao/internal/ids"
 	"hongbao/internal/ledger"
+	"hongbao/internal/money"
 	"hongbao/internal/packet"
 	"hongbao/internal/postgres"
 )
@@ -28,6 +29,9 @@ type SystemOptions struct {
 	LedgerShards int
 	PacketSets   int
 	Limits       packet.Limits
+	// MaxAmount bounds a single transfer, deposit or entry fee; MaxBalance a
+	// user's wallet (defaults: node.DefaultMaxAmount, ledger.DefaultMaxBalance).
+	MaxAmount, MaxBalance money.Amount
 	// Bus: a NATS URL, or an embedded server storing in BusDir.
 	NatsURL string
 	BusDir  string
@@ -91,7 +95,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 			s.Close()
 		}
 	}()
-	if s.Ledgers, err = OpenLedgers(ctx, open, o.LedgerShards, o.Logger); err != nil {
+	if s.Ledgers, err = OpenLedgers(ctx, open, o.LedgerShards, ledger.Options{MaxBalance: o.MaxBalance, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	tab := s.Ledgers.Table
@@ -127,7 +131,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		parts[PacketParticipant(set.Number())] = set.Participant()
 	}
 	s.Coord = dtx.New(dpool, dtx.Options{Participants: parts, Retention: o.TxRetention, Logger: o.Logger})
-	s.Flows = &Flows{Coord: s.Coord, Ledgers: s.Ledgers, Groups: s.Groups, Sets: s.Sets, Limits: o.Limits}
+	s.Flows = NewFlows(s.Coord, s.Ledgers, s.Groups, s.Sets, o.Limits, o.MaxAmount)
 
 	for _, l := range s.Ledgers.Shards {
 		c, err := s.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: fmt.Sprintf("ledger-%d", l.Shard()),
@@ -225,7 +229,14 @@ func (s *System) Sweep(ctx context.Context) {
 		set.Evict()
 	}
 	s.members.evict(5 * time.Minute)
+	keep := s.o.TxRetention
+	if keep == 0 {
+		keep = 7 * 24 * time.Hour
+	}
 	for _, l := range s.Ledgers.Shards {
+		if _, err := l.PurgeRequests(ctx, time.Now().Add(-keep), 1000); err != nil && ctx.Err() == nil {
+			s.o.Logger.Warn("request key purge failed", "ledger_shard", l.Shard(), "err", err)
+		}
 		if _, err := l.ExpireHolds(ctx, 1000); err != nil && ctx.Err() == nil {
 			s.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
 		}

@@ -118,8 +118,12 @@ func reconcile(t *testing.T, sys *System) {
 
 func sendLucky(t *testing.T, sys *System, p party, amount money.Amount, shares int, expires time.Time) packet.Packet {
 	t.Helper()
+	var in time.Duration
+	if !expires.IsZero() {
+		in = time.Until(expires)
+	}
 	sent, res, err := sys.Flows.SendPacket(t.Context(), fmt.Sprint("send-", p.sender, "-", time.Now().UnixNano()),
-		packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: amount, Shares: shares, Greeting: "新年快乐", ExpiresAt: expires})
+		packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: amount, Shares: shares, Greeting: "新年快乐"}, in)
 	if err != nil || sent.State != packet.StateActive {
 		t.Fatalf("send = %+v %+v, %v", sent, res, err)
 	}
@@ -407,14 +411,14 @@ func TestSendPacket(t *testing.T) {
 			packet.ErrInvalid},
 		"no such group": {"k4", packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: 424242, Amount: 300, Shares: 3}, group.ErrNotFound},
 	} {
-		if _, _, err := sys.Flows.SendPacket(ctx, c.key, c.pk); !errors.Is(err, c.err) {
+		if _, _, err := sys.Flows.SendPacket(ctx, c.key, c.pk, 0); !errors.Is(err, c.err) {
 			t.Errorf("%s: err = %v, want %v", name, err, c.err)
 		}
 	}
 	// Not enough money: the TCC cancels, the packet is cancelled, nothing held.
 	big := lucky
 	big.Amount = 5000
-	sent, res, err := sys.Flows.SendPacket(ctx, "too-much", big)
+	sent, res, err := sys.Flows.SendPacket(ctx, "too-much", big, 0)
 	if err != nil || res.State != "cancelled" || sent.State != packet.StateCancelled {
 		t.Fatalf("send beyond funds = %+v %+v, %v", sent, res, err)
 	}
@@ -423,17 +427,17 @@ func TestSendPacket(t *testing.T) {
 		t.Fatalf("grab of a cancelled packet: %v", err)
 	}
 	// Sent once, replayed with the same key: the same packet, charged once.
-	first, _, err := sys.Flows.SendPacket(ctx, "once", lucky)
+	first, _, err := sys.Flows.SendPacket(ctx, "once", lucky, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _, err := sys.Flows.SendPacket(ctx, "once", lucky)
+	again, _, err := sys.Flows.SendPacket(ctx, "once", lucky, 0)
 	if err != nil || again.ID != first.ID {
 		t.Fatalf("replay = %+v, %v; want packet %d", again, err, first.ID)
 	}
 	other := lucky
 	other.Amount = 301
-	if _, _, err := sys.Flows.SendPacket(ctx, "once", other); err == nil {
+	if _, _, err := sys.Flows.SendPacket(ctx, "once", other, 0); err == nil {
 		t.Fatal("the same key with another packet was accepted")
 	}
 	if got := balance(t, sys, p.sender); got != 700 {
@@ -444,7 +448,7 @@ func TestSendPacket(t *testing.T) {
 		t.Fatalf("held %s after the sends", w.Held)
 	}
 	// A single packet: only its receiver may grab it.
-	single, _, err := sys.Flows.SendPacket(ctx, "single", packet.Packet{Kind: packet.Single, Sender: p.sender, Receiver: outsider, Amount: 100, Shares: 1})
+	single, _, err := sys.Flows.SendPacket(ctx, "single", packet.Packet{Kind: packet.Single, Sender: p.sender, Receiver: outsider, Amount: 100, Shares: 1}, 0)
 	if err != nil || single.State != packet.StateActive {
 		t.Fatalf("single = %+v, %v", single, err)
 	}

@@ -224,14 +224,14 @@ func wait(ctx context.Context, pc *pending, dup bool) (Claim, error) {
 	return c, nil
 }
 
-// admissible checks the packet is open and the user may grab it.
+// admissible checks that the user may grab the packet and then that it is
+// open: eligibility first, so that someone who may not grab learns nothing
+// of its state. Every "no share left" is ErrSoldOut; a cancelled send never
+// existed (ErrNotFound).
 func (s *Set) admissible(ctx context.Context, lv *live, user int64) error {
 	p := lv.p
-	if p.State != StateActive {
-		return fmt.Errorf("%w: %s", ErrNotActive, p.State)
-	}
-	if !s.o.Now().Before(p.ExpiresAt) {
-		return ErrExpired
+	if p.State == StateCancelled {
+		return fmt.Errorf("%w: %d", ErrNotFound, p.ID)
 	}
 	switch {
 	case p.Kind == Single && user != p.Receiver:
@@ -247,6 +247,18 @@ func (s *Set) admissible(ctx context.Context, lv *live, user int64) error {
 		if !in {
 			return fmt.Errorf("%w: not a member of group %d", ErrNotAllowed, p.Group)
 		}
+	}
+	switch p.State {
+	case StateActive:
+	case StateFinished:
+		return ErrSoldOut
+	case StateExpired:
+		return ErrExpired
+	default:
+		return fmt.Errorf("%w: %s", ErrNotActive, p.State)
+	}
+	if !s.o.Now().Before(p.ExpiresAt) {
+		return ErrExpired
 	}
 	return nil
 }

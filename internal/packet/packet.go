@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"hongbao/internal/dtx"
@@ -106,12 +107,32 @@ func (p Packet) Validate(l Limits) error {
 		return bad("%s for %d shares: at least 0.01 a share", p.Amount, p.Shares)
 	case p.Amount > l.MaxAmount:
 		return bad("%s is above the limit of %s", p.Amount, l.MaxAmount)
-	case utf8.RuneCountInString(p.Greeting) > l.MaxGreeting:
-		return bad("greeting of %d characters: at most %d", utf8.RuneCountInString(p.Greeting), l.MaxGreeting)
 	case !utf8.ValidString(p.Greeting):
 		return bad("greeting is not valid UTF-8")
+	case utf8.RuneCountInString(p.Greeting) > l.MaxGreeting:
+		return bad("greeting of %d characters: at most %d", utf8.RuneCountInString(p.Greeting), l.MaxGreeting)
+	}
+	if r, ok := badGreetingRune(p.Greeting); ok {
+		return bad("greeting contains %U: a greeting is one line of visible text (no control, formatting or direction characters)", r)
 	}
 	return nil
+}
+
+// badGreetingRune finds the first character a greeting may not hold:
+// control characters (NUL, newlines, ANSI escapes), and invisible format
+// characters such as bidi overrides and isolates, zero-width spaces or a
+// BOM. The zero-width joiner and the tag characters stay allowed, because
+// emoji sequences and flags are built from them.
+func badGreetingRune(s string) (rune, bool) {
+	for _, r := range s {
+		switch {
+		case r == '\u200d' || (r >= 0xE0020 && r <= 0xE007F):
+		case unicode.IsControl(r), unicode.Is(unicode.Cf, r), unicode.Is(unicode.Co, r),
+			r == utf8.RuneError, r >= 0xFDD0 && r <= 0xFDEF, r&0xFFFE == 0xFFFE:
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // Claim is one grab.

@@ -92,12 +92,13 @@ func scanClaim(r pgx.CollectableRow) (Claim, error) {
 }
 
 // Sent lists a sender's packets in this set, newest first, before the
-// cursor (a packet id; 0 for the first page).
+// cursor (a packet id; 0 for the first page). A cancelled send changed
+// nothing and is not listed.
 func (s *Set) Sent(ctx context.Context, sender, before int64, limit int) ([]Packet, error) {
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+packetCols+` FROM packets WHERE sender = $1 AND id < $2 ORDER BY id DESC LIMIT $3`,
+	rows, err := s.db.Query(ctx, `SELECT `+packetCols+` FROM packets WHERE sender = $1 AND id < $2 AND state <> 'cancelled' ORDER BY id DESC LIMIT $3`,
 		sender, before, clampLimit(limit))
 	if err != nil {
 		return nil, err
