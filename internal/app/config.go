@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"hongbao/internal/money"
 )
 
 // Config is what every subcommand that touches data needs.
@@ -87,6 +89,16 @@ func envDuration(name string, def time.Duration) time.Duration {
 			return d
 		}
 		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a duration like 10s\n", name, v)
+	}
+	return def
+}
+
+func envAmount(name string, def money.Amount) money.Amount {
+	if v, ok := os.LookupEnv(name); ok {
+		if a, err := money.Parse(v); err == nil {
+			return a
+		}
+		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not an amount like 1000000.00\n", name, v)
 	}
 	return def
 }

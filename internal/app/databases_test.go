@@ -2,14 +2,11 @@ package app
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 
 	"hongbao/internal/pgtest"
 )
-
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // A database named in --database-urls is opened there; the others follow
 // the --database-url template.

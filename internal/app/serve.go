@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"hongbao/internal/httpapi"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
 	"hongbao/internal/node"
+	"hongbao/internal/postgres"
 )
 
 // ServeConfig is the configuration of `hongbao serve`.
@@ -29,6 +32,9 @@ type ServeConfig struct {
 	Timeout     time.Duration
 	MaxBody     int64
 	TxRetention time.Duration
+	NodeID      string
+	MaxAmount   money.Amount
+	MaxBalance  money.Amount
 }
 
 func (c *ServeConfig) bind(fs *flag.FlagSet) {
@@ -39,6 +45,10 @@ func (c *ServeConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
+	fs.StringVar(&c.NodeID, "node-id", env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
+	c.MaxAmount, c.MaxBalance = node.DefaultMaxAmount, ledger.DefaultMaxBalance
+	fs.TextVar(&c.MaxAmount, "max-amount", envAmount("HONGBAO_MAX_AMOUNT", node.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
+	fs.TextVar(&c.MaxBalance, "max-balance", envAmount("HONGBAO_MAX_BALANCE", ledger.DefaultMaxBalance), "largest wallet balance, in yuan (HONGBAO_MAX_BALANCE)")
 	fs.DurationVar(&c.TxRetention, "tx-retention", envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
@@ -59,6 +69,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.Timeout <= 0 || c.MaxBody < 1024 {
 		errs = append(errs, errors.New("--request-timeout must be positive and --max-body at least 1024"))
+	}
+	if c.MaxAmount < 1 || c.MaxBalance < c.MaxAmount || c.MaxBalance > money.Max {
+		errs = append(errs, fmt.Errorf("--max-amount %s and --max-balance %s: want 0.01 <= max-amount <= max-balance <= %s", c.MaxAmount, c.MaxBalance, money.Max))
 	}
 	if c.TxRetention < time.Hour {
 		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
@@ -84,14 +97,24 @@ func runServe(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		}
 		cfg.DataDir = abs
 	}
+	// Bind first: a taken port is reported before anything starts.
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	defer l.Close()
+	// One live serve per data folder; the lock dies with its process, so a
+	// restart after kill -9 finds the folder free.
+	if cfg.DataDir != "" {
+		lock, err := postgres.LockDir(cfg.DataDir, "hongbao.lock")
+		if err != nil {
+			return err
+		}
+		defer lock.Unlock()
+	}
 	srv, stop, err := startServer(ctx, cfg, log)
 	if err != nil {
 		return err
-	}
-	l, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		stop()
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	log.Info("hongbao serving", "addr", l.Addr().String(), "ledger_shards", cfg.LedgerShards, "packet_sets", cfg.PacketSets)
 	fmt.Fprintf(out, "hongbao serving on http://%s (OpenAPI at /openapi.json)\n", l.Addr())
@@ -108,8 +131,14 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	if cfg.DataDir == "" {
 		busDir = filepath.Join(os.TempDir(), "hongbao-nats")
 	}
+	nodeID := cfg.NodeID
+	if nodeID == "" {
+		host, _ := os.Hostname()
+		nodeID = host + ":" + cfg.DataDir
+	}
 	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
-		NatsURL: cfg.NatsURL, BusDir: busDir, TxRetention: cfg.TxRetention, Logger: log})
+		NatsURL: cfg.NatsURL, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
+		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log})
 	if err != nil {
 		dbs.Close()
 		return nil, nil, err

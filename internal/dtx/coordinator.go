@@ -98,8 +98,14 @@ var (
 
 // Options configure a coordinator.
 type Options struct {
-	// ID names this instance in leases (default: random).
-	ID           string
+	// ID names this instance in leases (default: Identity#random).
+	ID string
+	// Identity names the node this coordinator runs for, the same across
+	// its restarts (one live process per identity: the caller guarantees
+	// it, e.g. with a lock on the node's data folder). A fresh incarnation
+	// takes over at once the transactions its dead predecessor leased,
+	// rather than waiting out their leases.
+	Identity     string
 	Participants map[string]Participant
 	// TryTimeout bounds phase 1 (TCC tries, compensable saga actions).
 	TryTimeout time.Duration
@@ -125,6 +131,9 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
+	if o.ID == "" && o.Identity != "" {
+		o.ID = fmt.Sprintf("%s#%08x", o.Identity, rand.Uint32())
+	}
 	if o.ID == "" {
 		o.ID = fmt.Sprintf("coord-%08x", rand.Uint32())
 	}

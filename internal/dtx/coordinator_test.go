@@ -496,3 +496,45 @@ func TestHTTPParticipantDownAndBack(t *testing.T) {
 	bk.want(t, from, to, 700, 300)
 	bk.check(t)
 }
+
+// A restarted node (the same Identity, a new incarnation) drives at once
+// what its dead predecessor held under a lease, instead of waiting the
+// lease out; a coordinator of another identity leaves those leases alone.
+func TestRestartTakesOverItsOwnLeases(t *testing.T) {
+	t.Parallel()
+	bk := newBank(t)
+	db := pgtest.NewDB(t, dtxSchema)
+	parts := map[string]dtx.Participant{"a": bk.a.Participant(), "b": bk.b.Participant()}
+	o := fastOptions(parts)
+	o.Identity, o.Lease = "node-1", time.Hour
+	o.Hook = func(p string) error {
+		if p == "after-log:confirming" {
+			return dtx.ErrCrash
+		}
+		return nil
+	}
+	from, to := bk.pair(t, 1000)
+	dead := dtx.New(db, o)
+	if _, err := dead.Run(t.Context(), transfer("leased", from, to, 100)); !errors.Is(err, dtx.ErrCrash) {
+		t.Fatalf("crash run: %v", err)
+	}
+	dead.Close()
+
+	other := fastOptions(parts)
+	other.Identity = "node-2"
+	stranger := dtx.New(db, other)
+	if n, err := stranger.TakeOver(t.Context()); err != nil || n != 0 {
+		t.Fatalf("another node took over %d leases (%v)", n, err)
+	}
+	stranger.Close()
+
+	o.Hook = nil
+	next := dtx.New(db, o)
+	next.Start(t.Context())
+	defer next.Close()
+	if g := waitFinal(t, next, "leased"); g.State != dtx.Committed {
+		t.Fatalf("after the restart: %s", g.State)
+	}
+	bk.want(t, from, to, 900, 100)
+	bk.check(t)
+}

@@ -22,6 +22,11 @@ func (c *Coordinator) Start(ctx context.Context) {
 		return
 	}
 	ctx, c.cancel = context.WithCancel(ctx)
+	if n, err := c.TakeOver(ctx); err != nil {
+		c.slog.Warn("taking over the leases of a previous incarnation failed; they run out on their own", "err", err)
+	} else if n > 0 {
+		c.slog.Info("took over the transactions of a previous incarnation", "count", n)
+	}
 	work := make(chan *record, c.o.Workers)
 	for range c.o.Workers {
 		c.wg.Go(func() {
@@ -62,6 +67,21 @@ func (c *Coordinator) Start(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// TakeOver ends at once the leases held by earlier incarnations of this
+// coordinator's Identity (a process of the same node that died), so that
+// recovery drives their transactions now. It returns how many it freed.
+func (c *Coordinator) TakeOver(ctx context.Context) (int64, error) {
+	if c.o.Identity == "" {
+		return 0, nil
+	}
+	tag, err := c.db.Exec(ctx, `UPDATE dtx_global SET lease_until = $3, next_attempt = least(next_attempt, $3)
+		WHERE finished_at IS NULL AND starts_with(owner, $1) AND owner <> $2`, c.o.Identity+"#", c.o.ID, c.o.Now())
+	if err != nil {
+		return 0, fmt.Errorf("dtx: take over leases of %s: %w", c.o.Identity, err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // Close stops recovery (waiting for drives in flight) and the log writer.
@@ -165,6 +185,18 @@ func (c *Coordinator) List(ctx context.Context, f Filter) ([]Global, error) {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanGlobal)
+}
+
+// Unfinished counts the transactions not yet final, and those of them
+// created longer than stuck ago: a number above zero there needs a person
+// (a confirm or a compensation that keeps failing).
+func (c *Coordinator) Unfinished(ctx context.Context, stuck time.Duration) (all, old int64, err error) {
+	err = c.db.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE created_at < $1) FROM dtx_global WHERE finished_at IS NULL`,
+		c.o.Now().Add(-stuck)).Scan(&all, &old)
+	if err != nil {
+		return 0, 0, fmt.Errorf("dtx: count unfinished: %w", err)
+	}
+	return all, old, nil
 }
 
 // Purge deletes finished transactions older than the retention.

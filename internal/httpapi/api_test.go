@@ -99,6 +99,30 @@ func (a *api) do(method, path, tok, key string, body any) res {
 	return r
 }
 
+// raw sends a body as given with a content type; paths under /v1/admin use
+// the admin token.
+func (a *api) raw(method, path, ctype, body, tok, adm string) res {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if strings.HasPrefix(path, "/v1/admin") {
+		tok = adm
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Idempotency-Key", fmt.Sprint("raw-", users.Add(1)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := res{status: resp.StatusCode, raw: string(b)}
+	_ = json.Unmarshal(b, &r.body)
+	return r
+}
+
 func (a *api) must(r res, status int) res {
 	a.t.Helper()
 	if r.status != status {

@@ -613,6 +613,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
 
+// unfinished counts unfinished and stuck global transactions for a scrape
+// (-1 when the log cannot be read).
+func (s *Server) unfinished() (all, stuck int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	all, stuck, err := s.sys.Coord.Unfinished(ctx, 5*time.Minute)
+	if err != nil {
+		return -1, -1
+	}
+	return all, stuck
+}
+
 func (s *Server) metrics() {
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hongbao_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hongbao_http_request_seconds", Help: "HTTP request latency by route.",
@@ -659,6 +671,14 @@ func (s *Server) metrics() {
 		}),
 		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 {
 			return float64(sys.Coord.Metrics.Committed.Load())
+		}),
+		gauge("hongbao_coordinator_unfinished", "Global transactions not yet committed or cancelled.", func() float64 {
+			all, _ := s.unfinished()
+			return float64(all)
+		}),
+		gauge("hongbao_coordinator_stuck", "Global transactions unfinished for more than 5 minutes (alert on any: a confirm or compensation keeps failing).", func() float64 {
+			_, old := s.unfinished()
+			return float64(old)
 		}),
 	)
 }

@@ -42,6 +42,10 @@ type SystemOptions struct {
 	Every time.Duration
 	// TxRetention keeps finished global transactions this long (default 7 days).
 	TxRetention time.Duration
+	// NodeID names this node across its restarts (one live process per id):
+	// a restarted node takes over at once what its dead predecessor was
+	// driving. Empty: a fresh identity, and a predecessor's leases run out.
+	NodeID string
 	Logger      *slog.Logger
 }
 
@@ -130,7 +134,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	for _, set := range s.Sets {
 		parts[PacketParticipant(set.Number())] = set.Participant()
 	}
-	s.Coord = dtx.New(dpool, dtx.Options{Participants: parts, Retention: o.TxRetention, Logger: o.Logger})
+	s.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: parts, Retention: o.TxRetention, Logger: o.Logger})
 	s.Flows = NewFlows(s.Coord, s.Ledgers, s.Groups, s.Sets, o.Limits, o.MaxAmount)
 
 	for _, l := range s.Ledgers.Shards {

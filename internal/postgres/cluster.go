@@ -46,6 +46,7 @@ type Cluster struct {
 	port     int
 	password string
 	cred     *syscall.Credential
+	lock     *DirLock
 }
 
 // binGlob is where Debian and Ubuntu install the server programs.
@@ -102,9 +103,28 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cluster folder: %w", err)
 	}
+	// The lock says this process owns the cluster: a postmaster still
+	// running on the data folder is then an orphan of an owner that died
+	// (pg_ctl detaches the server, so a SIGKILL of its owner leaves it
+	// behind), and is stopped before the cluster starts again.
+	if c.lock, err = LockDir(opts.Dir, "cluster.lock"); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.lock.Unlock()
+		}
+	}()
 	if c.cred != nil {
 		if err := os.Chown(opts.Dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
 			return nil, fmt.Errorf("give cluster folder to postgres: %w", err)
+		}
+	}
+	if pid, alive := runningPostmaster(c.dataDir); alive {
+		opts.Logger.Warn("stopping the orphaned postgres of a previous run", "dir", opts.Dir, "pid", pid)
+		if err := c.stopServer(); err != nil {
+			return nil, fmt.Errorf("stop orphaned postgres (pid %d) in %s: %w", pid, c.dataDir, err)
 		}
 	}
 	pwFile := filepath.Join(opts.Dir, "password")
@@ -126,6 +146,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 		}
 		if lastErr = c.start(ctx); lastErr == nil {
 			opts.Logger.Info("private postgres started", "dir", opts.Dir, "port", c.port, "durable", opts.Durable)
+			ok = true
 			return c, nil
 		}
 	}
@@ -224,8 +245,15 @@ func (c *Cluster) CreateDatabase(ctx context.Context, db, template string) error
 	return nil
 }
 
-// Stop shuts the server down (fast mode: open sessions are ended).
+// Stop shuts the server down (fast mode: open sessions are ended) and
+// releases the folder.
 func (c *Cluster) Stop() error {
+	err := c.stopServer()
+	c.lock.Unlock()
+	return err
+}
+
+func (c *Cluster) stopServer() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := c.run(ctx, "pg_ctl", "-D", c.dataDir, "-w", "-m", "fast", "stop")
