@@ -47,7 +47,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	var cfg Config
 	cfg.bind(fs, "")
 	url := fs.String("url", env("HONGBAO_URL", ""), "a running server (empty: start one in this process)")
-	secret := fs.String("token-secret", env("HONGBAO_TOKEN_SECRET", ""), "the running server's token secret (with --url)")
+	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
 	users := fs.Int("users", 2000, "users (fresh ids above 10,000,000 unless --first-user)")
 	firstUser := fs.Int64("first-user", 10_000_000, "first user id")
 	groups := fs.Int("groups", 20, "groups the users are spread over")

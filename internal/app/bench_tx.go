@@ -45,7 +45,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	backlog := fs.Int("backlog", 2000, "transactions left by a crashed coordinator for recovery to drain")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	url := fs.String("url", env("HONGBAO_URL", ""), "a running server: transfers go through its API (no baseline then)")
-	secret := fs.String("token-secret", env("HONGBAO_TOKEN_SECRET", ""), "the running server's token secret (with --url)")
+	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
 	firstUser := fs.Int64("first-user", 20_000_000, "first user id (with --url)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -27,7 +27,7 @@ type client struct {
 func clientFlags(fs *flag.FlagSet) *client {
 	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
 	fs.StringVar(&c.url, "url", env("HONGBAO_URL", "http://127.0.0.1:8080"), "server URL (HONGBAO_URL)")
-	fs.StringVar(&c.token, "token", env("HONGBAO_TOKEN", ""), "bearer token from `hongbao token` (HONGBAO_TOKEN)")
+	secretVar(fs, &c.token, "token", "HONGBAO_TOKEN", "bearer token from `hongbao token` (HONGBAO_TOKEN)")
 	return c
 }
 

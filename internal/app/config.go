@@ -29,13 +29,33 @@ type Config struct {
 	Durable bool
 }
 
-// bind registers the shared flags, with HONGBAO_* environment fallbacks.
+// bind registers the shared flags, with HONGBAO_* environment fallbacks
+// when defaultDataDir is set (serve). Without it (demo, bench) the flags
+// have no environment fallback: they never touch a service's database
+// unless one is given explicitly on the command line.
 func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
-	fs.StringVar(&c.DataDir, "data-dir", env("HONGBAO_DATA_DIR", defaultDataDir), "folder of the private PostgreSQL cluster (HONGBAO_DATA_DIR)")
-	fs.StringVar(&c.DatabaseURL, "database-url", env("HONGBAO_DATABASE_URL", ""), "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
-	fs.StringVar(&c.DatabaseURLs, "database-urls", env("HONGBAO_DATABASE_URLS", ""), "space-separated name=url pairs that put single shard databases on their own servers (HONGBAO_DATABASE_URLS)")
-	fs.IntVar(&c.LedgerShards, "ledger-shards", envInt("HONGBAO_LEDGER_SHARDS", 2), "number of ledger shards (HONGBAO_LEDGER_SHARDS)")
-	fs.BoolVar(&c.Durable, "durable", envBool("HONGBAO_DURABLE", true), "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE)")
+	service := defaultDataDir != ""
+	get := func(name, def string) string {
+		if service {
+			return env(name, def)
+		}
+		return def
+	}
+	fs.StringVar(&c.DataDir, "data-dir", get("HONGBAO_DATA_DIR", defaultDataDir), "folder of the private PostgreSQL cluster (HONGBAO_DATA_DIR for serve)")
+	if service {
+		secretVar(fs, &c.DatabaseURL, "database-url", "HONGBAO_DATABASE_URL", "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
+		secretVar(fs, &c.DatabaseURLs, "database-urls", "HONGBAO_DATABASE_URLS", "space-separated name=url pairs that put single shard databases on their own servers (HONGBAO_DATABASE_URLS)")
+	} else {
+		fs.Var(secretValue{&c.DatabaseURL}, "database-url", "external PostgreSQL URL with {db} for the database name; empty: a fresh private cluster")
+		fs.Var(secretValue{&c.DatabaseURLs}, "database-urls", "space-separated name=url pairs that put single shard databases on their own servers")
+	}
+	shards := 2
+	durable := true
+	if service {
+		shards, durable = envInt("HONGBAO_LEDGER_SHARDS", 2), envBool("HONGBAO_DURABLE", true)
+	}
+	fs.IntVar(&c.LedgerShards, "ledger-shards", shards, "number of ledger shards (HONGBAO_LEDGER_SHARDS for serve)")
+	fs.BoolVar(&c.Durable, "durable", durable, "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE for serve)")
 }
 
 // Validate reports every problem at once, in words an operator can act on.
@@ -54,6 +74,32 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--ledger-shards is %d; it must be 1..1024", c.LedgerShards))
 	}
 	return errors.Join(errs...)
+}
+
+// secretValue is a flag whose value is never shown: -h and error
+// messages print "(set)" for it, never the secret.
+type secretValue struct{ p *string }
+
+func (v secretValue) String() string {
+	if v.p == nil || *v.p == "" {
+		return ""
+	}
+	return "(set)"
+}
+
+func (v secretValue) Set(s string) error { *v.p = s; return nil }
+
+// secretVar binds a secret flag with an environment fallback.
+func secretVar(fs *flag.FlagSet, p *string, name, envName, usage string) {
+	*p = env(envName, "")
+	fs.Var(secretValue{p}, name, usage)
+}
+
+// secretString is secretVar returning a pointer, like fs.String.
+func secretString(fs *flag.FlagSet, name, envName, usage string) *string {
+	p := new(string)
+	secretVar(fs, p, name, envName, usage)
+	return p
 }
 
 func env(name, def string) string {

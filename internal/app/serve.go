@@ -40,7 +40,7 @@ type ServeConfig struct {
 func (c *ServeConfig) bind(fs *flag.FlagSet) {
 	c.Config.bind(fs, "hongbao-data")
 	fs.StringVar(&c.Addr, "addr", env("HONGBAO_ADDR", "127.0.0.1:8080"), "listen address (HONGBAO_ADDR)")
-	fs.StringVar(&c.TokenSecret, "token-secret", env("HONGBAO_TOKEN_SECRET", ""), "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
+	secretVar(fs, &c.TokenSecret, "token-secret", "HONGBAO_TOKEN_SECRET", "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
 	fs.StringVar(&c.NatsURL, "nats-url", env("HONGBAO_NATS_URL", ""), "NATS cluster URL; empty runs JetStream in this process (HONGBAO_NATS_URL)")
 	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
@@ -178,7 +178,7 @@ func serveUntilDone(ctx context.Context, hs *http.Server, l net.Listener, stop f
 
 func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	secret := fs.String("token-secret", env("HONGBAO_TOKEN_SECRET", ""), "the server's token secret (HONGBAO_TOKEN_SECRET)")
+	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the server's token secret (HONGBAO_TOKEN_SECRET)")
 	user := fs.Int64("user", 0, "the user the token acts as")
 	admin := fs.Bool("admin", false, "an admin token")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")

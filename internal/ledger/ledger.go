@@ -117,7 +117,7 @@ type Options struct {
 	// are never refused; money.Max bounds them in the schema.
 	MaxBalance money.Amount
 	Now        func() time.Time
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Ledger is one ledger shard.
@@ -126,8 +126,8 @@ type Ledger struct {
 	shard      int
 	stripes    int
 	maxBalance int64
-	now     func() time.Time
-	log     *slog.Logger
+	now        func() time.Time
+	log        *slog.Logger
 }
 
 // New opens a shard on a migrated database and makes sure the system

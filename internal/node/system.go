@@ -46,7 +46,7 @@ type SystemOptions struct {
 	// a restarted node takes over at once what its dead predecessor was
 	// driving. Empty: a fresh identity, and a predecessor's leases run out.
 	NodeID string
-	Logger      *slog.Logger
+	Logger *slog.Logger
 }
 
 // System is every part of a node, started and stopped together.
