@@ -25,16 +25,17 @@ import (
 // ServeConfig is the configuration of `hongbao serve`.
 type ServeConfig struct {
 	Config
-	Addr        string
-	TokenSecret string
-	NatsURL     string
-	PacketSets  int
-	Timeout     time.Duration
-	MaxBody     int64
-	TxRetention time.Duration
-	NodeID      string
-	MaxAmount   money.Amount
-	MaxBalance  money.Amount
+	Addr         string
+	TokenSecret  string
+	NatsURL      string
+	PacketSets   int
+	Timeout      time.Duration
+	MaxBody      int64
+	TxRetention  time.Duration
+	NodeID       string
+	NatsReplicas int
+	MaxAmount    money.Amount
+	MaxBalance   money.Amount
 }
 
 func (c *ServeConfig) bind(fs *flag.FlagSet) {
@@ -45,6 +46,7 @@ func (c *ServeConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
+	fs.IntVar(&c.NatsReplicas, "nats-replicas", envInt("HONGBAO_NATS_REPLICAS", 0), "replicas of the JetStream stream; 0: 1 in process, min(3, servers) on a cluster (HONGBAO_NATS_REPLICAS)")
 	fs.StringVar(&c.NodeID, "node-id", env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
 	c.MaxAmount, c.MaxBalance = node.DefaultMaxAmount, ledger.DefaultMaxBalance
 	fs.TextVar(&c.MaxAmount, "max-amount", envAmount("HONGBAO_MAX_AMOUNT", node.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
@@ -72,6 +74,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.MaxAmount < 1 || c.MaxBalance < c.MaxAmount || c.MaxBalance > money.Max {
 		errs = append(errs, fmt.Errorf("--max-amount %s and --max-balance %s: want 0.01 <= max-amount <= max-balance <= %s", c.MaxAmount, c.MaxBalance, money.Max))
+	}
+	if c.NatsReplicas < 0 || c.NatsReplicas > 5 {
+		errs = append(errs, fmt.Errorf("--nats-replicas %d: want 0 (automatic) or 1..5", c.NatsReplicas))
 	}
 	if c.TxRetention < time.Hour {
 		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
@@ -137,7 +142,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		nodeID = host + ":" + cfg.DataDir
 	}
 	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
-		NatsURL: cfg.NatsURL, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
+		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
 		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log})
 	if err != nil {
 		dbs.Close()

@@ -29,18 +29,26 @@ type Options struct {
 	// Port of the embedded server on 127.0.0.1: 0 accepts in-process
 	// connections only, -1 picks a free port.
 	Port int
-	// Replicas of the stream (3 on a real cluster).
+	// Replicas of the stream: 0 picks them (1 in process; on a cluster as
+	// many as it has servers, at most 3). A stream that already has more
+	// replicas (raised by an operator) keeps them.
 	Replicas int
-	Logger   *slog.Logger
+	// AckTimeout bounds every wait for JetStream to acknowledge a publish
+	// (default 5 s): an ack lost in a leader change fails the publish, which
+	// is then retried, instead of blocking its caller for good.
+	AckTimeout time.Duration
+	Logger     *slog.Logger
 }
 
 // Bus is a connection to JetStream (and the embedded server, if any).
 type Bus struct {
-	srv  *server.Server
-	sopt *server.Options
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	log  *slog.Logger
+	srv        *server.Server
+	sopt       *server.Options
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	log        *slog.Logger
+	ackTimeout time.Duration
+	replicas   int
 }
 
 // Start connects (starting the embedded server when no URL is given) and
@@ -49,7 +57,10 @@ func Start(ctx context.Context, o Options) (*Bus, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{log: o.Logger}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 5 * time.Second
+	}
+	b := &Bus{log: o.Logger, ackTimeout: o.AckTimeout}
 	url := o.URL
 	var connOpts []nats.Option
 	if url == "" {
@@ -85,21 +96,50 @@ func Start(ctx context.Context, o Options) (*Bus, error) {
 		return nil, fmt.Errorf("bus: connect to NATS: %w", err)
 	}
 	b.nc = nc
-	if b.js, err = jetstream.New(nc); err != nil {
+	if b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(o.AckTimeout), jetstream.WithPublishAsyncMaxPending(8192)); err != nil {
 		b.Close()
 		return nil, err
 	}
-	replicas := max(o.Replicas, 1)
-	_, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := b.ensureStream(ctx, o.Replicas); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// ensureStream creates the stream or updates it, with the replicas asked
+// for (0: as many servers as the cluster has, at most 3; 1 in process), and
+// never fewer than it already has.
+func (b *Bus) ensureStream(ctx context.Context, replicas int) error {
+	if replicas <= 0 {
+		replicas = 1
+		if b.srv == nil {
+			replicas = min(3, max(1, len(b.nc.Servers())))
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if st, err := b.js.Stream(ctx, Stream); err == nil {
+		if have := st.CachedInfo().Config.Replicas; have > replicas {
+			b.log.Info("stream keeps the replicas it has", "stream", Stream, "replicas", have, "asked", replicas)
+			replicas = have
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("bus: look up stream %s: %w", Stream, err)
+	}
+	_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: Stream, Subjects: []string{"hb.>"}, Storage: jetstream.FileStorage,
 		Duplicates: 2 * time.Minute, Replicas: replicas, MaxAge: 7 * 24 * time.Hour,
 	})
 	if err != nil {
-		b.Close()
-		return nil, fmt.Errorf("bus: create stream %s: %w", Stream, err)
+		return fmt.Errorf("bus: create stream %s with %d replicas: %w", Stream, replicas, err)
 	}
-	return b, nil
+	b.replicas = replicas
+	return nil
 }
+
+// Replicas is how many replicas the stream has.
+func (b *Bus) Replicas() int { return b.replicas }
 
 // RestartServer stops the embedded server and starts it again on the same
 // port and store, as an operator restarting NATS would; the connection
@@ -148,9 +188,11 @@ type Msg struct {
 }
 
 // Publish sends msgs asynchronously and waits until JetStream has stored
-// every one (or ctx ends). On an error the caller publishes the whole batch
-// again: the ids make repeats harmless.
+// every one, at most the ack timeout (or until ctx ends). On an error the
+// caller publishes the whole batch again: the ids make repeats harmless.
 func (b *Bus) Publish(ctx context.Context, msgs []Msg) error {
+	ctx, cancel := context.WithTimeout(ctx, b.ackTimeout)
+	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
 		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}, jetstream.WithMsgID(m.ID))
@@ -165,7 +207,7 @@ func (b *Bus) Publish(ctx context.Context, msgs []Msg) error {
 		case err := <-f.Err():
 			return fmt.Errorf("bus: publish %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("bus: no ack for %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), ctx.Err())
 		}
 	}
 	return nil

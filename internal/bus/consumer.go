@@ -70,7 +70,7 @@ func (b *Bus) NewConsumer(ctx context.Context, o ConsumerOptions) (*Consumer, er
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
 		Durable: o.Name, FilterSubject: o.Subject, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20 * o.Batch,
+		AckWait: 10 * time.Second, MaxDeliver: -1, MaxAckPending: 20 * o.Batch,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", o.Name, err)

@@ -672,6 +672,13 @@ func (s *Server) metrics() {
 		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 {
 			return float64(sys.Coord.Metrics.Committed.Load())
 		}),
+		gauge("hongbao_relay_stalled_seconds", "How long the relay has had credits to publish and published none (alert above 10).", func() float64 {
+			return sys.Relay.Stalled().Seconds()
+		}),
+		counter("hongbao_relay_restarts_total", "Relay restarts after a stall.", func() float64 { return float64(sys.RelayRestarts.Load()) }),
+		counter("hongbao_credits_redriven_total", "Credits the reconciler published again because no ledger had applied them.", func() float64 {
+			return float64(sys.Redriven.Load())
+		}),
 		gauge("hongbao_coordinator_unfinished", "Global transactions not yet committed or cancelled.", func() float64 {
 			all, _ := s.unfinished()
 			return float64(all)

@@ -36,6 +36,10 @@ type SystemOptions struct {
 	NatsURL string
 	BusDir  string
 	BusPort int
+	// NatsReplicas of the stream (0: 1 in process, min(3, servers) on a
+	// cluster); AckTimeout bounds each wait for a publish ack (default 5 s).
+	NatsReplicas int
+	AckTimeout   time.Duration
 	// Grace before the reconciler republishes a credit it has not seen applied.
 	Grace time.Duration
 	// Every is how often sweepers and the reconciler run.
@@ -59,8 +63,10 @@ type System struct {
 	Relay   *packet.Relay
 	Flows   *Flows
 	Credits []*bus.Consumer
-	// DeadCredits counts credits parked on a dead-letter subject.
-	DeadCredits atomic.Int64
+	// DeadCredits counts credits parked on a dead-letter subject;
+	// RelayRestarts the relay's restarts after a stall; Redriven the
+	// credits the reconciler published again.
+	DeadCredits, RelayRestarts, Redriven atomic.Int64
 
 	o       SystemOptions
 	grace   atomic.Int64 // time.Duration
@@ -109,7 +115,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	}
 	s.Groups = group.New(gpool, group.Options{Logger: o.Logger})
 
-	if s.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Logger: o.Logger}); err != nil {
+	if s.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Replicas: o.NatsReplicas, AckTimeout: o.AckTimeout, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	s.Relay = packet.NewRelay(s.Bus, tab.Of, o.Logger)
@@ -149,7 +155,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.Coord.Start(run)
-	s.wg.Go(func() { s.Relay.Run(run) })
+	s.wg.Go(func() { s.superviseRelay(run) })
 	for i, c := range s.Credits {
 		h := s.Ledgers.Shards[i].CreditHandler(func(ctx context.Context, dead []ledger.CreditMessage) error {
 			data, _ := json.Marshal(ledger.CreditBatch{Credits: dead})
@@ -211,6 +217,57 @@ func (s *System) sweepLoop(ctx context.Context) {
 	}
 }
 
+// RelayStall is how long the relay may have work and publish nothing before
+// it is restarted.
+const RelayStall = 30 * time.Second
+
+// superviseRelay runs the relay and restarts it when it stalls: with work
+// queued and nothing published for RelayStall. (Every wait on the broker
+// is bounded, so a stall means the broker is unreachable or refuses; the
+// restart drops the relay's in-hand batch, which the reconciler re-drives.)
+func (s *System) superviseRelay(ctx context.Context) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.Relay.Run(rctx) }()
+		t := time.NewTicker(time.Second)
+	watch:
+		for {
+			select {
+			case <-done:
+				break watch
+			case <-ctx.Done():
+				break watch
+			case <-t.C:
+				if d := s.Relay.Stalled(); d > RelayStall {
+					s.o.Logger.Warn("relay stalled; restarting it", "stalled_for", d.Round(time.Second), "queued", s.Relay.Queued())
+					s.RelayRestarts.Add(1)
+					break watch
+				}
+			}
+		}
+		t.Stop()
+		cancel()
+		<-done
+	}
+}
+
+// republish is the reconciler's re-drive: straight to the bus, bounded,
+// not through the relay's queue (which may be what is stuck).
+func (s *System) republish(ctx context.Context) func([]ledger.CreditMessage) {
+	return func(msgs []ledger.CreditMessage) {
+		for len(msgs) > 0 {
+			n := min(len(msgs), 5000)
+			if err := s.Relay.PublishNow(ctx, msgs[:n]); err != nil {
+				s.o.Logger.Warn("re-drive of uncredited claims failed; the next pass tries again", "credits", len(msgs), "err", err)
+				return
+			}
+			s.Redriven.Add(int64(n))
+			msgs = msgs[n:]
+		}
+	}
+}
+
 // SetGrace changes how long the reconciler waits before republishing a
 // credit it has not seen applied.
 func (s *System) SetGrace(d time.Duration) { s.grace.Store(int64(d)) }
@@ -227,7 +284,7 @@ func (s *System) Sweep(ctx context.Context) {
 			msgs[i] = packet.RefundMessage(r)
 		}
 		s.Relay.Enqueue(msgs)
-		if _, _, err := set.Settle(ctx, time.Duration(s.grace.Load()), s.applied, s.Relay.Enqueue); err != nil && ctx.Err() == nil {
+		if _, _, err := set.Settle(ctx, time.Duration(s.grace.Load()), s.applied, s.republish(ctx)); err != nil && ctx.Err() == nil {
 			s.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
 		}
 		set.Evict()

@@ -23,6 +23,10 @@ type Relay struct {
 	route func(user int64) int
 	in    chan ledger.CreditMessage
 	log   *slog.Logger
+	// progress is when the relay last published a batch or found nothing
+	// to do (unix nanoseconds): a relay with work and no progress is stuck.
+	progress atomic.Int64
+	busy     atomic.Bool // a batch is in hand
 
 	Published, Dropped atomic.Int64
 }
@@ -32,7 +36,28 @@ func NewRelay(b *bus.Bus, route func(user int64) int, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{bus: b, route: route, in: make(chan ledger.CreditMessage, 200_000), log: log}
+	r := &Relay{bus: b, route: route, in: make(chan ledger.CreditMessage, 200_000), log: log}
+	r.progress.Store(time.Now().UnixNano())
+	return r
+}
+
+// Stalled reports how long the relay has had work without publishing any
+// of it (0 when it is keeping up).
+func (r *Relay) Stalled() time.Duration {
+	if !r.busy.Load() && len(r.in) == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, r.progress.Load()))
+}
+
+// PublishNow publishes msgs directly, bypassing the queue (and whatever
+// holds it up): the reconciler's re-drive path. Each wait is bounded by the
+// bus's ack timeout.
+func (r *Relay) PublishNow(ctx context.Context, msgs []ledger.CreditMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	return r.bus.Publish(ctx, r.pack(msgs))
 }
 
 // Queued is how many credits wait to be published.
@@ -69,12 +94,15 @@ func (r *Relay) Run(ctx context.Context) {
 	pending := make([]ledger.CreditMessage, 0, 8*maxPerMessage)
 	for {
 		pending = pending[:0]
+		r.busy.Store(false)
+		r.progress.Store(time.Now().UnixNano())
 		select {
 		case m := <-r.in:
 			pending = append(pending, m)
 		case <-ctx.Done():
 			return
 		}
+		r.busy.Store(true)
 	fill:
 		for len(pending) < cap(pending) {
 			select {
@@ -87,9 +115,10 @@ func (r *Relay) Run(ctx context.Context) {
 		batch := r.pack(pending)
 		pause := 20 * time.Millisecond
 		for {
-			err := r.bus.Publish(ctx, batch)
+			err := r.bus.Publish(ctx, batch) // bounded by the bus's ack timeout
 			if err == nil {
 				r.Published.Add(int64(len(pending)))
+				r.progress.Store(time.Now().UnixNano())
 				break
 			}
 			if ctx.Err() != nil {
