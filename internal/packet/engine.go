@@ -17,6 +17,7 @@ import (
 
 	"hongbao/internal/ids"
 	"hongbao/internal/money"
+	"hongbao/internal/postgres"
 )
 
 // Options configure a set.
@@ -475,8 +476,19 @@ func (s *Set) commit(batch []*pending) {
 			break
 		}
 		if len(fenced) == 0 {
-			// The database failed the batch: nothing of it is durable.
-			s.log.Error("claim batch failed", "claims", len(ok), "err", err)
+			// The database failed the batch: nothing of it is durable. With
+			// several packets in it, each is written on its own, so that one
+			// packet's trouble fails only its own claims.
+			if byPacket := splitByPacket(ok); len(byPacket) > 1 {
+				for _, one := range byPacket {
+					s.commit(one)
+				}
+				return
+			}
+			s.log.Error("claim batch failed", "claims", len(ok), "packet_id", ok[0].lv.p.ID, "err", err)
+			if postgres.IsUniqueViolation(err, "") {
+				err = fmt.Errorf("%w: %v", ErrFenced, err) // another owner wrote this packet: retry
+			}
 			for _, pc := range ok {
 				pc.lv.broken.Store(true)
 				pc.err = fmt.Errorf("commit claim: %w", err)
@@ -507,6 +519,22 @@ func (s *Set) commit(batch []*pending) {
 	if len(claims) > 0 {
 		s.o.OnCommit(claims)
 	}
+}
+
+// splitByPacket groups claims by packet, in the order they came.
+func splitByPacket(batch []*pending) [][]*pending {
+	idx := map[int64]int{}
+	var out [][]*pending
+	for _, pc := range batch {
+		i, ok := idx[pc.lv.p.ID]
+		if !ok {
+			i = len(out)
+			idx[pc.lv.p.ID] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], pc)
+	}
+	return out
 }
 
 // write inserts the claims and moves each packet's remainder to where its
@@ -555,10 +583,6 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 			pc.c.ID = claimIDs[i]
 			rows[i][0] = claimIDs[i]
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"claims"}, []string{"id", "packet_id", "user_id", "seq", "amount", "created_at"},
-			pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("insert claims: %w", err)
-		}
 		res, err := tx.Query(ctx, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain,
 				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END,
 				closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
@@ -583,6 +607,12 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 				}
 			}
 			return ErrFenced
+		}
+		// Fenced first: the packet rows are now locked at this owner's
+		// epoch, so no other owner's claims can collide with these.
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"claims"}, []string{"id", "packet_id", "user_id", "seq", "amount", "created_at"},
+			pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("insert claims: %w", err)
 		}
 		return nil
 	})

@@ -313,3 +313,48 @@ func TestExpiryRefundsOnce(t *testing.T) {
 	}
 	check(t, s)
 }
+
+// A claim of one packet that cannot be written (here: a row another owner
+// wrote with the same seq) fails only that packet's grab, as a retryable
+// ErrFenced; the other packets' claims in the same batches commit.
+func TestBatchFailureStaysWithItsPacket(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	s := newSet(t, db, c)
+	bad := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 1000, Shares: 10}, c)
+	good := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 10000, Shares: 100}, c)
+	if _, err := s.Grab(t.Context(), bad.ID, 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grab(t.Context(), good.ID, 100); err != nil {
+		t.Fatal(err)
+	}
+	// Seq 2 of the bad packet is taken behind the engine's back.
+	if _, err := db.Exec(t.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at) VALUES (-1, $1, 999, 2, 1, now())`, bad.ID); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var badErr atomic.Value
+	var goodOK atomic.Int64
+	for u := range int64(50) {
+		wg.Go(func() {
+			if _, err := s.Grab(t.Context(), good.ID, 200+u); err == nil {
+				goodOK.Add(1)
+			} else {
+				t.Errorf("grab of the good packet: %v", err)
+			}
+		})
+	}
+	wg.Go(func() {
+		_, err := s.Grab(t.Context(), bad.ID, 101)
+		badErr.Store(fmt.Sprint(err))
+		if !errors.Is(err, packet.ErrFenced) {
+			t.Errorf("grab of the bad packet: %v, want ErrFenced", err)
+		}
+	})
+	wg.Wait()
+	if goodOK.Load() != 50 {
+		t.Fatalf("%d of 50 grabs of the good packet committed (bad: %v)", goodOK.Load(), badErr.Load())
+	}
+}
