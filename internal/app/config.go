@@ -27,6 +27,11 @@ type Config struct {
 	LedgerShards int
 	// Durable keeps fsync and synchronous_commit on in the private cluster.
 	Durable bool
+	// DBConnections is the connection budget of this process on each
+	// PostgreSQL server: the pools of the databases on one server add up to
+	// at most this (0: 90 on an external server, which fits PostgreSQL's
+	// default max_connections of 100; 380 in the private cluster).
+	DBConnections int
 }
 
 // bind registers the shared flags, with HONGBAO_* environment fallbacks
@@ -56,6 +61,11 @@ func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
 	}
 	fs.IntVar(&c.LedgerShards, "ledger-shards", shards, "number of ledger shards (HONGBAO_LEDGER_SHARDS for serve)")
 	fs.BoolVar(&c.Durable, "durable", durable, "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE for serve)")
+	conns := 0
+	if service {
+		conns = envInt("HONGBAO_DB_CONNECTIONS", 0)
+	}
+	fs.IntVar(&c.DBConnections, "db-connections", conns, "connections this process may open on each PostgreSQL server, shared by the pools of its databases there; 0: 90 external, 380 private (HONGBAO_DB_CONNECTIONS for serve)")
 }
 
 // Validate reports every problem at once, in words an operator can act on.
@@ -69,6 +79,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.overrides(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.DBConnections < 0 || (c.DBConnections > 0 && c.DBConnections < 8) {
+		errs = append(errs, fmt.Errorf("--db-connections %d: want 0 (automatic) or at least 8", c.DBConnections))
 	}
 	if c.LedgerShards < 1 || c.LedgerShards > 1024 {
 		errs = append(errs, fmt.Errorf("--ledger-shards is %d; it must be 1..1024", c.LedgerShards))

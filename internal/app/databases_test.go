@@ -2,10 +2,17 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/pgtest"
+	"hongbao/internal/postgres"
 )
 
 // A database named in --database-urls is opened there; the others follow
@@ -25,5 +32,48 @@ func TestDatabaseOverrides(t *testing.T) {
 	}
 	if _, err := d.Open(context.Background(), "hongbao_packet_8", 2); err == nil || !strings.Contains(err.Error(), "hongbao_packet_8") {
 		t.Fatalf("a database not overridden went elsewhere: %v", err)
+	}
+}
+
+// On an external server the databases are created when the role may; when
+// it may not, the error names the database and what to run.
+func TestExternalDatabasesCreated(t *testing.T) {
+	t.Parallel()
+	cl := pgtest.Cluster(t)
+	ctx := t.Context()
+	admin, err := pgx.Connect(ctx, cl.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	role := "nocreate_" + suffix
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+role+" LOGIN PASSWORD 'pw'"); err != nil {
+		t.Fatal(err)
+	}
+	base, err := url.Parse(cl.URL("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := strings.Replace(base.String(), "/x?", "/{db}?", 1)
+
+	// The cluster's own role may create databases: they appear.
+	d := &Databases{cfg: Config{DatabaseURL: template, DBConnections: 90}}
+	d.Plan(map[string]int32{"hongbao_ledger_" + suffix: 64, "hongbao_dtx_" + suffix: 64})
+	pool, err := d.Open(ctx, "hongbao_ledger_"+suffix, 64)
+	if err != nil {
+		t.Fatalf("open a missing database: %v", err)
+	}
+	defer d.Close()
+	if got := pool.Config().MaxConns; got != 45 {
+		t.Fatalf("pool of %d connections; the budget of 90 over two pools of 64 gives 45", got)
+	}
+
+	// A role that may not create databases gets told what to create.
+	base.User = url.UserPassword(role, "pw")
+	d2 := &Databases{cfg: Config{DatabaseURL: strings.Replace(base.String(), "/x?", "/{db}?", 1)}}
+	_, err = d2.Open(ctx, "hongbao_group_"+suffix, 4)
+	if !errors.Is(err, postgres.ErrMissingDatabase) || !strings.Contains(err.Error(), `CREATE DATABASE "hongbao_group_`+suffix+`"`) || strings.Contains(err.Error(), "pw") {
+		t.Fatalf("a role without CREATEDB: %v", err)
 	}
 }

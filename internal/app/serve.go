@@ -132,6 +132,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	if err != nil {
 		return nil, nil, err
 	}
+	dbs.Plan(node.PoolSizes(cfg.LedgerShards, cfg.PacketSets))
 	busDir := filepath.Join(cfg.DataDir, "nats")
 	if cfg.DataDir == "" {
 		busDir = filepath.Join(os.TempDir(), "hongbao-nats")

@@ -25,7 +25,8 @@ func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*Le
 	}
 	ls := &Ledgers{Table: t}
 	for i := range n {
-		pool, err := open(ctx, fmt.Sprintf("hongbao_ledger_%d", i), 64, ledger.Migrations()...)
+		name := LedgerDB(i)
+		pool, err := open(ctx, name, PoolSizes(n, 0)[name], ledger.Migrations()...)
 		if err != nil {
 			return nil, err
 		}
@@ -37,6 +38,31 @@ func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*Le
 		ls.Shards = append(ls.Shards, l)
 	}
 	return ls, nil
+}
+
+// Database names of a node's shards.
+const (
+	GroupDB = "hongbao_group_0"
+	DtxDB   = "hongbao_dtx"
+)
+
+// LedgerDB is the database of ledger shard n.
+func LedgerDB(n int) string { return fmt.Sprintf("hongbao_ledger_%d", n) }
+
+// PacketDB is the database of packet set n.
+func PacketDB(n int) string { return fmt.Sprintf("hongbao_packet_%d", n) }
+
+// PoolSizes is every database a node opens with the largest pool it wants
+// for it; a connection budget per server scales them down (see app).
+func PoolSizes(ledgerShards, packetSets int) map[string]int32 {
+	m := map[string]int32{GroupDB: 32, DtxDB: 64}
+	for i := range ledgerShards {
+		m[LedgerDB(i)] = 64
+	}
+	for i := range packetSets {
+		m[PacketDB(i)] = 32
+	}
+	return m
 }
 
 // For returns the shard that holds a user's wallet.

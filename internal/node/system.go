@@ -109,7 +109,8 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		return nil, err
 	}
 	tab := s.Ledgers.Table
-	gpool, err := open(ctx, "hongbao_group_0", 32, group.Migrations()...)
+	sizes := PoolSizes(o.LedgerShards, o.PacketSets)
+	gpool, err := open(ctx, GroupDB, sizes[GroupDB], group.Migrations()...)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 	s.members = newMemberCache(s.Groups)
 	members := s.members
 	for i := range o.PacketSets {
-		pool, err := open(ctx, fmt.Sprintf("hongbao_packet_%d", i), 32, packet.Migrations()...)
+		pool, err := open(ctx, PacketDB(i), sizes[PacketDB(i)], packet.Migrations()...)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +133,7 @@ func StartSystem(ctx context.Context, open OpenDB, o SystemOptions) (*System, er
 		}
 		s.Sets = append(s.Sets, set)
 	}
-	dpool, err := open(ctx, "hongbao_dtx", 64, dtx.Migrations()...)
+	dpool, err := open(ctx, DtxDB, sizes[DtxDB], dtx.Migrations()...)
 	if err != nil {
 		return nil, err
 	}

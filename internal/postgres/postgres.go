@@ -176,3 +176,62 @@ func IsCheckViolation(err error, constraint string) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23514" && (constraint == "" || pe.ConstraintName == constraint)
 }
+
+// ErrMissingDatabase means a database does not exist on its server and the
+// role may not create it.
+var ErrMissingDatabase = errors.New("database does not exist")
+
+// EnsureDatabase makes sure the database named in url exists on its
+// server, creating it (connected to the server's "postgres" database with
+// the same role) when the role may. When it may not, the error says which
+// database to create and how.
+func EnsureDatabase(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("parse database url: %w", redact(err))
+	}
+	name := cfg.Database
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "3D000" {
+		return fmt.Errorf("connect to %s:%d/%s: %w", cfg.Host, cfg.Port, name, err)
+	}
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err = pgx.ConnectConfig(cctx, admin)
+	if err != nil {
+		return fmt.Errorf("%w: %s on %s:%d, and the role %q cannot connect to the server's postgres database to create it (%v); "+
+			"create it by hand: CREATE DATABASE %s OWNER %s;", ErrMissingDatabase, name, cfg.Host, cfg.Port, cfg.User, err,
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{cfg.User}.Sanitize())
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	if errors.As(err, &pe) && pe.Code == "42P04" { // created meanwhile by another node
+		return nil
+	}
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return fmt.Errorf("%w: %s on %s:%d, and the role %q may not create databases; "+
+			"create it by hand (CREATE DATABASE %s OWNER %s;) or grant CREATEDB (ALTER ROLE %s CREATEDB;)",
+			ErrMissingDatabase, name, cfg.Host, cfg.Port, cfg.User, pgx.Identifier{name}.Sanitize(),
+			pgx.Identifier{cfg.User}.Sanitize(), pgx.Identifier{cfg.User}.Sanitize())
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s on %s:%d: %w", name, cfg.Host, cfg.Port, err)
+	}
+	return nil
+}
+
+// ServerOf names the server a URL points at (host:port), for connection
+// budgets.
+func ServerOf(url string) string {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return url
+	}
+	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+}
