@@ -173,6 +173,11 @@ type Coordinator struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// orphans are transactions this coordinator stopped driving but could
+	// not hand over to recovery (the log was down): their leases are ended
+	// as soon as the log answers again, instead of at lease end.
+	orphanMu sync.Mutex
+	orphans  []string
 	// Metrics are read by the API's /metrics and the demo's summary.
 	Metrics Metrics
 }
@@ -256,6 +261,9 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		VALUES ($1, $2, 'trying', $3, $4, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING`,
 		s.GID, string(s.Kind), branches, r.tryDeadline, c.o.ID, r.tryDeadline.Add(c.o.Lease), now)
 	if err != nil {
+		// The row may have been written with the answer lost: if it was, its
+		// lease is ours, so hand it to recovery as soon as the log answers.
+		c.orphan(s.GID)
 		return Result{}, fmt.Errorf("dtx: log %s: %w", s.GID, err)
 	}
 	if n == 0 {
@@ -280,7 +288,9 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		// The log holds the transaction: whatever stopped this driver,
 		// recovery finishes it. Hand it over now rather than at lease end.
 		if !errors.Is(err, errLeaseLost) {
-			_ = c.schedule(context.WithoutCancel(ctx), r, err.Error())
+			if serr := c.schedule(context.WithoutCancel(ctx), r, err.Error()); serr != nil {
+				c.orphan(r.gid) // the log was unreachable: hand it over when it is back
+			}
 		}
 		c.slog.Info("global transaction left pending", "gid", r.gid, "state", r.state, "err", err)
 		return c.pending(r), nil

@@ -41,6 +41,7 @@ func (c *Coordinator) Start(ctx context.Context) {
 		defer close(work)
 		lastPurge := time.Time{}
 		for ctx.Err() == nil {
+			c.handOver(ctx)
 			batch, err := c.claim(ctx, 2*c.o.Workers)
 			if err != nil && ctx.Err() == nil {
 				c.slog.Warn("recovery claim failed", "err", err)
@@ -67,6 +68,30 @@ func (c *Coordinator) Start(ctx context.Context) {
 			}
 		}
 	})
+}
+
+func (c *Coordinator) orphan(gid string) {
+	c.orphanMu.Lock()
+	c.orphans = append(c.orphans, gid)
+	c.orphanMu.Unlock()
+}
+
+// handOver ends this coordinator's leases on its orphans.
+func (c *Coordinator) handOver(ctx context.Context) {
+	c.orphanMu.Lock()
+	gids := c.orphans
+	c.orphans = nil
+	c.orphanMu.Unlock()
+	if len(gids) == 0 {
+		return
+	}
+	now := c.o.Now()
+	if _, err := c.db.Exec(ctx, `UPDATE dtx_global SET lease_until = $3, next_attempt = least(next_attempt, $3)
+		WHERE gid = ANY($1) AND owner = $2 AND finished_at IS NULL`, gids, c.o.ID, now); err != nil {
+		c.orphanMu.Lock()
+		c.orphans = append(c.orphans, gids...)
+		c.orphanMu.Unlock()
+	}
 }
 
 // TakeOver ends at once the leases held by earlier incarnations of this

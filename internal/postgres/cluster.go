@@ -262,3 +262,16 @@ func (c *Cluster) stopServer() error {
 	}
 	return nil
 }
+
+// RestartImmediate restarts the server in immediate mode (no checkpoint,
+// sessions cut: what a crash and a supervisor restart look like), on the
+// same port, as an operator would.
+func (c *Cluster) RestartImmediate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := c.run(ctx, "pg_ctl", "-D", c.dataDir, "-w", "-t", "60", "-m", "immediate", "-l", filepath.Join(c.opts.Dir, "server.log"), "restart")
+	if err != nil {
+		return fmt.Errorf("pg_ctl restart: %w: %s", err, out)
+	}
+	return nil
+}
