@@ -271,3 +271,66 @@ func TestReadsAreAuthorized(t *testing.T) {
 	}
 	_, _ = s, m
 }
+
+// A refused request leaves its key free, and is refused again when retried
+// as it was: a retry never skips a check.
+func TestRefusedRequestsStayRefused(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	_, otok := a.funded("100.00")
+	_, xtok := a.funded("100.00")
+	g := a.must(a.do("POST", "/v1/groups", otok, "g", map[string]any{"capacity": 3}), 201).body["id"]
+	for name, body := range map[string]map[string]any{
+		"non-member":      {"kind": "lucky", "group": g, "amount": "10.00", "shares": 1},
+		"no such group":   {"kind": "lucky", "group": 123456789, "amount": "10.00", "shares": 1},
+		"too many shares": {"kind": "equal", "group": g, "amount": "10.00", "shares": 4},
+	} {
+		first := a.do("POST", "/v1/packets", xtok, "K-"+name, body)
+		again := a.do("POST", "/v1/packets", xtok, "K-"+name, body)
+		if first.status < 400 || first.status >= 500 || again.status != first.status || again.code() != first.code() {
+			t.Fatalf("%s: first %d %s, retry %d %s", name, first.status, first.raw, again.status, again.raw)
+		}
+	}
+	if got := a.balance(xtok); got != "100.00/0.00" {
+		t.Fatalf("refused sends changed the wallet: %s", got)
+	}
+	// A 4xx leaves the key free for the corrected request.
+	if r := a.do("POST", "/v1/groups", otok, "k23", map[string]any{"capacity": 0}); r.status != 400 {
+		t.Fatalf("capacity 0: %d %s", r.status, r.raw)
+	}
+	a.must(a.do("POST", "/v1/groups", otok, "k23", map[string]any{"capacity": 5}), 201)
+	if r := a.do("POST", "/v1/groups/777/join", xtok, "kj", nil); r.status != 404 {
+		t.Fatalf("join of a missing group: %d %s", r.status, r.raw)
+	}
+	a.must(a.do("POST", fmt.Sprintf("/v1/groups/%.0f/join", g), xtok, "kj", nil), 200)
+}
+
+// Packets are within the largest single amount, and money that cannot be
+// refused later (a one-to-one packet's credit, an entry fee) is refused up
+// front for a wallet that is already full.
+func TestLimitsCoverPacketsAndFees(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	adm := token(t, httpapi.Claims{Admin: true})
+	_, stok := a.funded("1000.00")
+	full, ftok := a.funded("1000000.00")
+	for i := range 99 {
+		a.must(a.do("POST", "/v1/admin/deposits", adm, fmt.Sprint("fill-", i), map[string]any{"user": full, "amount": "1000000.00"}), 200)
+	}
+	if r := a.do("POST", "/v1/packets", stok, "big", map[string]any{"kind": "single", "receiver": full, "amount": "1000000.01"}); r.status != 400 {
+		t.Fatalf("a packet above the largest single amount: %d %s", r.status, r.raw)
+	}
+	if r := a.do("POST", "/v1/packets", stok, "to-full", map[string]any{"kind": "single", "receiver": full, "amount": "1.00"}); r.status != 409 || r.code() != "balance_limit" {
+		t.Fatalf("a one-to-one packet to a full wallet: %d %s", r.status, r.raw)
+	}
+	g := a.must(a.do("POST", "/v1/groups", ftok, "g", map[string]any{"capacity": 5, "fee": "1.00"}), 201).body["id"]
+	if r := a.do("POST", fmt.Sprintf("/v1/groups/%.0f/join", g), stok, "j", nil); r.status != 409 || r.code() != "balance_limit" {
+		t.Fatalf("paying a fee to a full owner: %d %s", r.status, r.raw)
+	}
+	if a.balance(stok) != "1000.00/0.00" || a.balance(ftok) != "100000000.00/0.00" {
+		t.Fatalf("wallets %s and %s", a.balance(stok), a.balance(ftok))
+	}
+	if r := a.do("POST", "/v1/transfers", stok, "huge-id", map[string]any{"to": int64(1) << 53, "amount": "1.00"}); r.status != 400 {
+		t.Fatalf("a user id above 2^53: %d %s", r.status, r.raw)
+	}
+}

@@ -164,6 +164,9 @@ func New(ctx context.Context, db *pgxpool.Pool, opts Options) (*Ledger, error) {
 	return l, nil
 }
 
+// MaxBalance is the largest balance a wallet may be given by choice.
+func (l *Ledger) MaxBalance() money.Amount { return money.Amount(l.maxBalance) }
+
 // Shard is the shard number this ledger serves.
 func (l *Ledger) Shard() int { return l.shard }
 

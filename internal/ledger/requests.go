@@ -79,6 +79,16 @@ func (l *Ledger) FinishRequest(ctx context.Context, user int64, key string, stat
 	return nil
 }
 
+// ForgetRequest drops a record that has no answer: its request was refused
+// before it changed anything, so the key is free for a corrected request.
+func (l *Ledger) ForgetRequest(ctx context.Context, user int64, key string) error {
+	_, err := l.db.Exec(ctx, `DELETE FROM request_keys WHERE user_id = $1 AND key = $2 AND status IS NULL`, user, key)
+	if err != nil {
+		return fmt.Errorf("forget request key %q of user %d: %w", key, user, err)
+	}
+	return nil
+}
+
 // PurgeRequests forgets request records older than before, up to limit.
 func (l *Ledger) PurgeRequests(ctx context.Context, before time.Time, limit int) (int64, error) {
 	tag, err := l.db.Exec(ctx, `DELETE FROM request_keys WHERE ctid = ANY (ARRAY(

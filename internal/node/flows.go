@@ -85,6 +85,12 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 // ErrFlowInvalid wraps bad input to a flow.
 var ErrFlowInvalid = errors.New("invalid request")
 
+// MaxUserID is the largest user id: 2^53-1, so that every JSON client
+// (JavaScript's numbers included) reads ids exactly.
+const MaxUserID = 1<<53 - 1
+
+func validUser(u int64) bool { return u > 0 && u <= MaxUserID }
+
 // DefaultMaxAmount is the default largest single transfer or deposit:
 // 1,000,000.00.
 const DefaultMaxAmount money.Amount = 1_000_000_00
@@ -110,7 +116,7 @@ func definite(gid string, err error) (dtx.Result, bool, error) {
 // key names this one transfer whichever path serves it: a replay answers
 // the same, another request with the key is ledger.ErrIdempotencyConflict.
 func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount money.Amount) (dtx.Result, error) {
-	if from <= 0 || to <= 0 || from == to || key == "" {
+	if !validUser(from) || !validUser(to) || from == to || key == "" {
 		return dtx.Result{}, fmt.Errorf("%w: transfer %d -> %d of %s (key %q)", ErrFlowInvalid, from, to, amount, key)
 	}
 	if err := f.checkAmount("transfer", amount); err != nil {
@@ -147,7 +153,7 @@ type DepositResult struct {
 // Deposit credits a user from outside (an operator's act; operator is the
 // acting operator's id, 0 for any). The key names this one deposit.
 func (f *Flows) Deposit(ctx context.Context, key string, operator, user int64, amount money.Amount) (DepositResult, error) {
-	if user <= 0 || operator < 0 {
+	if !validUser(user) || operator < 0 {
 		return DepositResult{}, fmt.Errorf("%w: deposit to user %d", ErrFlowInvalid, user)
 	}
 	if err := f.checkAmount("deposit", amount); err != nil {
@@ -181,6 +187,15 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 			return dtx.Result{}, false, err
 		}
 		gid := fmt.Sprintf("join:%d:%d:%s", groupID, user, key)
+		if g.Fee > 0 {
+			if _, err := f.Coord.Get(ctx, gid); errors.Is(err, dtx.ErrNotFound) {
+				if err := f.room(ctx, g.Owner, g.Fee); err != nil {
+					return dtx.Result{}, false, err
+				}
+			} else if err != nil {
+				return dtx.Result{}, false, err
+			}
+		}
 		if g.Fee == 0 {
 			if _, err := f.Groups.Join(ctx, group.JoinRequest{GroupID: groupID, User: user}); err != nil {
 				return dtx.Result{}, false, err
@@ -259,6 +274,12 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 	if err := p.Validate(f.Limits); err != nil {
 		return p, dtx.Result{}, err
 	}
+	if p.Amount > f.maxAmount() {
+		return p, dtx.Result{}, fmt.Errorf("%w: %s is above the largest single amount %s", packet.ErrInvalid, p.Amount, f.maxAmount())
+	}
+	if !validUser(p.Receiver) && p.Kind == packet.Single {
+		return p, dtx.Result{}, fmt.Errorf("%w: receiver %d", packet.ErrInvalid, p.Receiver)
+	}
 	req := struct {
 		Kind      string        `json:"kind"`
 		Receiver  int64         `json:"receiver"`
@@ -280,12 +301,22 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 		if err != nil {
 			return SendResult{}, false, err
 		}
-		if fresh && p.Kind != packet.Single {
+		gid := fmt.Sprintf("send:%d:%s", p.Sender, key)
+		// The checks run unless the send is already under way (a replay of
+		// a send still pending): a refused send is refused every time.
+		started := false
+		if !fresh {
+			_, err := f.Coord.Get(ctx, gid)
+			if err != nil && !errors.Is(err, dtx.ErrNotFound) {
+				return SendResult{}, false, err
+			}
+			started = err == nil
+		}
+		if !started {
 			if err := f.sendable(ctx, p); err != nil {
 				return SendResult{}, false, err
 			}
 		}
-		gid := fmt.Sprintf("send:%d:%s", p.Sender, key)
 		dctx, cancel := detached(ctx)
 		defer cancel()
 		res, err := f.Coord.Run(dctx, SendSpec(f.Ledgers, gid, p))
@@ -312,8 +343,14 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 	return r.Packet, r.Result, nil
 }
 
-// sendable checks a group packet's sender and shares against the group.
+// sendable checks a packet against the limits that depend on state: a
+// one-to-one packet's receiver must have room for it (the credit of a
+// grab is never refused later); a group packet's sender must be a member
+// and the group have at least as many members as shares.
 func (f *Flows) sendable(ctx context.Context, p packet.Packet) error {
+	if p.Kind == packet.Single {
+		return f.room(ctx, p.Receiver, p.Amount)
+	}
 	g, err := f.Groups.Get(ctx, p.Group)
 	if err != nil {
 		return err
@@ -327,6 +364,21 @@ func (f *Flows) sendable(ctx context.Context, p packet.Packet) error {
 	}
 	if p.Shares > g.MemberCount {
 		return fmt.Errorf("%w: %d shares for a group of %d", packet.ErrInvalid, p.Shares, g.MemberCount)
+	}
+	return nil
+}
+
+// room refuses money for a wallet that is already too full to take it.
+// It is checked up front for money that must not be refused later (a
+// packet's credit, an entry fee): a check, not a reservation, so a wallet
+// near its maximum can pass it by what is in flight.
+func (f *Flows) room(ctx context.Context, user int64, amount money.Amount) error {
+	w, err := f.Ledgers.For(user).Wallet(ctx, user)
+	if err != nil {
+		return err
+	}
+	if max := f.Ledgers.For(user).MaxBalance(); w.Balance+amount > max {
+		return fmt.Errorf("%w: user %d has %s of at most %s", ledger.ErrBalanceLimit, user, w.Balance, max)
 	}
 	return nil
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 
+	"hongbao/internal/group"
 	"hongbao/internal/ledger"
+	"hongbao/internal/packet"
 )
 
 // requests keeps every API idempotency key in one place: the record of
@@ -59,6 +62,19 @@ func (r *requests) lock(ctx context.Context, k flightKey) (unlock func(), err er
 		release()
 		return nil, ctx.Err()
 	}
+}
+
+// refused reports an error that says a request was refused before it
+// changed anything.
+func refused(err error) bool {
+	for _, e := range []error{ErrFlowInvalid, ledger.ErrInvalid, ledger.ErrBalanceLimit, ledger.ErrInsufficientFunds,
+		packet.ErrInvalid, packet.ErrNotGroupMember, packet.ErrNotFound,
+		group.ErrInvalid, group.ErrNotFound, group.ErrGroupFull, group.ErrBanned, group.ErrConflict, group.ErrAlreadyMember} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestHash digests the operation and every field of the request.
@@ -119,6 +135,15 @@ func once[T any](ctx context.Context, r *requests, user int64, key, op string, r
 		}
 	}
 	res, final, err := run(ctx, fresh)
+	if err != nil && refused(err) {
+		// Refused before anything changed (bad input, a missing or full
+		// group, a wallet without room): the key stays free, so that the
+		// corrected request can use it.
+		if ferr := l.ForgetRequest(context.WithoutCancel(ctx), user, key); ferr != nil {
+			return res, errors.Join(err, ferr)
+		}
+		return res, err
+	}
 	if err != nil || !final {
 		return res, err
 	}
