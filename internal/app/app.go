@@ -3,6 +3,8 @@ package app
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,9 +37,12 @@ func commands() []command {
 // Main runs one subcommand and returns the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || (args[0] == "help" && len(args) == 1) {
 		usage(stdout)
 		return 0
+	}
+	if args[0] == "help" {
+		args = []string{args[1], "-h"} // help serve = serve -h
 	}
 	if path := os.Getenv("HONGBAO_CPUPROFILE"); path != "" {
 		if f, err := os.Create(path); err == nil {
@@ -47,11 +52,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			if err := c.run(ctx, args[1:], stdout, log); err != nil {
-				fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
-				return 1
+			err := c.run(ctx, args[1:], stdout, log)
+			var ue usageError
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0 // -h: the flag package printed the usage
+			case errors.As(err, &ue):
+				return 2 // the flag package printed what is wrong and the usage
+			case ctx.Err() != nil && errors.Is(err, context.Canceled):
+				return 130 // interrupted
 			}
-			return 0
+			fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
+			return 1
 		}
 	}
 	fmt.Fprintf(stderr, "hongbao: unknown command %q\n", args[0])
@@ -67,6 +81,19 @@ func usage(w io.Writer) {
 	}
 	b.WriteString("\nRun hongbao <command> -h for its flags.\n")
 	io.WriteString(w, b.String())
+}
+
+// usageError is a command line the flag package refused.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err}
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

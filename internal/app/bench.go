@@ -18,8 +18,8 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
-	if len(args) == 0 {
-		return fmt.Errorf("which scenario? hongbao bench hot-packet|spring-festival|transfer|ledger")
+	if len(args) == 0 || isHelp(args[0]) {
+		return verbs(out, args, "hongbao bench hot-packet|spring-festival|transfer|ledger [flags]; hongbao bench <scenario> -h for its flags")
 	}
 	switch args[0] {
 	case "ledger":
@@ -94,7 +94,7 @@ func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Lo
 	fs.IntVar(&o.Stripes, "stripes", 16, "stripes per system account")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	dbs, closeAll, err := benchDatabases(ctx, cfg, log)
 	if err != nil {

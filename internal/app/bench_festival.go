@@ -55,7 +55,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	d := fs.Duration("duration", 10*time.Second, "length of the run")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	progress := out
 	if *asJSON {

@@ -51,7 +51,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	shares := fs.Int("shares", 400_000, "shares of the hot packet (and members of its group)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	progress := out
 	if *asJSON {

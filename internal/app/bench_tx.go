@@ -48,7 +48,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
 	firstUser := fs.Int64("first-user", 20_000_000, "first user id (with --url)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	if *url != "" {
 		return benchTransferHTTP(ctx, *url, *secret, *users, *workers, *d, *firstUser, *asJSON, out)

@@ -87,13 +87,25 @@ func printJSON(out io.Writer, b json.RawMessage) error {
 	return enc.Encode(v)
 }
 
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "help" }
+
+// verbs prints a command's verbs: as help (exit 0) when asked for, as a
+// usage error (exit 2) when none was given.
+func verbs(out io.Writer, args []string, text string) error {
+	if len(args) == 0 {
+		return usageErr(errors.New("which one? " + text))
+	}
+	fmt.Fprintln(out, "usage: "+text)
+	return flag.ErrHelp
+}
+
 // sub runs a client subcommand: parse, call, print.
 func sub(ctx context.Context, name string, args []string, out io.Writer, setup func(fs *flag.FlagSet) func(c *client) (method, path string, body any, key string, err error)) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	c := clientFlags(fs)
 	build := setup(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	method, path, body, key, err := build(c)
 	if err != nil {
@@ -141,8 +153,8 @@ func runDeposit(ctx context.Context, args []string, out io.Writer, _ *slog.Logge
 }
 
 func runPacket(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
-	if len(args) == 0 {
-		return errors.New("hongbao packet send|grab|show|sent|received")
+	if len(args) == 0 || isHelp(args[0]) {
+		return verbs(out, args, "hongbao packet send|grab|show|sent|received [flags]; hongbao packet <verb> -h for its flags")
 	}
 	switch args[0] {
 	case "send":
@@ -184,8 +196,8 @@ func runPacket(ctx context.Context, args []string, out io.Writer, _ *slog.Logger
 }
 
 func runGroup(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
-	if len(args) == 0 {
-		return errors.New("hongbao group create|join|show|members")
+	if len(args) == 0 || isHelp(args[0]) {
+		return verbs(out, args, "hongbao group create|join|show|members [flags]; hongbao group <verb> -h for its flags")
 	}
 	verb := args[0]
 	return sub(ctx, "group "+verb, args[1:], out, func(fs *flag.FlagSet) func(*client) (string, string, any, string, error) {

@@ -32,6 +32,9 @@ type Config struct {
 	// at most this (0: 90 on an external server, which fits PostgreSQL's
 	// default max_connections of 100; 380 in the private cluster).
 	DBConnections int
+	// envErrs are HONGBAO_* values that could not be read: Validate
+	// reports them, nothing starts on a guess.
+	envErrs []error
 }
 
 // bind registers the shared flags, with HONGBAO_* environment fallbacks
@@ -57,20 +60,20 @@ func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
 	shards := 2
 	durable := true
 	if service {
-		shards, durable = envInt("HONGBAO_LEDGER_SHARDS", 2), envBool("HONGBAO_DURABLE", true)
+		shards, durable = c.envInt("HONGBAO_LEDGER_SHARDS", 2), c.envBool("HONGBAO_DURABLE", true)
 	}
 	fs.IntVar(&c.LedgerShards, "ledger-shards", shards, "number of ledger shards (HONGBAO_LEDGER_SHARDS for serve)")
 	fs.BoolVar(&c.Durable, "durable", durable, "fsync and synchronous_commit on in the private cluster (HONGBAO_DURABLE for serve)")
 	conns := 0
 	if service {
-		conns = envInt("HONGBAO_DB_CONNECTIONS", 0)
+		conns = c.envInt("HONGBAO_DB_CONNECTIONS", 0)
 	}
 	fs.IntVar(&c.DBConnections, "db-connections", conns, "connections this process may open on each PostgreSQL server, shared by the pools of its databases there; 0: 90 external, 380 private (HONGBAO_DB_CONNECTIONS for serve)")
 }
 
 // Validate reports every problem at once, in words an operator can act on.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := append([]error(nil), c.envErrs...)
 	if c.DatabaseURL == "" && c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is empty and no --database-url is given: one of them is needed"))
 	}
@@ -122,42 +125,46 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
+func (c *Config) envInt(name string, def int) int {
 	if v, ok := os.LookupEnv(name); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
+		x, err := strconv.Atoi(v)
+		if err == nil {
+			return x
 		}
-		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a whole number\n", name, v)
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number", name, v))
 	}
 	return def
 }
 
-func envBool(name string, def bool) bool {
+func (c *Config) envBool(name string, def bool) bool {
 	if v, ok := os.LookupEnv(name); ok {
-		if b, err := strconv.ParseBool(v); err == nil {
-			return b
+		x, err := strconv.ParseBool(v)
+		if err == nil {
+			return x
 		}
-		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not true or false\n", name, v)
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not true or false", name, v))
 	}
 	return def
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
+func (c *Config) envDuration(name string, def time.Duration) time.Duration {
 	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
+		x, err := time.ParseDuration(v)
+		if err == nil {
+			return x
 		}
-		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not a duration like 10s\n", name, v)
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration like 10s", name, v))
 	}
 	return def
 }
 
-func envAmount(name string, def money.Amount) money.Amount {
+func (c *Config) envAmount(name string, def money.Amount) money.Amount {
 	if v, ok := os.LookupEnv(name); ok {
-		if a, err := money.Parse(v); err == nil {
-			return a
+		x, err := money.Parse(v)
+		if err == nil {
+			return x
 		}
-		fmt.Fprintf(os.Stderr, "hongbao: ignoring %s=%q: not an amount like 1000000.00\n", name, v)
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an amount like 1000000.00", name, v))
 	}
 	return def
 }

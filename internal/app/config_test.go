@@ -85,3 +85,24 @@ func TestDemoIgnoresServiceEnvironment(t *testing.T) {
 		t.Fatalf("demo picked up the service's environment: %+v", c)
 	}
 }
+
+// A HONGBAO_* value that cannot be read stops serve instead of being
+// replaced by the default.
+func TestBadEnvironmentRefused(t *testing.T) {
+	t.Setenv("HONGBAO_LEDGER_SHARDS", "4 ")
+	t.Setenv("HONGBAO_REQUEST_TIMEOUT", "soon")
+	t.Setenv("HONGBAO_TOKEN_SECRET", strings.Repeat("s", 32))
+	t.Setenv("HONGBAO_DATABASE_URLS", "hongbao_packet_9=postgres://x@127.0.0.1:2/p9")
+	var c ServeConfig
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	c.bind(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Validate()
+	for _, want := range []string{"HONGBAO_LEDGER_SHARDS", "HONGBAO_REQUEST_TIMEOUT", "hongbao_packet_9"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate does not report %s: %v", want, err)
+		}
+	}
+}

@@ -28,7 +28,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	sets := fs.Int("packet-sets", 2, "number of packet sets")
 	keep := fs.Bool("keep", false, "keep the private cluster's folder afterwards")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	dir := cfg.DataDir
 	if dir == "" {

@@ -43,15 +43,15 @@ func (c *ServeConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", env("HONGBAO_ADDR", "127.0.0.1:8080"), "listen address (HONGBAO_ADDR)")
 	secretVar(fs, &c.TokenSecret, "token-secret", "HONGBAO_TOKEN_SECRET", "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
 	fs.StringVar(&c.NatsURL, "nats-url", env("HONGBAO_NATS_URL", ""), "NATS cluster URL; empty runs JetStream in this process (HONGBAO_NATS_URL)")
-	fs.IntVar(&c.PacketSets, "packet-sets", envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
-	fs.DurationVar(&c.Timeout, "request-timeout", envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
+	fs.IntVar(&c.PacketSets, "packet-sets", c.envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
+	fs.DurationVar(&c.Timeout, "request-timeout", c.envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
-	fs.IntVar(&c.NatsReplicas, "nats-replicas", envInt("HONGBAO_NATS_REPLICAS", 0), "replicas of the JetStream stream; 0: 1 in process, min(3, servers) on a cluster (HONGBAO_NATS_REPLICAS)")
+	fs.IntVar(&c.NatsReplicas, "nats-replicas", c.envInt("HONGBAO_NATS_REPLICAS", 0), "replicas of the JetStream stream; 0: 1 in process, min(3, servers) on a cluster (HONGBAO_NATS_REPLICAS)")
 	fs.StringVar(&c.NodeID, "node-id", env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
 	c.MaxAmount, c.MaxBalance = node.DefaultMaxAmount, ledger.DefaultMaxBalance
-	fs.TextVar(&c.MaxAmount, "max-amount", envAmount("HONGBAO_MAX_AMOUNT", node.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
-	fs.TextVar(&c.MaxBalance, "max-balance", envAmount("HONGBAO_MAX_BALANCE", ledger.DefaultMaxBalance), "largest wallet balance, in yuan (HONGBAO_MAX_BALANCE)")
-	fs.DurationVar(&c.TxRetention, "tx-retention", envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
+	fs.TextVar(&c.MaxAmount, "max-amount", c.envAmount("HONGBAO_MAX_AMOUNT", node.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
+	fs.TextVar(&c.MaxBalance, "max-balance", c.envAmount("HONGBAO_MAX_BALANCE", ledger.DefaultMaxBalance), "largest wallet balance, in yuan (HONGBAO_MAX_BALANCE)")
+	fs.DurationVar(&c.TxRetention, "tx-retention", c.envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
 // Validate reports every problem at once.
@@ -75,6 +75,14 @@ func (c *ServeConfig) Validate() error {
 	if c.MaxAmount < 1 || c.MaxBalance < c.MaxAmount || c.MaxBalance > money.Max {
 		errs = append(errs, fmt.Errorf("--max-amount %s and --max-balance %s: want 0.01 <= max-amount <= max-balance <= %s", c.MaxAmount, c.MaxBalance, money.Max))
 	}
+	if ov, err := c.overrides(); err == nil {
+		known := node.PoolSizes(c.LedgerShards, c.PacketSets)
+		for name := range ov {
+			if _, ok := known[name]; !ok {
+				errs = append(errs, fmt.Errorf("--database-urls names %s, which this node does not have (with %d ledger shards and %d packet sets)", name, c.LedgerShards, c.PacketSets))
+			}
+		}
+	}
 	if c.NatsReplicas < 0 || c.NatsReplicas > 5 {
 		errs = append(errs, fmt.Errorf("--nats-replicas %d: want 0 (automatic) or 1..5", c.NatsReplicas))
 	}
@@ -89,7 +97,7 @@ func runServe(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	var cfg ServeConfig
 	cfg.bind(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -190,7 +198,7 @@ func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	newSecret := fs.Bool("new-secret", false, "print a fresh random secret and exit")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageErr(err)
 	}
 	if *newSecret {
 		b := make([]byte, 32)

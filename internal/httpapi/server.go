@@ -6,9 +6,11 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"time"
@@ -115,8 +117,17 @@ func New(sys *node.System, o Options) (*Server, error) {
 	return s, nil
 }
 
-// Handler is the root handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the root handler. A path that is not clean (//x, /./x, /x/)
+// is not redirected: it is no route, answered in JSON like any other.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
+			writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + strconv.Quote(p)})
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
 
 func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.pattern
@@ -212,11 +223,26 @@ func writeError(w http.ResponseWriter, e *apiError) int {
 }
 
 func pathID(r *http.Request, name string) (int64, error) {
-	v, err := strconv.ParseInt(r.PathValue(name), 10, 64)
-	if err != nil || v <= 0 {
+	v, ok := digitsInt(r.PathValue(name))
+	if !ok || v <= 0 {
 		return 0, bad("bad_id", fmt.Sprintf("%s %q is not a positive id", name, r.PathValue(name)))
 	}
 	return v, nil
+}
+
+// digitsInt reads a whole number written only with digits (no sign, no
+// spaces), as ids and cursors are.
+func digitsInt(s string) (int64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil
 }
 
 func queryInt(r *http.Request, name string, def int64) (int64, error) {
@@ -224,11 +250,34 @@ func queryInt(r *http.Request, name string, def int64) (int64, error) {
 	if s == "" {
 		return def, nil
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 {
+	v, ok := digitsInt(s)
+	if !ok {
 		return 0, bad("bad_query", fmt.Sprintf("%s=%q is not a whole number", name, s))
 	}
 	return v, nil
+}
+
+// queryLimit reads a page size: def when absent, else 1..max.
+func queryLimit(r *http.Request, def, max int64) (int, error) {
+	v, err := queryInt(r, "limit", def)
+	if err != nil {
+		return 0, err
+	}
+	if v < 1 || v > max {
+		return 0, bad("bad_query", fmt.Sprintf("limit must be 1..%d", max))
+	}
+	return int(v), nil
+}
+
+func queryBool(r *http.Request, name string) (bool, error) {
+	switch s := r.URL.Query().Get(name); s {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, bad("bad_query", fmt.Sprintf("%s=%q: want true or false", name, s))
+	}
 }
 
 func idemKey(r *http.Request) string { return r.Header.Get("Idempotency-Key") }
@@ -254,11 +303,11 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	limit, err := queryInt(r, "limit", 50)
+	limit, err := queryLimit(r, 50, 1000)
 	if err != nil {
 		return 0, nil, err
 	}
-	es, next, err := s.sys.Ledgers.For(c.User).Statement(r.Context(), c.User, before, int(limit))
+	es, next, err := s.sys.Ledgers.For(c.User).Statement(r.Context(), c.User, before, limit)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -416,7 +465,11 @@ func (s *Server) isParty(ctx context.Context, d packet.Detail, user int64) (bool
 	if p.Kind == packet.Single {
 		return false, nil
 	}
-	return s.sys.Groups.IsMember(ctx, p.Group, user)
+	in, err := s.sys.Groups.IsMember(ctx, p.Group, user)
+	if errors.Is(err, group.ErrNotFound) {
+		return false, nil
+	}
+	return in, err
 }
 
 // groupReader checks that the caller may read group id: a member or an
@@ -427,11 +480,11 @@ func (s *Server) groupReader(ctx context.Context, id int64, c Claims) error {
 		return err
 	}
 	in, err := s.sys.Groups.IsMember(ctx, id, c.User)
-	if err != nil {
+	if err != nil && !errors.Is(err, group.ErrNotFound) {
 		return err
 	}
 	if !in {
-		return fmt.Errorf("%w: %d", group.ErrNotFound, id)
+		return fmt.Errorf("%w: %d", group.ErrNotFound, id) // the same words whether it exists or not
 	}
 	return nil
 }
@@ -475,14 +528,11 @@ func page(r *http.Request) (int64, int, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	limit, err := queryInt(r, "limit", 50)
+	limit, err := queryLimit(r, 50, 500)
 	if err != nil {
 		return 0, 0, err
 	}
-	if limit < 1 || limit > 500 {
-		return 0, 0, bad("bad_query", "limit must be 1..500")
-	}
-	return before, int(limit), nil
+	return before, limit, nil
 }
 
 func cmpDesc(a, b int64) int {
@@ -557,14 +607,11 @@ func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	limit, err := queryInt(r, "limit", 100)
+	limit, err := queryLimit(r, 100, 1000)
 	if err != nil {
 		return 0, nil, err
 	}
-	if limit < 1 || limit > 1000 {
-		return 0, nil, bad("bad_query", "limit must be 1..1000")
-	}
-	ms, err := s.sys.Groups.Members(r.Context(), id, after, int(limit))
+	ms, err := s.sys.Groups.Members(r.Context(), id, after, limit)
 	return 200, map[string]any{"members": nonNil(ms)}, err
 }
 
@@ -572,7 +619,11 @@ func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 
 func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
 	q := r.URL.Query()
-	limit, err := queryInt(r, "limit", 50)
+	limit, err := queryLimit(r, 50, 1000)
+	if err != nil {
+		return 0, nil, err
+	}
+	unfinished, err := queryBool(r, "unfinished")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -580,7 +631,7 @@ func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
 	if !slices.Contains([]dtx.State{"", dtx.Trying, dtx.Confirming, dtx.Cancelling, dtx.Committed, dtx.Cancelled}, state) {
 		return 0, nil, bad("bad_query", fmt.Sprintf("state %q is not one of trying, confirming, cancelling, committed, cancelled", state))
 	}
-	gs, err := s.sys.Coord.List(r.Context(), dtx.Filter{State: state, Unfinished: q.Get("unfinished") == "true", Limit: int(limit)})
+	gs, err := s.sys.Coord.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Limit: limit})
 	return 200, map[string]any{"transactions": nonNil(gs)}, err
 }
 
