@@ -92,7 +92,7 @@ func (c *ServeConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-func runServe(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+func runServe(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var cfg ServeConfig
 	cfg.bind(fs)
@@ -102,7 +102,7 @@ func runServe(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if cfg.DataDir != "" {
 		abs, err := filepath.Abs(cfg.DataDir)
 		if err != nil {

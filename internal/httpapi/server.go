@@ -46,7 +46,6 @@ type Server struct {
 	reg     *prometheus.Registry
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
-	ready   func(context.Context) error
 }
 
 type route struct {
