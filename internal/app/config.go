@@ -37,22 +37,22 @@ type Config struct {
 	envErrs []error
 }
 
-// bind registers the shared flags, with HONGBAO_* environment fallbacks
+// Bind registers the shared flags, with HONGBAO_* environment fallbacks
 // when defaultDataDir is set (serve). Without it (demo, bench) the flags
 // have no environment fallback: they never touch a service's database
 // unless one is given explicitly on the command line.
-func (c *Config) bind(fs *flag.FlagSet, defaultDataDir string) {
+func (c *Config) Bind(fs *flag.FlagSet, defaultDataDir string) {
 	service := defaultDataDir != ""
 	get := func(name, def string) string {
 		if service {
-			return env(name, def)
+			return Env(name, def)
 		}
 		return def
 	}
 	fs.StringVar(&c.DataDir, "data-dir", get("HONGBAO_DATA_DIR", defaultDataDir), "folder of the private PostgreSQL cluster (HONGBAO_DATA_DIR for serve)")
 	if service {
-		secretVar(fs, &c.DatabaseURL, "database-url", "HONGBAO_DATABASE_URL", "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
-		secretVar(fs, &c.DatabaseURLs, "database-urls", "HONGBAO_DATABASE_URLS", "space-separated name=url pairs that put single shard databases on their own servers (HONGBAO_DATABASE_URLS)")
+		SecretVar(fs, &c.DatabaseURL, "database-url", "HONGBAO_DATABASE_URL", "external PostgreSQL URL with {db} for the database name; empty runs a private cluster (HONGBAO_DATABASE_URL)")
+		SecretVar(fs, &c.DatabaseURLs, "database-urls", "HONGBAO_DATABASE_URLS", "space-separated name=url pairs that put single shard databases on their own servers (HONGBAO_DATABASE_URLS)")
 	} else {
 		fs.Var(secretValue{&c.DatabaseURL}, "database-url", "external PostgreSQL URL with {db} for the database name; empty: a fresh private cluster")
 		fs.Var(secretValue{&c.DatabaseURLs}, "database-urls", "space-separated name=url pairs that put single shard databases on their own servers")
@@ -105,20 +105,21 @@ func (v secretValue) String() string {
 
 func (v secretValue) Set(s string) error { *v.p = s; return nil }
 
-// secretVar binds a secret flag with an environment fallback.
-func secretVar(fs *flag.FlagSet, p *string, name, envName, usage string) {
-	*p = env(envName, "")
+// SecretVar binds a secret flag with an environment fallback.
+func SecretVar(fs *flag.FlagSet, p *string, name, envName, usage string) {
+	*p = Env(envName, "")
 	fs.Var(secretValue{p}, name, usage)
 }
 
-// secretString is secretVar returning a pointer, like fs.String.
-func secretString(fs *flag.FlagSet, name, envName, usage string) *string {
+// SecretString is SecretVar returning a pointer, like fs.String.
+func SecretString(fs *flag.FlagSet, name, envName, usage string) *string {
 	p := new(string)
-	secretVar(fs, p, name, envName, usage)
+	SecretVar(fs, p, name, envName, usage)
 	return p
 }
 
-func env(name, def string) string {
+// Env is the environment variable name, or def when it is not set.
+func Env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
 		return v
 	}

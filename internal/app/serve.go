@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,10 +14,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"hongbao/internal/flow"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
-	"hongbao/internal/node"
 	"hongbao/internal/postgres"
 )
 
@@ -38,18 +37,19 @@ type ServeConfig struct {
 	MaxBalance   money.Amount
 }
 
-func (c *ServeConfig) bind(fs *flag.FlagSet) {
-	c.Config.bind(fs, "hongbao-data")
-	fs.StringVar(&c.Addr, "addr", env("HONGBAO_ADDR", "127.0.0.1:8080"), "listen address (HONGBAO_ADDR)")
-	secretVar(fs, &c.TokenSecret, "token-secret", "HONGBAO_TOKEN_SECRET", "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
-	fs.StringVar(&c.NatsURL, "nats-url", env("HONGBAO_NATS_URL", ""), "NATS cluster URL; empty runs JetStream in this process (HONGBAO_NATS_URL)")
+// Bind registers serve's flags, with HONGBAO_* environment fallbacks.
+func (c *ServeConfig) Bind(fs *flag.FlagSet) {
+	c.Config.Bind(fs, "hongbao-data")
+	fs.StringVar(&c.Addr, "addr", Env("HONGBAO_ADDR", "127.0.0.1:8080"), "listen address (HONGBAO_ADDR)")
+	SecretVar(fs, &c.TokenSecret, "token-secret", "HONGBAO_TOKEN_SECRET", "secret that signs bearer tokens, at least 32 characters (HONGBAO_TOKEN_SECRET)")
+	fs.StringVar(&c.NatsURL, "nats-url", Env("HONGBAO_NATS_URL", ""), "NATS cluster URL; empty runs JetStream in this process (HONGBAO_NATS_URL)")
 	fs.IntVar(&c.PacketSets, "packet-sets", c.envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", c.envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
 	fs.IntVar(&c.NatsReplicas, "nats-replicas", c.envInt("HONGBAO_NATS_REPLICAS", 0), "replicas of the JetStream stream; 0: 1 in process, min(3, servers) on a cluster (HONGBAO_NATS_REPLICAS)")
-	fs.StringVar(&c.NodeID, "node-id", env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
-	c.MaxAmount, c.MaxBalance = node.DefaultMaxAmount, ledger.DefaultMaxBalance
-	fs.TextVar(&c.MaxAmount, "max-amount", c.envAmount("HONGBAO_MAX_AMOUNT", node.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
+	fs.StringVar(&c.NodeID, "node-id", Env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
+	c.MaxAmount, c.MaxBalance = flow.DefaultMaxAmount, ledger.DefaultMaxBalance
+	fs.TextVar(&c.MaxAmount, "max-amount", c.envAmount("HONGBAO_MAX_AMOUNT", flow.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
 	fs.TextVar(&c.MaxBalance, "max-balance", c.envAmount("HONGBAO_MAX_BALANCE", ledger.DefaultMaxBalance), "largest wallet balance, in yuan (HONGBAO_MAX_BALANCE)")
 	fs.DurationVar(&c.TxRetention, "tx-retention", c.envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
@@ -76,7 +76,7 @@ func (c *ServeConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("--max-amount %s and --max-balance %s: want 0.01 <= max-amount <= max-balance <= %s", c.MaxAmount, c.MaxBalance, money.Max))
 	}
 	if ov, err := c.overrides(); err == nil {
-		known := node.PoolSizes(c.LedgerShards, c.PacketSets)
+		known := PoolSizes(c.LedgerShards, c.PacketSets)
 		for name := range ov {
 			if _, ok := known[name]; !ok {
 				errs = append(errs, fmt.Errorf("--database-urls names %s, which this node does not have (with %d ledger shards and %d packet sets)", name, c.LedgerShards, c.PacketSets))
@@ -92,17 +92,13 @@ func (c *ServeConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-func runServe(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg ServeConfig
-	cfg.bind(fs)
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
-	}
+// Serve runs `hongbao serve` until ctx ends: it binds the port, locks the
+// data folder, starts the databases, the node and the API, and on the end
+// of ctx drains and stops them all.
+func Serve(ctx context.Context, cfg ServeConfig, out io.Writer, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if cfg.DataDir != "" {
 		abs, err := filepath.Abs(cfg.DataDir)
 		if err != nil {
@@ -140,7 +136,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	if err != nil {
 		return nil, nil, err
 	}
-	dbs.Plan(node.PoolSizes(cfg.LedgerShards, cfg.PacketSets))
+	dbs.Plan(PoolSizes(cfg.LedgerShards, cfg.PacketSets))
 	busDir := filepath.Join(cfg.DataDir, "nats")
 	if cfg.DataDir == "" {
 		busDir = filepath.Join(os.TempDir(), "hongbao-nats")
@@ -150,14 +146,14 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		host, _ := os.Hostname()
 		nodeID = host + ":" + cfg.DataDir
 	}
-	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
+	sys, err := StartNode(ctx, dbs.Open, NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
 		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
 		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log})
 	if err != nil {
 		dbs.Close()
 		return nil, nil, err
 	}
-	api, err := httpapi.New(sys, httpapi.Options{Secret: []byte(cfg.TokenSecret), MaxBody: cfg.MaxBody, Timeout: cfg.Timeout, Logger: log})
+	api, err := httpapi.New(sys.Backend(), httpapi.Options{Secret: []byte(cfg.TokenSecret), MaxBody: cfg.MaxBody, Timeout: cfg.Timeout, Logger: log})
 	if err != nil {
 		sys.Close()
 		dbs.Close()
@@ -190,42 +186,13 @@ func serveUntilDone(ctx context.Context, hs *http.Server, l net.Listener, stop f
 	return err
 }
 
-func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the server's token secret (HONGBAO_TOKEN_SECRET)")
-	user := fs.Int64("user", 0, "the user the token acts as")
-	admin := fs.Bool("admin", false, "an admin token")
-	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
-	newSecret := fs.Bool("new-secret", false, "print a fresh random secret and exit")
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
-	}
-	if *newSecret {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		fmt.Fprintln(out, hex.EncodeToString(b))
-		return nil
-	}
-	if (*user > 0) == *admin {
-		return errors.New("give either --user ID or --admin")
-	}
-	if *ttl <= 0 || *ttl > 366*24*time.Hour {
-		return errors.New("--ttl must be positive and at most a year")
-	}
-	tok, err := httpapi.IssueToken([]byte(*secret), httpapi.Claims{User: *user, Admin: *admin, Expires: time.Now().Add(*ttl).Unix()})
-	if err != nil {
-		return fmt.Errorf("%w (set --token-secret or HONGBAO_TOKEN_SECRET to the server's secret)", err)
-	}
-	fmt.Fprintln(out, tok)
-	return nil
-}
-
-// localAPI serves sys's API on a free loopback port with a fresh signing
-// secret (the demo and the in-process benchmarks talk to it over HTTP).
-func localAPI(sys *node.System, log *slog.Logger) (url string, secret []byte, stop func(), err error) {
+// LocalAPI serves a node's API on a free loopback port with a fresh
+// signing secret (the demo and the in-process benchmarks talk to it over
+// HTTP).
+func LocalAPI(n *Node, log *slog.Logger) (url string, secret []byte, stop func(), err error) {
 	secret = make([]byte, 32)
 	_, _ = rand.Read(secret)
-	api, err := httpapi.New(sys, httpapi.Options{Secret: secret, Logger: log})
+	api, err := httpapi.New(n.Backend(), httpapi.Options{Secret: secret, Logger: log})
 	if err != nil {
 		return "", nil, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Start runs the recovery loop until Close: it claims every unfinished
@@ -232,3 +233,6 @@ func (c *Coordinator) Purge(ctx context.Context) (int64, error) {
 	}
 	return tag.RowsAffected(), nil
 }
+
+// DB is the coordinator log's pool.
+func (c *Coordinator) DB() *pgxpool.Pool { return c.db }

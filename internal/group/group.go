@@ -257,3 +257,6 @@ func userStatus(ctx context.Context, tx pgx.Tx, id, user int64) (status, error) 
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return postgres.InTx(ctx, s.db, fn)
 }
+
+// DB is the group shard's pool.
+func (s *Store) DB() *pgxpool.Pool { return s.db }

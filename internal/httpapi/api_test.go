@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"hongbao/internal/httpapi"
-	"hongbao/internal/node"
+	"hongbao/internal/app"
 	"hongbao/internal/pgtest"
 )
 
@@ -25,18 +25,18 @@ var secret = []byte("test-secret-test-secret-test-secret!")
 type api struct {
 	t   testing.TB
 	srv *httptest.Server
-	sys *node.System
+	sys *app.Node
 	s   *httpapi.Server
 }
 
 func newAPI(t testing.TB) *api {
 	t.Helper()
-	sys, err := node.StartSystem(t.Context(), pgtest.Opener(t), node.SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: t.TempDir(),
+	sys, err := app.StartNode(t.Context(), pgtest.Opener(t), app.NodeOptions{LedgerShards: 2, PacketSets: 2, BusDir: t.TempDir(),
 		Grace: time.Second, Every: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := httpapi.New(sys, httpapi.Options{Secret: secret, MaxBody: 4096})
+	s, err := httpapi.New(sys.Backend(), httpapi.Options{Secret: secret, MaxBody: 4096})
 	if err != nil {
 		t.Fatal(err)
 	}

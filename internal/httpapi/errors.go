@@ -15,7 +15,7 @@ import (
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
-	"hongbao/internal/node"
+	"hongbao/internal/flow"
 	"hongbao/internal/packet"
 )
 
@@ -49,7 +49,7 @@ var errorTable = []struct {
 	{ledger.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{packet.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{group.ErrInvalid, http.StatusBadRequest, "invalid_request"},
-	{node.ErrFlowInvalid, http.StatusBadRequest, "invalid_request"},
+	{flow.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{dtx.ErrInvalidSpec, http.StatusBadRequest, "invalid_request"},
 	{ledger.ErrInsufficientFunds, http.StatusConflict, "insufficient_funds"},
 	{ledger.ErrBalanceLimit, http.StatusConflict, "balance_limit"},

@@ -22,7 +22,6 @@ import (
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
 	"hongbao/internal/money"
-	"hongbao/internal/node"
 	"hongbao/internal/packet"
 )
 
@@ -39,7 +38,7 @@ type Options struct {
 
 // Server serves the API over a running System.
 type Server struct {
-	sys     *node.System
+	b       Backend
 	o       Options
 	mux     *http.ServeMux
 	routes  []route
@@ -66,8 +65,8 @@ const (
 	party
 )
 
-// New builds the API over sys.
-func New(sys *node.System, o Options) (*Server, error) {
+// New builds the API over its backend.
+func New(b Backend, o Options) (*Server, error) {
 	if len(o.Secret) < MinSecret {
 		return nil, fmt.Errorf("httpapi: the token secret must be at least %d bytes", MinSecret)
 	}
@@ -83,7 +82,7 @@ func New(sys *node.System, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{sys: sys, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	s := &Server{b: b, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
 	s.metrics()
 	s.routes = []route{
 		{"GET", "/v1/wallet", user, false, s.wallet},
@@ -284,7 +283,7 @@ func idemKey(r *http.Request) string { return r.Header.Get("Idempotency-Key") }
 // ---- wallets ----
 
 func (s *Server) wallet(r *http.Request, c Claims) (int, any, error) {
-	w, err := s.sys.Ledgers.For(c.User).Wallet(r.Context(), c.User)
+	w, err := s.b.Wallets.Wallet(r.Context(), c.User)
 	return 200, w, err
 }
 
@@ -293,7 +292,7 @@ func (s *Server) adminWallet(r *http.Request, _ Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	w, err := s.sys.Ledgers.For(u).Wallet(r.Context(), u)
+	w, err := s.b.Wallets.Wallet(r.Context(), u)
 	return 200, w, err
 }
 
@@ -306,7 +305,7 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	es, next, err := s.sys.Ledgers.For(c.User).Statement(r.Context(), c.User, before, limit)
+	es, next, err := s.b.Wallets.Statement(r.Context(), c.User, before, limit)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -329,7 +328,7 @@ func (s *Server) deposit(r *http.Request, _ Claims) (int, any, error) {
 	if req.Amount <= 0 {
 		return 0, nil, bad("bad_amount", "amount must be at least 0.01")
 	}
-	res, err := s.sys.Flows.Deposit(r.Context(), idemKey(r), 0, req.User, req.Amount)
+	res, err := s.b.Wallets.Deposit(r.Context(), idemKey(r), 0, req.User, req.Amount)
 	return 200, res, err
 }
 
@@ -349,7 +348,7 @@ func (s *Server) transfer(r *http.Request, c Claims) (int, any, error) {
 	if req.Amount <= 0 {
 		return 0, nil, bad("bad_amount", "amount must be at least 0.01")
 	}
-	res, err := s.sys.Flows.Transfer(r.Context(), idemKey(r), c.User, req.To, req.Amount)
+	res, err := s.b.Wallets.Transfer(r.Context(), idemKey(r), c.User, req.To, req.Amount)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -392,7 +391,7 @@ func (s *Server) sendPacket(r *http.Request, c Claims) (int, any, error) {
 		req.Shares = 1
 	}
 	p := packet.Packet{Kind: req.Kind, Sender: c.User, Receiver: req.Receiver, Group: req.Group, Amount: req.Amount, Shares: req.Shares, Greeting: req.Greeting}
-	sent, res, err := s.sys.Flows.SendPacket(r.Context(), idemKey(r), p, time.Duration(req.ExpiresIn)*time.Second)
+	sent, res, err := s.b.Packets.SendPacket(r.Context(), idemKey(r), p, time.Duration(req.ExpiresIn)*time.Second)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -415,7 +414,7 @@ func (s *Server) grab(r *http.Request, c Claims) (int, any, error) {
 	if err := decodeEmpty(r); err != nil {
 		return 0, nil, err
 	}
-	cl, err := s.sys.Flows.Grab(r.Context(), id, c.User)
+	cl, err := s.b.Packets.Grab(r.Context(), id, c.User)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -427,11 +426,7 @@ func (s *Server) packetDetail(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	set, err := s.sys.Flows.Set(id)
-	if err != nil {
-		return 0, nil, err
-	}
-	d, err := set.Detail(r.Context(), id, s.sys.ClaimsCredited)
+	d, err := s.b.Packets.PacketDetail(r.Context(), id)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -464,7 +459,7 @@ func (s *Server) isParty(ctx context.Context, d packet.Detail, user int64) (bool
 	if p.Kind == packet.Single {
 		return false, nil
 	}
-	in, err := s.sys.Groups.IsMember(ctx, p.Group, user)
+	in, err := s.b.Groups.IsMember(ctx, p.Group, user)
 	if errors.Is(err, group.ErrNotFound) {
 		return false, nil
 	}
@@ -475,10 +470,10 @@ func (s *Server) isParty(ctx context.Context, d packet.Detail, user int64) (bool
 // operator; anyone else is told it does not exist.
 func (s *Server) groupReader(ctx context.Context, id int64, c Claims) error {
 	if c.Admin {
-		_, err := s.sys.Groups.Get(ctx, id)
+		_, err := s.b.Groups.Group(ctx, id)
 		return err
 	}
-	in, err := s.sys.Groups.IsMember(ctx, id, c.User)
+	in, err := s.b.Groups.IsMember(ctx, id, c.User)
 	if err != nil && !errors.Is(err, group.ErrNotFound) {
 		return err
 	}
@@ -493,16 +488,8 @@ func (s *Server) sent(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	var all []packet.Packet
-	for _, set := range s.sys.Sets {
-		ps, err := set.Sent(r.Context(), c.User, before, limit)
-		if err != nil {
-			return 0, nil, err
-		}
-		all = append(all, ps...)
-	}
-	slices.SortFunc(all, func(a, b packet.Packet) int { return cmpDesc(a.ID, b.ID) })
-	return 200, map[string]any{"packets": nonNil(all[:min(len(all), limit)])}, nil
+	ps, err := s.b.Packets.Sent(r.Context(), c.User, before, limit)
+	return 200, map[string]any{"packets": nonNil(ps)}, err
 }
 
 func (s *Server) received(r *http.Request, c Claims) (int, any, error) {
@@ -510,16 +497,8 @@ func (s *Server) received(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	var all []packet.Claim
-	for _, set := range s.sys.Sets {
-		cs, err := set.Received(r.Context(), c.User, before, limit)
-		if err != nil {
-			return 0, nil, err
-		}
-		all = append(all, cs...)
-	}
-	slices.SortFunc(all, func(a, b packet.Claim) int { return cmpDesc(a.At.UnixNano(), b.At.UnixNano()) })
-	return 200, map[string]any{"claims": nonNil(all[:min(len(all), limit)])}, nil
+	cs, err := s.b.Packets.Received(r.Context(), c.User, before, limit)
+	return 200, map[string]any{"claims": nonNil(cs)}, err
 }
 
 func page(r *http.Request) (int64, int, error) {
@@ -532,16 +511,6 @@ func page(r *http.Request) (int64, int, error) {
 		return 0, 0, err
 	}
 	return before, limit, nil
-}
-
-func cmpDesc(a, b int64) int {
-	switch {
-	case a > b:
-		return -1
-	case a < b:
-		return 1
-	}
-	return 0
 }
 
 func nonNil[T any](s []T) []T {
@@ -563,7 +532,7 @@ func (s *Server) createGroup(r *http.Request, c Claims) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	g, err := s.sys.Flows.CreateGroup(r.Context(), idemKey(r), c.User, req.Capacity, req.Fee)
+	g, err := s.b.Groups.CreateGroup(r.Context(), idemKey(r), c.User, req.Capacity, req.Fee)
 	return 201, g, err
 }
 
@@ -575,7 +544,7 @@ func (s *Server) getGroup(r *http.Request, c Claims) (int, any, error) {
 	if err := s.groupReader(r.Context(), id, c); err != nil {
 		return 0, nil, err
 	}
-	g, err := s.sys.Groups.Get(r.Context(), id)
+	g, err := s.b.Groups.Group(r.Context(), id)
 	return 200, g, err
 }
 
@@ -587,7 +556,7 @@ func (s *Server) joinGroup(r *http.Request, c Claims) (int, any, error) {
 	if err := decodeEmpty(r); err != nil {
 		return 0, nil, err
 	}
-	res, err := s.sys.Flows.JoinGroup(r.Context(), idemKey(r), c.User, id)
+	res, err := s.b.Groups.JoinGroup(r.Context(), idemKey(r), c.User, id)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -610,7 +579,7 @@ func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	ms, err := s.sys.Groups.Members(r.Context(), id, after, limit)
+	ms, err := s.b.Groups.Members(r.Context(), id, after, limit)
 	return 200, map[string]any{"members": nonNil(ms)}, err
 }
 
@@ -630,7 +599,7 @@ func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
 	if !slices.Contains([]dtx.State{"", dtx.Trying, dtx.Confirming, dtx.Cancelling, dtx.Committed, dtx.Cancelled}, state) {
 		return 0, nil, bad("bad_query", fmt.Sprintf("state %q is not one of trying, confirming, cancelling, committed, cancelled", state))
 	}
-	gs, err := s.sys.Coord.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Limit: limit})
+	gs, err := s.b.Transactions.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Limit: limit})
 	return 200, map[string]any{"transactions": nonNil(gs)}, err
 }
 
@@ -638,7 +607,7 @@ func (s *Server) transaction(r *http.Request, _ Claims) (int, any, error) {
 	if err := textValue("gid", r.PathValue("gid"), 512); err != nil {
 		return 0, nil, err
 	}
-	g, err := s.sys.Coord.Get(r.Context(), r.PathValue("gid"))
+	g, err := s.b.Transactions.Get(r.Context(), r.PathValue("gid"))
 	return 200, g, err
 }
 
@@ -647,21 +616,11 @@ func (s *Server) transaction(r *http.Request, _ Claims) (int, any, error) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	for _, l := range s.sys.Ledgers.Shards {
-		if err := l.DB().Ping(ctx); err != nil {
-			writeError(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("ledger shard %d: database unreachable", l.Shard())})
+	if s.b.Ready != nil {
+		if err := s.b.Ready(ctx); err != nil {
+			writeError(w, &apiError{Status: 503, Code: "unavailable", Message: err.Error()})
 			return
 		}
-	}
-	for _, set := range s.sys.Sets {
-		if err := set.DB().Ping(ctx); err != nil {
-			writeError(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("packet set %d: database unreachable", set.Number())})
-			return
-		}
-	}
-	if !s.sys.Bus.Conn().IsConnected() {
-		writeError(w, &apiError{Status: 503, Code: "unavailable", Message: "NATS: not connected"})
-		return
 	}
 	writeJSON(w, 200, map[string]string{"status": "ready"})
 }
@@ -671,7 +630,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) unfinished() (all, stuck int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	all, stuck, err := s.sys.Coord.Unfinished(ctx, 5*time.Minute)
+	all, stuck, err := s.b.Transactions.Unfinished(ctx, 5*time.Minute)
 	if err != nil {
 		return -1, -1
 	}
@@ -682,63 +641,15 @@ func (s *Server) metrics() {
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hongbao_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"})
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hongbao_http_request_seconds", Help: "HTTP request latency by route.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"route"})
-	sys := s.sys
-	counter := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
-	}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
 	s.reg.MustRegister(s.reqs, s.latency,
-		counter("hongbao_grabs_total", "Claims committed by the grab engines.", func() float64 {
-			var n int64
-			for _, set := range sys.Sets {
-				n += set.Grabs.Load()
-			}
-			return float64(n)
-		}),
-		counter("hongbao_grabs_rejected_total", "Grabs turned away by admission control.", func() float64 {
-			var n int64
-			for _, set := range sys.Sets {
-				n += set.Rejected.Load()
-			}
-			return float64(n)
-		}),
-		gauge("hongbao_credits_pending", "Credits committed but not yet published by the relay.", func() float64 { return float64(sys.Relay.Queued()) }),
-		counter("hongbao_credits_applied_total", "Credit messages applied by the ledger consumers.", func() float64 {
-			var n int64
-			for _, c := range sys.Credits {
-				n += c.Applied.Load()
-			}
-			return float64(n)
-		}),
-		counter("hongbao_dead_letters_total", "Credits and messages parked on a dead-letter subject (alert on any).", func() float64 {
-			n := sys.DeadCredits.Load()
-			for _, c := range sys.Credits {
-				n += c.Dead.Load()
-			}
-			return float64(n)
-		}),
-		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 {
-			return float64(sys.Coord.Metrics.Retries.Load())
-		}),
-		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 {
-			return float64(sys.Coord.Metrics.Committed.Load())
-		}),
-		gauge("hongbao_relay_stalled_seconds", "How long the relay has had credits to publish and published none (alert above 10).", func() float64 {
-			return sys.Relay.Stalled().Seconds()
-		}),
-		counter("hongbao_relay_restarts_total", "Relay restarts after a stall.", func() float64 { return float64(sys.RelayRestarts.Load()) }),
-		counter("hongbao_credits_redriven_total", "Credits the reconciler published again because no ledger had applied them.", func() float64 {
-			return float64(sys.Redriven.Load())
-		}),
-		gauge("hongbao_coordinator_unfinished", "Global transactions not yet committed or cancelled.", func() float64 {
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hongbao_coordinator_unfinished", Help: "Global transactions not yet committed or cancelled."}, func() float64 {
 			all, _ := s.unfinished()
 			return float64(all)
 		}),
-		gauge("hongbao_coordinator_stuck", "Global transactions unfinished for more than 5 minutes (alert on any: a confirm or compensation keeps failing).", func() float64 {
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hongbao_coordinator_stuck", Help: "Global transactions unfinished for more than 5 minutes (alert on any: a confirm or compensation keeps failing)."}, func() float64 {
 			_, old := s.unfinished()
 			return float64(old)
 		}),
 	)
+	s.reg.MustRegister(s.b.Collectors...)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"hongbao/internal/bus"
 	"hongbao/internal/money"
 )
 
@@ -19,12 +18,6 @@ type CreditMessage struct {
 	From   string       `json:"from"` // system account name
 }
 
-// CreditSubject is where the credits of ledger shard n are published.
-func CreditSubject(shard int) string { return fmt.Sprintf("hb.credit.%d", shard) }
-
-// DeadCreditSubject receives the credits of shard n that can never apply.
-func DeadCreditSubject(shard int) string { return fmt.Sprintf("hb.dead.credit.%d", shard) }
-
 // CreditBatch is what travels on a credit subject: many credits in one
 // message, so that a storm of claims costs the bus a message per batch,
 // not per claim.
@@ -32,16 +25,29 @@ type CreditBatch struct {
 	Credits []CreditMessage `json:"credits"`
 }
 
-// CreditHandler applies every credit of the delivered batches in one
-// ledger transaction. A delivery is done (acked after the commit) when each
-// of its credits was applied now or before; a credit that can never apply
-// (its key used for another credit, or malformed) is handed to park (the
-// dead-letter subject) and the rest of its delivery still counts; a failed
-// transaction or a failed park retries the delivery, and the repeat finds
-// its applied credits already done.
-func (l *Ledger) CreditHandler(park func(context.Context, []CreditMessage) error) bus.Handler {
-	return func(ctx context.Context, batch []bus.Delivery) []bus.Verdict {
-		verdicts := make([]bus.Verdict, len(batch))
+// Delivery is what became of one delivered credit batch.
+type Delivery int
+
+const (
+	// Done: every credit in it applied, now or before: acknowledge it.
+	Done Delivery = iota
+	// Retry: not applied now; deliver it again later.
+	Retry
+	// Dead: it can never be applied (not a credit batch): park it.
+	Dead
+)
+
+// ApplyDeliveries applies every credit of the delivered batches (each a
+// JSON CreditBatch, as the relay packs them) in one ledger transaction. A
+// delivery is Done (to be acknowledged after this commit) when each of its
+// credits was applied now or before; a credit that can never apply (its key
+// used for another credit, or malformed) is handed to park (a dead-letter
+// place) and the rest of its delivery still counts; a failed transaction
+// or a failed park retries the delivery, and the repeat finds its applied
+// credits already done. The broker that carried them is the caller's.
+func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(context.Context, []CreditMessage) error) []Delivery {
+	{
+		verdicts := make([]Delivery, len(batch))
 		var credits []Credit
 		var msgs []CreditMessage
 		var owner []int // delivery of each credit
@@ -49,8 +55,8 @@ func (l *Ledger) CreditHandler(park func(context.Context, []CreditMessage) error
 		var poisonOwner []int
 		for i, d := range batch {
 			var b CreditBatch
-			if err := json.Unmarshal(d.Data, &b); err != nil || len(b.Credits) == 0 {
-				verdicts[i] = bus.Dead
+			if err := json.Unmarshal(d, &b); err != nil || len(b.Credits) == 0 {
+				verdicts[i] = Dead
 				continue
 			}
 			for _, m := range b.Credits {
@@ -67,7 +73,7 @@ func (l *Ledger) CreditHandler(park func(context.Context, []CreditMessage) error
 		if err != nil {
 			l.log.Warn("credit batch failed, will be redelivered", "credits", len(credits), "err", err)
 			for _, i := range owner {
-				verdicts[i] = bus.Retry
+				verdicts[i] = Retry
 			}
 			return verdicts
 		}
@@ -80,7 +86,7 @@ func (l *Ledger) CreditHandler(park func(context.Context, []CreditMessage) error
 		if len(poison) > 0 {
 			if err := park(ctx, poison); err != nil {
 				for _, i := range poisonOwner {
-					verdicts[i] = bus.Retry
+					verdicts[i] = Retry
 				}
 			}
 		}

@@ -23,6 +23,7 @@ func TestAdmissionControl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Start()
 	defer s.Close()
 	p := Packet{ID: s.NewID(), Kind: Lucky, Sender: 1, Group: 2, Amount: 100, Shares: 3, ExpiresAt: time.Now().Add(time.Hour)}
 	for _, op := range []dtx.Op{dtx.OpTry, dtx.OpConfirm} {

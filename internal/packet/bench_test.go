@@ -21,6 +21,9 @@ func BenchmarkGrab(b *testing.B) {
 	limits.MaxShares = 2_000_000
 	limits.MaxAmount = 1 << 40
 	s, err := packet.New(db, packet.Options{Set: 3, Limits: limits, Members: everyone{}, Now: c.now})
+	if err == nil {
+		s.Start()
+	}
 	if err != nil {
 		b.Fatal(err)
 	}

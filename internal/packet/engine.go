@@ -45,9 +45,10 @@ type Set struct {
 	live    map[int64]*live
 	loading map[int64]chan struct{}
 
-	queue chan *pending
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	queue           chan *pending
+	stop            chan struct{}
+	wg              sync.WaitGroup
+	started, closed sync.Once
 
 	// Grabs counts claims committed; Rejected counts grabs turned away by
 	// admission control.
@@ -83,7 +84,7 @@ type pending struct {
 	err     error
 }
 
-// New opens a set on a migrated database and starts its committer.
+// New opens a set on a migrated database; Start runs its committer.
 func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	if o.Limits == (Limits{}) {
 		o.Limits = DefaultLimits
@@ -107,14 +108,22 @@ func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	s := &Set{db: db, o: o, ids: g, log: o.Logger.With("packet_set", o.Set),
 		live: map[int64]*live{}, loading: map[int64]chan struct{}{},
 		queue: make(chan *pending, 4*o.MaxBatch), stop: make(chan struct{})}
-	s.wg.Go(s.commitLoop)
 	return s, nil
 }
 
-// Close stops the committer after it has written what is queued.
+// Start runs the committer; grabs wait for it. Calling it again does
+// nothing.
+func (s *Set) Start() {
+	s.started.Do(func() { s.wg.Go(s.commitLoop) })
+}
+
+// Close stops the committer after it has written what is queued. Calling
+// it again does nothing.
 func (s *Set) Close() {
-	close(s.stop)
-	s.wg.Wait()
+	s.closed.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
 }
 
 // Number is the set's number, carried by its packet ids.

@@ -41,6 +41,9 @@ func newSet(t *testing.T, db *pgxpool.Pool, c *clock) *packet.Set {
 	limits := packet.DefaultLimits
 	limits.MaxShares = 100_000
 	s, err := packet.New(db, packet.Options{Set: 3, Limits: limits, Members: everyone{}, Now: c.now})
+	if err == nil {
+		s.Start()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

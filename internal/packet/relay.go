@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hongbao/internal/bus"
 	"hongbao/internal/ledger"
 )
 
@@ -19,10 +18,11 @@ import (
 // when full, the reconciler (Set.Settle) finds in the database and hands
 // back, so every claim is published at least once and applied once.
 type Relay struct {
-	bus   *bus.Bus
-	route func(user int64) int
-	in    chan ledger.CreditMessage
-	log   *slog.Logger
+	bus     Publisher
+	route   func(user int64) int
+	subject func(shard int) string
+	in      chan ledger.CreditMessage
+	log     *slog.Logger
 	// progress is when the relay last published a batch or found nothing
 	// to do (unix nanoseconds): a relay with work and no progress is stuck.
 	progress atomic.Int64
@@ -31,12 +31,27 @@ type Relay struct {
 	Published, Dropped atomic.Int64
 }
 
-// NewRelay returns a relay; route maps a user to its ledger shard.
-func NewRelay(b *bus.Bus, route func(user int64) int, log *slog.Logger) *Relay {
+// Message is one message for the broker: a subject, an id the broker
+// deduplicates on, and the data.
+type Message struct {
+	Subject, ID string
+	Data        []byte
+}
+
+// Publisher carries messages to the broker and waits, bounded, until it has
+// stored every one; an error means the caller publishes them again (the ids
+// make repeats harmless).
+type Publisher interface {
+	Publish(ctx context.Context, msgs []Message) error
+}
+
+// NewRelay returns a relay over a broker; route maps a user to its ledger
+// shard and subject names the subject of a shard's credits.
+func NewRelay(p Publisher, route func(user int64) int, subject func(shard int) string, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Relay{bus: b, route: route, in: make(chan ledger.CreditMessage, 200_000), log: log}
+	r := &Relay{bus: p, route: route, subject: subject, in: make(chan ledger.CreditMessage, 200_000), log: log}
 	r.progress.Store(time.Now().UnixNano())
 	return r
 }
@@ -160,26 +175,26 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 
 // pack groups credits by ledger shard into messages of at most
 // maxPerMessage credits.
-func (r *Relay) pack(pending []ledger.CreditMessage) []bus.Msg {
+func (r *Relay) pack(pending []ledger.CreditMessage) []Message {
 	byShard := map[int][]ledger.CreditMessage{}
 	for _, m := range pending {
 		n := r.route(m.User)
 		byShard[n] = append(byShard[n], m)
 	}
-	var batch []bus.Msg
+	var batch []Message
 	for n, ms := range byShard {
 		for len(ms) > 0 {
 			k := min(len(ms), maxPerMessage)
-			batch = append(batch, PackCredits(n, ms[:k]))
+			batch = append(batch, PackCredits(r.subject(n), ms[:k]))
 			ms = ms[k:]
 		}
 	}
 	return batch
 }
 
-// PackCredits makes one bus message of credits for ledger shard n.
-func PackCredits(n int, ms []ledger.CreditMessage) bus.Msg {
+// PackCredits makes one message of credits for a ledger shard's subject.
+func PackCredits(subject string, ms []ledger.CreditMessage) Message {
 	data, _ := json.Marshal(ledger.CreditBatch{Credits: ms})
 	sum := sha256.Sum256(data) // identical batches share an id, different ones never do
-	return bus.Msg{Subject: ledger.CreditSubject(n), ID: fmt.Sprintf("credits:%x", sum[:16]), Data: data}
+	return Message{Subject: subject, ID: fmt.Sprintf("credits:%x", sum[:16]), Data: data}
 }

@@ -1,4 +1,4 @@
-package node
+package flow
 
 import (
 	"context"
@@ -67,7 +67,7 @@ func (r *requests) lock(ctx context.Context, k flightKey) (unlock func(), err er
 // refused reports an error that says a request was refused before it
 // changed anything.
 func refused(err error) bool {
-	for _, e := range []error{ErrFlowInvalid, ledger.ErrInvalid, ledger.ErrBalanceLimit, ledger.ErrInsufficientFunds,
+	for _, e := range []error{ErrInvalid, ledger.ErrInvalid, ledger.ErrBalanceLimit, ledger.ErrInsufficientFunds,
 		packet.ErrInvalid, packet.ErrNotGroupMember, packet.ErrNotFound,
 		group.ErrInvalid, group.ErrNotFound, group.ErrGroupFull, group.ErrBanned, group.ErrConflict, group.ErrAlreadyMember} {
 		if errors.Is(err, e) {
@@ -102,7 +102,7 @@ func once[T any](ctx context.Context, r *requests, user int64, key, op string, r
 	run func(ctx context.Context, fresh bool) (T, bool, error)) (T, error) {
 	var zero T
 	if key == "" {
-		return zero, fmt.Errorf("%w: an idempotency key is required", ErrFlowInvalid)
+		return zero, fmt.Errorf("%w: an idempotency key is required", ErrInvalid)
 	}
 	hash, err := requestHash(op, req)
 	if err != nil {

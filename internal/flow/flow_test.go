@@ -1,4 +1,4 @@
-package node
+package flow
 
 import (
 	"context"
@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *world {
 		e.ls.Shards = append(e.ls.Shards, l)
 	}
 	e.groups = group.New(pgtest.NewDB(t, groupSchema), group.Options{})
-	e.parts = Participants(e.ls, e.groups)
+	e.parts = Participants(e.ls, e.groups, nil)
 	return e
 }
 

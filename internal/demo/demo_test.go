@@ -1,7 +1,8 @@
-package app
+package demo
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -10,7 +11,7 @@ import (
 func TestDemoReconciles(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := runDemo(t.Context(), []string{"--users", "300", "--durable=false"}, &out, discardLogger()); err != nil {
+	if err := Main(t.Context(), []string{"--users", "300", "--durable=false"}, &out, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "everything reconciles") {

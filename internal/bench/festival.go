@@ -1,4 +1,4 @@
-package app
+package bench
 
 import (
 	"context"
@@ -13,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"hongbao/internal/bench"
+	"hongbao/internal/app"
+	"hongbao/internal/client"
 	"hongbao/internal/group"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/money"
-	"hongbao/internal/node"
 	"hongbao/internal/packet"
 )
 
@@ -26,8 +26,8 @@ type FestivalReport struct {
 	URL            string       `json:"url"`
 	Users          int          `json:"users"`
 	Groups         int          `json:"groups"`
-	Sends          bench.Result `json:"sends"`
-	Grabs          bench.Result `json:"grabs"`
+	Sends          Result       `json:"sends"`
+	Grabs          Result       `json:"grabs"`
 	CreditP50ms    float64      `json:"grab_to_credited_p50_ms"`
 	CreditP99ms    float64      `json:"grab_to_credited_p99_ms"`
 	CreditSamples  int          `json:"grab_to_credited_samples"`
@@ -44,10 +44,10 @@ type FestivalReport struct {
 
 func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("bench spring-festival", flag.ContinueOnError)
-	var cfg Config
-	cfg.bind(fs, "")
-	url := fs.String("url", env("HONGBAO_URL", ""), "a running server (empty: start one in this process)")
-	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
+	var cfg app.Config
+	cfg.Bind(fs, "")
+	url := fs.String("url", app.Env("HONGBAO_URL", ""), "a running server (empty: start one in this process)")
+	secret := app.SecretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
 	users := fs.Int("users", 2000, "users (fresh ids above 10,000,000 unless --first-user)")
 	firstUser := fs.Int64("first-user", 10_000_000, "first user id")
 	groups := fs.Int("groups", 20, "groups the users are spread over")
@@ -55,23 +55,23 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	d := fs.Duration("duration", 10*time.Second, "length of the run")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return app.UsageErr(err)
 	}
 	progress := out
 	if *asJSON {
 		progress = io.Discard
 	}
-	var sys *node.System
+	var sys *app.Node
 	if *url == "" {
 		var stopNode func()
 		var err error
-		sys, stopNode, err = benchNode(ctx, cfg, log, node.SystemOptions{LedgerShards: 2, PacketSets: 2,
+		sys, stopNode, err = benchNode(ctx, cfg, log, app.NodeOptions{LedgerShards: 2, PacketSets: 2,
 			Grace: 5 * time.Second, Every: 200 * time.Millisecond})
 		if err != nil {
 			return err
 		}
 		defer stopNode()
-		local, key, stop, err := localAPI(sys, log)
+		local, key, stop, err := app.LocalAPI(sys, log)
 		if err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	}
 	rep := FestivalReport{URL: *url, Users: *users, Groups: *groups}
 	fmt.Fprintf(progress, "spring festival: %d users in %d groups, %d clients, %s, against %s\n", *users, *groups, *workers, *d, *url)
-	b := newAPIClient(*url, []byte(*secret), *workers)
+	b := client.NewUsers(*url, []byte(*secret), *workers)
 
 	// Everyone funded; groups of consecutive users, each joined.
 	const funding = money.Amount(1000_00)
@@ -91,9 +91,9 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	for i := range ids {
 		ids[i] = *firstUser + int64(i)
 	}
-	run := func(n int, f func(i int) error) error { return bench.Each(n, *workers, f) }
+	run := func(n int, f func(i int) error) error { return Each(n, *workers, f) }
 	if err := run(*users, func(i int) error {
-		_, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("festival-fund-", ids[i]), map[string]any{"user": ids[i], "amount": funding}, nil)
+		_, err := b.Call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("festival-fund-", ids[i]), map[string]any{"user": ids[i], "amount": funding}, nil)
 		return err
 	}); err != nil {
 		return err
@@ -102,7 +102,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	per := *users / *groups
 	gs := make([]group.Group, *groups)
 	if err := run(*groups, func(g int) error {
-		_, err := b.call(ctx, "POST", "/v1/groups", ids[g*per], fmt.Sprint("festival-", g), map[string]any{"capacity": per, "fee": "0"}, &gs[g])
+		_, err := b.Call(ctx, "POST", "/v1/groups", ids[g*per], fmt.Sprint("festival-", g), map[string]any{"capacity": per, "fee": "0"}, &gs[g])
 		return err
 	}); err != nil {
 		return err
@@ -112,7 +112,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		if i%per == 0 {
 			return nil // the owner
 		}
-		_, err := b.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", gs[g].ID), ids[i], "join", nil, nil)
+		_, err := b.Call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", gs[g].ID), ids[i], "join", nil, nil)
 		return err
 	}); err != nil {
 		return err
@@ -131,15 +131,15 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	var creditLat []time.Duration
 	var tracking sync.WaitGroup
 	senders := max(1, *workers/4)
-	var sends, grabs bench.Result
+	var sends, grabs Result
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		sends = bench.Run(ctx, senders, *d, func(ctx context.Context, w, i int) (int, error) {
+		sends = Run(ctx, senders, *d, func(ctx context.Context, w, i int) (int, error) {
 			r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 			g := r.IntN(*groups)
 			sender := ids[g*per+r.IntN(per)]
 			var p packet.Packet
-			_, err := b.call(ctx, "POST", "/v1/packets", sender, fmt.Sprintf("festival-%d-%d", w, i),
+			_, err := b.Call(ctx, "POST", "/v1/packets", sender, fmt.Sprintf("festival-%d-%d", w, i),
 				map[string]any{"kind": "lucky", "group": gs[g].ID, "amount": "8.88", "shares": 10, "greeting": "春节快乐"}, &p)
 			if err != nil {
 				return 0, err
@@ -155,7 +155,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		})
 	})
 	wg.Go(func() {
-		grabs = bench.Run(ctx, *workers-senders, *d, func(ctx context.Context, w, i int) (int, error) {
+		grabs = Run(ctx, *workers-senders, *d, func(ctx context.Context, w, i int) (int, error) {
 			mu.Lock()
 			if len(recent) == 0 {
 				mu.Unlock()
@@ -169,7 +169,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			var g struct {
 				Claim packet.Claim `json:"claim"`
 			}
-			status, err := b.call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", pk.id), user, "grab", nil, &g)
+			status, err := b.Call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", pk.id), user, "grab", nil, &g)
 			if status == 409 || status == 429 || status == 403 {
 				return 0, nil // sold out, busy, not allowed: part of the game, not a grab
 			}
@@ -179,7 +179,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			if !g.Claim.Duplicate && i%20 == 0 { // sample grab-to-credited latency
 				got := time.Now()
 				tracking.Go(func() {
-					if lat, ok := b.creditedAfter(context.WithoutCancel(ctx), pk.id, g.Claim.ID, got); ok {
+					if lat, ok := creditedAfter(context.WithoutCancel(ctx), b, pk.id, g.Claim.ID, got); ok {
 						mu.Lock()
 						creditLat = append(creditLat, lat)
 						mu.Unlock()
@@ -213,7 +213,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			var page struct {
 				Packets []packet.Packet `json:"packets"`
 			}
-			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/sent?limit=500&before=%d", before), ids[i], "", nil, &page); err != nil {
+			if _, err := b.Call(ctx, "GET", fmt.Sprintf("/v1/packets/sent?limit=500&before=%d", before), ids[i], "", nil, &page); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -235,7 +235,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		pending := 0
 		for _, id := range all {
 			var det packet.Detail
-			if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det); err != nil {
+			if _, err := b.Call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det); err != nil {
 				return err
 			}
 			rep.Claims += len(det.Claims)
@@ -260,7 +260,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		var w struct {
 			Balance money.Amount `json:"balance"`
 		}
-		if _, err := b.call(ctx, "GET", "/v1/wallet", u, "", nil, &w); err != nil {
+		if _, err := b.Call(ctx, "GET", "/v1/wallet", u, "", nil, &w); err != nil {
 			return err
 		}
 		rep.Wallets += w.Balance
@@ -293,11 +293,11 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 }
 
 // creditedAfter polls a packet until the claim shows credited.
-func (b *apiClient) creditedAfter(ctx context.Context, packetID, claimID int64, since time.Time) (time.Duration, bool) {
+func creditedAfter(ctx context.Context, b *client.Users, packetID, claimID int64, since time.Time) (time.Duration, bool) {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		var det packet.Detail
-		if _, err := b.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 0, "", nil, &det); err == nil {
+		if _, err := b.Call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 0, "", nil, &det); err == nil {
 			for _, c := range det.Claims {
 				if c.ID == claimID && c.Credited {
 					return time.Since(since), true

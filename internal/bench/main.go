@@ -1,4 +1,4 @@
-package app
+package bench
 
 import (
 	"context"
@@ -12,14 +12,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"hongbao/internal/bench"
+	"hongbao/internal/app"
 	"hongbao/internal/ledger"
-	"hongbao/internal/node"
 )
 
-func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
-	if len(args) == 0 || isHelp(args[0]) {
-		return verbs(out, args, "hongbao bench hot-packet|spring-festival|transfer|ledger [flags]; hongbao bench <scenario> -h for its flags")
+func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	if len(args) == 0 || app.IsHelp(args[0]) {
+		return app.Verbs(out, args, "hongbao bench hot-packet|spring-festival|transfer|ledger [flags]; hongbao bench <scenario> -h for its flags")
 	}
 	switch args[0] {
 	case "ledger":
@@ -36,7 +35,7 @@ func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 
 // benchDatabases starts a fresh durable private cluster (or uses the
 // configured server) and returns a maker of fresh, migrated databases.
-func benchDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Databases, func(), error) {
+func benchDatabases(ctx context.Context, cfg app.Config, log *slog.Logger) (*app.Databases, func(), error) {
 	cleanup := func() {}
 	if cfg.DatabaseURL == "" && cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "hongbao-bench-")
@@ -51,7 +50,7 @@ func benchDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Databas
 		cleanup()
 		return nil, nil, err
 	}
-	dbs, err := OpenDatabases(ctx, cfg, log)
+	dbs, err := app.OpenDatabases(ctx, cfg, log)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -62,7 +61,7 @@ func benchDatabases(ctx context.Context, cfg Config, log *slog.Logger) (*Databas
 // benchNode starts a whole node for a benchmark: fresh databases (see
 // benchDatabases) and an embedded NATS in a temporary folder. stop undoes
 // all of it.
-func benchNode(ctx context.Context, cfg Config, log *slog.Logger, o node.SystemOptions) (*node.System, func(), error) {
+func benchNode(ctx context.Context, cfg app.Config, log *slog.Logger, o app.NodeOptions) (*app.Node, func(), error) {
 	dbs, closeDBs, err := benchDatabases(ctx, cfg, log)
 	if err != nil {
 		return nil, nil, err
@@ -73,7 +72,7 @@ func benchNode(ctx context.Context, cfg Config, log *slog.Logger, o node.SystemO
 		return nil, nil, err
 	}
 	o.BusDir, o.Logger = busDir, log
-	sys, err := node.StartSystem(ctx, dbs.Open, o)
+	sys, err := app.StartNode(ctx, dbs.Open, o)
 	if err != nil {
 		os.RemoveAll(busDir)
 		closeDBs()
@@ -84,9 +83,9 @@ func benchNode(ctx context.Context, cfg Config, log *slog.Logger, o node.SystemO
 
 func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("bench ledger", flag.ContinueOnError)
-	var cfg Config
-	cfg.bind(fs, "")
-	var o bench.LedgerOptions
+	var cfg app.Config
+	cfg.Bind(fs, "")
+	var o LedgerOptions
 	fs.IntVar(&o.Workers, "workers", 64, "concurrent callers")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each measured run")
 	fs.IntVar(&o.Users, "users", 10000, "wallets")
@@ -94,7 +93,7 @@ func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Lo
 	fs.IntVar(&o.Stripes, "stripes", 16, "stripes per system account")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return app.UsageErr(err)
 	}
 	dbs, closeAll, err := benchDatabases(ctx, cfg, log)
 	if err != nil {
@@ -109,7 +108,7 @@ func benchLedger(ctx context.Context, args []string, out io.Writer, log *slog.Lo
 		progress = io.Discard
 	}
 	fmt.Fprintf(progress, "ledger benchmark: %d workers, %s per run, %d wallets, durable=%v\n", o.Workers, o.Duration, o.Users, cfg.Durable)
-	rep, err := bench.Ledger(ctx, newDB, o, progress)
+	rep, err := Ledger(ctx, newDB, o, progress)
 	if err != nil {
 		return err
 	}

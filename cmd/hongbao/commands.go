@@ -1,11 +1,14 @@
-// Package app wires Hongbao's parts together and runs its subcommands.
-package app
+package main
 
 import (
 	"context"
+
 	"errors"
 	"flag"
 	"fmt"
+	"hongbao/internal/app"
+	"hongbao/internal/bench"
+	"hongbao/internal/demo"
 	"io"
 	"log/slog"
 	"os"
@@ -22,8 +25,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API (private PostgreSQL and NATS unless URLs are given)", runServe},
-		{"demo", "a short New Year's Eve on a private database, reconciled at the end", runDemo},
-		{"bench", "measure a scenario against its baseline: hot-packet, transfer, ledger", runBench},
+		{"demo", "a short New Year's Eve on a private database, reconciled at the end", demo.Main},
+		{"bench", "measure a scenario against its baseline: hot-packet, transfer, ledger", bench.Main},
 		{"token", "issue a signed bearer token (--user ID or --admin)", runToken},
 		{"wallet", "show your wallet (--statement for the entries)", runWallet},
 		{"transfer", "send money to another user", runTransfer},
@@ -53,7 +56,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, args[1:], stdout, log)
-			var ue usageError
+			var ue app.UsageError
 			switch {
 			case err == nil:
 				return 0
@@ -82,18 +85,3 @@ func usage(w io.Writer) {
 	b.WriteString("\nRun hongbao <command> -h for its flags.\n")
 	io.WriteString(w, b.String())
 }
-
-// usageError is a command line the flag package refused.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usageErr(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return usageError{err}
-}
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,4 +1,4 @@
-package app
+package bench
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hongbao/internal/node"
+	"hongbao/internal/app"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -15,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"hongbao/internal/bench"
 	"hongbao/internal/group"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
@@ -23,35 +22,35 @@ import (
 
 // HotPacketReport is what `hongbao bench hot-packet` measured.
 type HotPacketReport struct {
-	Grabbers            int          `json:"grabbers"`
-	BaselineClients     int          `json:"baseline_clients"`
-	Shares              int          `json:"shares"`
-	Engine              bench.Result `json:"engine"`
-	Baseline            bench.Result `json:"baseline"`
-	GrabsPerSec         float64      `json:"grabs_per_sec"`
-	BaselineGrabsPerSec float64      `json:"baseline_grabs_per_sec"`
-	Ratio               float64      `json:"ratio"`
-	P50ms               float64      `json:"p50_ms"`
-	P99ms               float64      `json:"p99_ms"`
-	Oversold            bool         `json:"oversold"`
-	Conserved           bool         `json:"conserved"`
-	Claims              int64        `json:"claims"`
-	Credited            int64        `json:"credited"`
-	CreditSeconds       float64      `json:"seconds_until_all_credited"`
-	Violations          []string     `json:"violations"`
+	Grabbers            int      `json:"grabbers"`
+	BaselineClients     int      `json:"baseline_clients"`
+	Shares              int      `json:"shares"`
+	Engine              Result   `json:"engine"`
+	Baseline            Result   `json:"baseline"`
+	GrabsPerSec         float64  `json:"grabs_per_sec"`
+	BaselineGrabsPerSec float64  `json:"baseline_grabs_per_sec"`
+	Ratio               float64  `json:"ratio"`
+	P50ms               float64  `json:"p50_ms"`
+	P99ms               float64  `json:"p99_ms"`
+	Oversold            bool     `json:"oversold"`
+	Conserved           bool     `json:"conserved"`
+	Claims              int64    `json:"claims"`
+	Credited            int64    `json:"credited"`
+	CreditSeconds       float64  `json:"seconds_until_all_credited"`
+	Violations          []string `json:"violations"`
 }
 
 func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("bench hot-packet", flag.ContinueOnError)
-	var cfg Config
-	cfg.bind(fs, "")
+	var cfg app.Config
+	cfg.Bind(fs, "")
 	grabbers := fs.Int("grabbers", 512, "concurrent grabbers on the engine")
 	clients := fs.Int("baseline-clients", 64, "concurrent clients of the plain SELECT ... FOR UPDATE baseline")
 	d := fs.Duration("duration", 8*time.Second, "length of each measured run")
 	shares := fs.Int("shares", 400_000, "shares of the hot packet (and members of its group)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return app.UsageErr(err)
 	}
 	progress := out
 	if *asJSON {
@@ -60,7 +59,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	limits := packet.DefaultLimits
 	limits.MaxShares = *shares
 	limits.MaxAmount = money.Amount(*shares) * 100
-	sys, stop, err := benchNode(ctx, cfg, log, node.SystemOptions{LedgerShards: 2, PacketSets: 1, Limits: limits})
+	sys, stop, err := benchNode(ctx, cfg, log, app.NodeOptions{LedgerShards: 2, PacketSets: 1, Limits: limits})
 	if err != nil {
 		return err
 	}
@@ -103,14 +102,14 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 
 	next := atomic.Int64{}
 	next.Store(2)
-	rep.Engine = bench.Run(ctx, *grabbers, *d, func(ctx context.Context, w, i int) (int, error) {
+	rep.Engine = Run(ctx, *grabbers, *d, func(ctx context.Context, w, i int) (int, error) {
 		u := next.Add(1)
 		if u > int64(*shares)+1 {
-			return 0, bench.ErrDone
+			return 0, ErrDone
 		}
 		_, err := sys.Flows.Grab(ctx, hot.ID, u)
 		if errors.Is(err, packet.ErrSoldOut) {
-			return 0, bench.ErrDone
+			return 0, ErrDone
 		}
 		return 1, err
 	})
@@ -119,7 +118,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	// The plain way on the same database: lock the packet row, one
 	// transaction per grab.
 	next.Store(1)
-	rep.Baseline = bench.Run(ctx, *clients, *d, func(ctx context.Context, w, i int) (int, error) {
+	rep.Baseline = Run(ctx, *clients, *d, func(ctx context.Context, w, i int) (int, error) {
 		u := next.Add(1)
 		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 		return 1, pgx.BeginFunc(ctx, set.DB(), func(tx pgx.Tx) error {
@@ -129,7 +128,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 				return err
 			}
 			if count == 0 {
-				return bench.ErrDone
+				return ErrDone
 			}
 			share := remaining
 			if count > 1 {

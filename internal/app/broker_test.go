@@ -1,4 +1,4 @@
-package node
+package app
 
 import (
 	"bufio"
@@ -117,7 +117,7 @@ func runNATS(t *testing.T, o *server.Options) *server.Server {
 
 // stormAll grabs pk with every member once (busy answers retried) and
 // calls during(i) before the i-th grab starts.
-func stormAll(t *testing.T, sys *System, pk packet.Packet, members []int64, during func(i int)) {
+func stormAll(t *testing.T, sys *Node, pk packet.Packet, members []int64, during func(i int)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	for i, u := range members {
@@ -151,7 +151,7 @@ func TestLostPublishAcks(t *testing.T) {
 	t.Parallel()
 	ns := runNATS(t, &server.Options{Port: -1})
 	proxy := newNATSProxy(t, ns.Addr().String())
-	sys, err := StartSystem(t.Context(), pgtest.Opener(t), SystemOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
+	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
 		AckTimeout: 300 * time.Millisecond, Grace: time.Hour, Every: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +212,7 @@ func TestStreamLeaderKilled(t *testing.T) {
 		}
 		return false
 	})
-	sys, err := StartSystem(t.Context(), pgtest.Opener(t), SystemOptions{LedgerShards: 2, PacketSets: 1, NatsURL: strings.Join(urls, ","),
+	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: strings.Join(urls, ","),
 		AckTimeout: time.Second, Grace: 3 * time.Second, Every: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

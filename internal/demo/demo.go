@@ -1,10 +1,11 @@
-package app
+package demo
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"hongbao/internal/node"
+	"hongbao/internal/app"
+	"hongbao/internal/client"
 	"io"
 	"log/slog"
 	"os"
@@ -20,15 +21,15 @@ import (
 	"hongbao/internal/packet"
 )
 
-func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	var cfg Config
-	cfg.bind(fs, "")
+	var cfg app.Config
+	cfg.Bind(fs, "")
 	users := fs.Int("users", 1000, "number of users (at least 200)")
 	sets := fs.Int("packet-sets", 2, "number of packet sets")
 	keep := fs.Bool("keep", false, "keep the private cluster's folder afterwards")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return app.UsageErr(err)
 	}
 	dir := cfg.DataDir
 	if dir == "" {
@@ -56,26 +57,26 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	if cfg.DatabaseURL == "" {
 		fmt.Fprintf(out, "  private PostgreSQL in %s (fsync on: %v), NATS JetStream in process\n", cfg.DataDir, cfg.Durable)
 	}
-	dbs, err := OpenDatabases(ctx, cfg, log)
+	dbs, err := app.OpenDatabases(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer dbs.Close()
 	limits := packet.DefaultLimits
-	sys, err := node.StartSystem(ctx, dbs.Open, node.SystemOptions{LedgerShards: cfg.LedgerShards, PacketSets: *sets, Limits: limits,
+	sys, err := app.StartNode(ctx, dbs.Open, app.NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: *sets, Limits: limits,
 		BusDir: filepath.Join(dir, "nats"), Grace: 2 * time.Second, Every: 200 * time.Millisecond, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
 	// The real HTTP API on a loopback port, with a fresh signing secret.
-	url, secret, stop, err := localAPI(sys, log)
+	url, secret, stop, err := app.LocalAPI(sys, log)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	fmt.Fprintf(out, "  HTTP API on %s; everything below goes through it\n", url)
-	d := &demo{sys: sys, out: out, users: int64(*users), apiClient: newAPIClient(url, secret, 32)}
+	d := &demo{sys: sys, out: out, users: int64(*users), Users: client.NewUsers(url, secret, 32)}
 	if err := d.run(ctx); err != nil {
 		return err
 	}
@@ -84,8 +85,8 @@ func runDemo(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 }
 
 type demo struct {
-	*apiClient
-	sys       *node.System
+	*client.Users
+	sys       *app.Node
 	out       io.Writer
 	users     int64
 	deposited money.Amount
@@ -166,7 +167,7 @@ func (d *demo) run(ctx context.Context) error {
 	// 1. Everyone gets a red envelope budget (admin deposits).
 	if err := d.parallel("funding wallets", int(d.users), func(i int) error {
 		u := int64(i + 1)
-		_, err := d.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("fund-", u), map[string]any{"user": u, "amount": funding}, nil)
+		_, err := d.Call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("fund-", u), map[string]any{"user": u, "amount": funding}, nil)
 		return err
 	}); err != nil {
 		return err
@@ -182,7 +183,7 @@ func (d *demo) run(ctx context.Context) error {
 			return nil
 		}
 		var a txAnswer
-		if _, err := d.call(ctx, "POST", "/v1/transfers", from, fmt.Sprint("t-", i), map[string]any{"to": to, "amount": money.Amount(100 + i)}, &a); err != nil {
+		if _, err := d.Call(ctx, "POST", "/v1/transfers", from, fmt.Sprint("t-", i), map[string]any{"to": to, "amount": money.Amount(100 + i)}, &a); err != nil {
 			return err
 		}
 		if a.Outcome != string(dtx.OutcomeCommitted) {
@@ -201,23 +202,23 @@ func (d *demo) run(ctx context.Context) error {
 
 	// 3. The family group everyone joins, and a paid group with two seats.
 	var family, paid group.Group
-	if _, err := d.call(ctx, "POST", "/v1/groups", 1, "family", map[string]any{"capacity": d.users, "fee": "0"}, &family); err != nil {
+	if _, err := d.Call(ctx, "POST", "/v1/groups", 1, "family", map[string]any{"capacity": d.users, "fee": "0"}, &family); err != nil {
 		return err
 	}
 	if err := d.parallel("everyone joins the family group", int(d.users-1), func(i int) error {
-		_, err := d.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", family.ID), int64(i+2), "join", nil, nil)
+		_, err := d.Call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", family.ID), int64(i+2), "join", nil, nil)
 		return err
 	}); err != nil {
 		return err
 	}
 	owner := d.users
-	if _, err := d.call(ctx, "POST", "/v1/groups", owner, "vip", map[string]any{"capacity": 3, "fee": "88.00"}, &paid); err != nil {
+	if _, err := d.Call(ctx, "POST", "/v1/groups", owner, "vip", map[string]any{"capacity": 3, "fee": "88.00"}, &paid); err != nil {
 		return err
 	}
 	var joined, refused int
 	for _, u := range []int64{2, 3, 4} {
 		var a txAnswer
-		status, err := d.call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", paid.ID), u, "vip", nil, &a)
+		status, err := d.Call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", paid.ID), u, "vip", nil, &a)
 		switch {
 		case err == nil:
 			joined++
@@ -324,7 +325,7 @@ func (d *demo) run(ctx context.Context) error {
 // send sends a packet as user through the API and insists that it went out.
 func (d *demo) send(ctx context.Context, user int64, key string, body map[string]any) (packet.Packet, error) {
 	var p packet.Packet
-	if _, err := d.call(ctx, "POST", "/v1/packets", user, key, body, &p); err != nil {
+	if _, err := d.Call(ctx, "POST", "/v1/packets", user, key, body, &p); err != nil {
 		return p, err
 	}
 	d.addPacket(p.ID)
@@ -335,7 +336,7 @@ func (d *demo) send(ctx context.Context, user int64, key string, body map[string
 // quietly (true) or try again (false). Without it any error is returned.
 func (d *demo) grab(ctx context.Context, id, user int64, retry func(status int) bool) error {
 	for {
-		status, err := d.call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), user, "grab", nil, nil)
+		status, err := d.Call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), user, "grab", nil, nil)
 		if err == nil {
 			return nil
 		}
@@ -356,7 +357,7 @@ func (d *demo) addPacket(id int64) {
 
 func (d *demo) detail(ctx context.Context, id int64) (packet.Detail, error) {
 	var det packet.Detail
-	_, err := d.call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det) // as an operator
+	_, err := d.Call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", id), 0, "", nil, &det) // as an operator
 	return det, err
 }
 

@@ -1,4 +1,4 @@
-package node
+package app
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 	"hongbao/internal/pgtest"
 )
 
-func startSystem(t *testing.T, open OpenDB, busDir string, port int, grace time.Duration) *System {
+func startNode(t *testing.T, open OpenDB, busDir string, port int, grace time.Duration) *Node {
 	t.Helper()
-	sys, err := StartSystem(t.Context(), open, SystemOptions{LedgerShards: 2, PacketSets: 2, BusDir: busDir, BusPort: port,
+	sys, err := StartNode(t.Context(), open, NodeOptions{LedgerShards: 2, PacketSets: 2, BusDir: busDir, BusPort: port,
 		Grace: grace, Every: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ var nextUser atomic.Int64
 
 func init() { nextUser.Store(5_000_000) }
 
-func newParty(t *testing.T, sys *System, n int, funds money.Amount) party {
+func newParty(t *testing.T, sys *Node, n int, funds money.Amount) party {
 	t.Helper()
 	p := party{sender: nextUser.Add(1)}
 	p.group = p.sender
@@ -58,7 +58,7 @@ func newParty(t *testing.T, sys *System, n int, funds money.Amount) party {
 	return p
 }
 
-func balance(t *testing.T, sys *System, u int64) money.Amount {
+func balance(t *testing.T, sys *Node, u int64) money.Amount {
 	t.Helper()
 	w, err := sys.Ledgers.For(u).Wallet(context.Background(), u)
 	if err != nil {
@@ -69,12 +69,12 @@ func balance(t *testing.T, sys *System, u int64) money.Amount {
 
 // waitCredited waits until every claim of the packet is applied by its
 // grabber's ledger shard, then checks each grabber got exactly its claim.
-func waitCredited(t *testing.T, sys *System, packetID int64, before map[int64]money.Amount) packet.Detail {
+func waitCredited(t *testing.T, sys *Node, packetID int64, before map[int64]money.Amount) packet.Detail {
 	t.Helper()
 	set, _ := sys.Flows.Set(packetID)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		d, err := set.Detail(t.Context(), packetID, sys.ClaimsCredited)
+		d, err := set.Detail(t.Context(), packetID, sys.Flows.Credited)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func waitCredited(t *testing.T, sys *System, packetID int64, before map[int64]mo
 	}
 }
 
-func reconcile(t *testing.T, sys *System) {
+func reconcile(t *testing.T, sys *Node) {
 	t.Helper()
 	ctx := context.Background()
 	v, err := sys.Ledgers.Check(ctx)
@@ -116,7 +116,7 @@ func reconcile(t *testing.T, sys *System) {
 	}
 }
 
-func sendLucky(t *testing.T, sys *System, p party, amount money.Amount, shares int, expires time.Time) packet.Packet {
+func sendLucky(t *testing.T, sys *Node, p party, amount money.Amount, shares int, expires time.Time) packet.Packet {
 	t.Helper()
 	var in time.Duration
 	if !expires.IsZero() {
@@ -135,7 +135,7 @@ func sendLucky(t *testing.T, sys *System, p party, amount money.Amount, shares i
 // twice, every claim credited once, the books sound.
 func TestPacketStormCredited(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
 	defer sys.Close()
 	const shares = 200
 	p := newParty(t, sys, 3*shares, 100_000)
@@ -190,7 +190,7 @@ func TestPacketStormCredited(t *testing.T) {
 // Expiry after a partial grab refunds the remainder to the sender, once.
 func TestExpiryRefundOnce(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, 200*time.Millisecond)
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, 200*time.Millisecond)
 	defer sys.Close()
 	p := newParty(t, sys, 10, 10_000)
 	pk := sendLucky(t, sys, p, 1000, 10, time.Now().Add(time.Second))
@@ -219,7 +219,7 @@ func TestExpiryRefundOnce(t *testing.T) {
 	if err != nil || out[0] != ledger.Duplicate {
 		t.Fatalf("refund replay = %v, %v", out, err)
 	}
-	sys.Sweep(t.Context())
+	sys.sweep(t.Context())
 	if got := balance(t, sys, p.sender); got != want {
 		t.Fatalf("after another sweep the sender has %s, want %s", got, want)
 	}
@@ -231,16 +231,17 @@ func TestExpiryRefundOnce(t *testing.T) {
 func TestCrashBetweenCommitAndPublish(t *testing.T) {
 	t.Parallel()
 	open := pgtest.Opener(t)
-	sys := startSystem(t, open, t.TempDir(), 0, 100*time.Millisecond)
+	sys := startNode(t, open, t.TempDir(), 0, 100*time.Millisecond)
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
 	// The "dead" node: it owns the packet, commits claims, publishes nothing.
 	set, _ := sys.Flows.Set(pk.ID)
-	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: newMemberCache(sys.Groups)})
+	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: group.NewMemberCache(sys.Groups)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	dead.Start()
 	for _, u := range p.members[:20] {
 		if _, err := dead.Grab(t.Context(), pk.ID, u); err != nil {
 			t.Fatal(err)
@@ -256,22 +257,23 @@ func TestCrashBetweenCommitAndPublish(t *testing.T) {
 func TestCrashBetweenPublishAndCredit(t *testing.T) {
 	t.Parallel()
 	open, dir := pgtest.Opener(t), t.TempDir()
-	sys := startSystem(t, open, dir, 0, time.Hour) // the reconciler stays out of it
+	sys := startNode(t, open, dir, 0, time.Hour) // the reconciler stays out of it
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
 	set, _ := sys.Flows.Set(pk.ID)
 	// Claims committed and published, then the node stops before any credit.
-	quiet, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: newMemberCache(sys.Groups)})
+	quiet, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: group.NewMemberCache(sys.Groups)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	quiet.Start()
 	var msgs []bus.Msg
 	for _, u := range p.members[:20] {
 		c, err := quiet.Grab(t.Context(), pk.ID, u)
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs = append(msgs, packet.PackCredits(sys.Ledgers.Table.Of(u), []ledger.CreditMessage{packet.ClaimMessage(c)}))
+		msgs = append(msgs, bus.Msg(packet.PackCredits(creditSubject(sys.Ledgers.Table.Of(u)), []ledger.CreditMessage{packet.ClaimMessage(c)})))
 	}
 	quiet.Close()
 	sys.Close()
@@ -288,7 +290,7 @@ func TestCrashBetweenPublishAndCredit(t *testing.T) {
 			t.Fatal("credited before the consumers ran")
 		}
 	}
-	again := startSystem(t, open, dir, 0, time.Hour)
+	again := startNode(t, open, dir, 0, time.Hour)
 	defer again.Close()
 	waitCredited(t, again, pk.ID, map[int64]money.Amount{})
 	reconcile(t, again)
@@ -299,7 +301,7 @@ func TestCrashBetweenPublishAndCredit(t *testing.T) {
 // the dead-letter subject and counted.
 func TestCreditBatchFailsThenApplies(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Hour)
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, time.Hour)
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	// Every ledger refuses credits for now: the batch's transaction fails.
@@ -340,11 +342,11 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 	good := bad
 	good.Amount = 4
 	shard := sys.Ledgers.Table.Of(good.User)
-	if err := sys.Bus.Publish(t.Context(), []bus.Msg{packet.PackCredits(shard, []ledger.CreditMessage{good}), packet.PackCredits(shard, []ledger.CreditMessage{bad})}); err != nil {
+	if err := sys.Bus.Publish(t.Context(), []bus.Msg{bus.Msg(packet.PackCredits(creditSubject(shard), []ledger.CreditMessage{good})), bus.Msg(packet.PackCredits(creditSubject(shard), []ledger.CreditMessage{bad}))}); err != nil {
 		t.Fatal(err)
 	}
 	// A message that is not a credit batch at all.
-	if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: ledger.CreditSubject(shard), ID: "garbage", Data: []byte("{nope")}}); err != nil {
+	if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: creditSubject(shard), ID: "garbage", Data: []byte("{nope")}}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
@@ -360,7 +362,7 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 // NATS restarts in the middle of a storm: every claim is credited once.
 func TestNATSRestartMidStream(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), -1, 2*time.Second)
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), -1, 2*time.Second)
 	defer sys.Close()
 	p := newParty(t, sys, 200, 100_000)
 	pk := sendLucky(t, sys, p, 50_000, 200, time.Time{})
@@ -392,7 +394,7 @@ func TestNATSRestartMidStream(t *testing.T) {
 
 func TestSendPacket(t *testing.T) {
 	t.Parallel()
-	sys := startSystem(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
 	defer sys.Close()
 	ctx := t.Context()
 	p := newParty(t, sys, 5, 1000)
@@ -472,7 +474,7 @@ func TestSendPacket(t *testing.T) {
 func TestShutdownDrainsClaims(t *testing.T) {
 	t.Parallel()
 	open, dir := pgtest.Opener(t), t.TempDir()
-	sys := startSystem(t, open, dir, 0, time.Hour)
+	sys := startNode(t, open, dir, 0, time.Hour)
 	p := newParty(t, sys, 100, 10_000)
 	pk := sendLucky(t, sys, p, 5000, 100, time.Time{})
 	var wg sync.WaitGroup
@@ -485,7 +487,7 @@ func TestShutdownDrainsClaims(t *testing.T) {
 	}
 	wg.Wait()
 	sys.Close()
-	again := startSystem(t, open, dir, 0, time.Hour) // the reconciler stays out of it
+	again := startNode(t, open, dir, 0, time.Hour) // the reconciler stays out of it
 	defer again.Close()
 	waitCredited(t, again, pk.ID, map[int64]money.Amount{})
 	reconcile(t, again)

@@ -1,4 +1,4 @@
-package node
+package flow
 
 import (
 	"context"
@@ -30,8 +30,8 @@ type Flows struct {
 	next      atomic.Uint64 // round-robin over sets for new packets
 }
 
-// NewFlows returns the flows over a node's parts.
-func NewFlows(coord *dtx.Coordinator, ls *Ledgers, groups *group.Store, sets []*packet.Set, limits packet.Limits, maxAmount money.Amount) *Flows {
+// New returns the flows over a node's parts.
+func New(coord *dtx.Coordinator, ls *Ledgers, groups *group.Store, sets []*packet.Set, limits packet.Limits, maxAmount money.Amount) *Flows {
 	return &Flows{Coord: coord, Ledgers: ls, Groups: groups, Sets: sets, Limits: limits, MaxAmount: maxAmount, requests: newRequests(ls)}
 }
 
@@ -41,11 +41,17 @@ const GroupParticipant = "group:0"
 // LedgerParticipant is the registry name of ledger shard n.
 func LedgerParticipant(n int) string { return fmt.Sprintf("ledger:%d", n) }
 
+// PacketParticipant is the registry name of packet set n.
+func PacketParticipant(n int) string { return fmt.Sprintf("packet:%d", n) }
+
 // Participants lists every in-process participant by registry name.
-func Participants(ls *Ledgers, groups *group.Store) map[string]dtx.Participant {
+func Participants(ls *Ledgers, groups *group.Store, sets []*packet.Set) map[string]dtx.Participant {
 	ps := map[string]dtx.Participant{GroupParticipant: groups.Participant()}
 	for _, l := range ls.Shards {
 		ps[LedgerParticipant(l.Shard())] = l.Participant()
+	}
+	for _, set := range sets {
+		ps[PacketParticipant(set.Number())] = set.Participant()
 	}
 	return ps
 }
@@ -82,8 +88,8 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 }
 
-// ErrFlowInvalid wraps bad input to a flow.
-var ErrFlowInvalid = errors.New("invalid request")
+// ErrInvalid wraps bad input to a flow.
+var ErrInvalid = errors.New("invalid request")
 
 // MaxUserID is the largest user id: 2^53-1, so that every JSON client
 // (JavaScript's numbers included) reads ids exactly.
@@ -97,7 +103,7 @@ const DefaultMaxAmount money.Amount = 1_000_000_00
 
 func (f *Flows) checkAmount(what string, a money.Amount) error {
 	if max := f.maxAmount(); a <= 0 || a > max {
-		return fmt.Errorf("%w: %s of %s: want 0.01..%s", ErrFlowInvalid, what, a, max)
+		return fmt.Errorf("%w: %s of %s: want 0.01..%s", ErrInvalid, what, a, max)
 	}
 	return nil
 }
@@ -117,7 +123,7 @@ func definite(gid string, err error) (dtx.Result, bool, error) {
 // the same, another request with the key is ledger.ErrIdempotencyConflict.
 func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount money.Amount) (dtx.Result, error) {
 	if !validUser(from) || !validUser(to) || from == to || key == "" {
-		return dtx.Result{}, fmt.Errorf("%w: transfer %d -> %d of %s (key %q)", ErrFlowInvalid, from, to, amount, key)
+		return dtx.Result{}, fmt.Errorf("%w: transfer %d -> %d of %s (key %q)", ErrInvalid, from, to, amount, key)
 	}
 	if err := f.checkAmount("transfer", amount); err != nil {
 		return dtx.Result{}, err
@@ -154,7 +160,7 @@ type DepositResult struct {
 // acting operator's id, 0 for any). The key names this one deposit.
 func (f *Flows) Deposit(ctx context.Context, key string, operator, user int64, amount money.Amount) (DepositResult, error) {
 	if !validUser(user) || operator < 0 {
-		return DepositResult{}, fmt.Errorf("%w: deposit to user %d", ErrFlowInvalid, user)
+		return DepositResult{}, fmt.Errorf("%w: deposit to user %d", ErrInvalid, user)
 	}
 	if err := f.checkAmount("deposit", amount); err != nil {
 		return DepositResult{}, err
@@ -176,7 +182,7 @@ func (f *Flows) Deposit(ctx context.Context, key string, operator, user int64, a
 // group has a fee. The user's key names this one join.
 func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) (dtx.Result, error) {
 	if user <= 0 || groupID <= 0 || key == "" {
-		return dtx.Result{}, fmt.Errorf("%w: join of user %d to group %d (key %q)", ErrFlowInvalid, user, groupID, key)
+		return dtx.Result{}, fmt.Errorf("%w: join of user %d to group %d (key %q)", ErrInvalid, user, groupID, key)
 	}
 	req := struct {
 		Group int64 `json:"group"`
@@ -213,10 +219,10 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 // owner and the key (53 bits, so that JavaScript clients read it exactly).
 func (f *Flows) CreateGroup(ctx context.Context, key string, owner int64, capacity int, fee money.Amount) (group.Group, error) {
 	if owner <= 0 || key == "" {
-		return group.Group{}, fmt.Errorf("%w: group of owner %d (key %q)", ErrFlowInvalid, owner, key)
+		return group.Group{}, fmt.Errorf("%w: group of owner %d (key %q)", ErrInvalid, owner, key)
 	}
 	if fee < 0 || fee > f.maxAmount() {
-		return group.Group{}, fmt.Errorf("%w: fee %s: want 0..%s", ErrFlowInvalid, fee, f.maxAmount())
+		return group.Group{}, fmt.Errorf("%w: fee %s: want 0..%s", ErrInvalid, fee, f.maxAmount())
 	}
 	req := struct {
 		Capacity int          `json:"capacity"`
@@ -399,4 +405,21 @@ func (f *Flows) Grab(ctx context.Context, packetID, user int64) (packet.Claim, e
 		return packet.Claim{}, err
 	}
 	return set.Grab(ctx, packetID, user)
+}
+
+// Credited reports which claims their grabbers' ledgers applied.
+func (f *Flows) Credited(ctx context.Context, cs []packet.Claim) (map[int64]bool, error) {
+	msgs := make([]ledger.CreditMessage, len(cs))
+	for i, c := range cs {
+		msgs[i] = packet.ClaimMessage(c)
+	}
+	done, err := f.Ledgers.Applied(ctx, msgs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]bool{}
+	for i, c := range cs {
+		out[c.ID] = done[msgs[i].Key]
+	}
+	return out, nil
 }

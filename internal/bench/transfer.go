@@ -1,4 +1,4 @@
-package app
+package bench
 
 import (
 	"context"
@@ -6,14 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hongbao/internal/node"
+	"hongbao/internal/app"
+	"hongbao/internal/flow"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"hongbao/internal/bench"
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
@@ -22,33 +22,33 @@ import (
 
 // TransferReport is what `hongbao bench transfer` measured.
 type TransferReport struct {
-	TCC           bench.Result `json:"tcc"`
-	Local         bench.Result `json:"local_transfer_baseline"`
-	TCCRatio      float64      `json:"tcc_vs_local_ratio"`
-	Saga          bench.Result `json:"saga_paid_entry"`
-	Backlog       int          `json:"backlog"`
-	DrainSeconds  float64      `json:"backlog_drain_seconds"`
-	DrainPerSec   float64      `json:"backlog_drain_per_sec"`
-	Unfinished    int          `json:"unfinished"`
-	Conserved     bool         `json:"conserved"`
-	Violations    []string     `json:"violations"`
-	MembersPaidOK bool         `json:"members_match_payments"`
+	TCC           Result   `json:"tcc"`
+	Local         Result   `json:"local_transfer_baseline"`
+	TCCRatio      float64  `json:"tcc_vs_local_ratio"`
+	Saga          Result   `json:"saga_paid_entry"`
+	Backlog       int      `json:"backlog"`
+	DrainSeconds  float64  `json:"backlog_drain_seconds"`
+	DrainPerSec   float64  `json:"backlog_drain_per_sec"`
+	Unfinished    int      `json:"unfinished"`
+	Conserved     bool     `json:"conserved"`
+	Violations    []string `json:"violations"`
+	MembersPaidOK bool     `json:"members_match_payments"`
 }
 
 func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("bench transfer", flag.ContinueOnError)
-	var cfg Config
-	cfg.bind(fs, "")
+	var cfg app.Config
+	cfg.Bind(fs, "")
 	workers := fs.Int("workers", 50, "concurrent callers")
 	d := fs.Duration("duration", 10*time.Second, "length of each measured run")
 	users := fs.Int("users", 4000, "funded users")
 	backlog := fs.Int("backlog", 2000, "transactions left by a crashed coordinator for recovery to drain")
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	url := fs.String("url", env("HONGBAO_URL", ""), "a running server: transfers go through its API (no baseline then)")
-	secret := secretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
+	url := fs.String("url", app.Env("HONGBAO_URL", ""), "a running server: transfers go through its API (no baseline then)")
+	secret := app.SecretString(fs, "token-secret", "HONGBAO_TOKEN_SECRET", "the running server's token secret (with --url)")
 	firstUser := fs.Int64("first-user", 20_000_000, "first user id (with --url)")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return app.UsageErr(err)
 	}
 	if *url != "" {
 		return benchTransferHTTP(ctx, *url, *secret, *users, *workers, *d, *firstUser, *asJSON, out)
@@ -62,7 +62,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	if *asJSON {
 		progress = io.Discard
 	}
-	ls, err := node.OpenLedgers(ctx, dbs.Open, 2, ledger.Options{Logger: log})
+	ls, err := app.OpenLedgers(ctx, dbs.Open, 2, ledger.Options{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	if err != nil {
 		return err
 	}
-	parts := node.Participants(ls, groups)
+	parts := flow.Participants(ls, groups, nil)
 	coord := dtx.New(ddb, dtx.Options{Participants: parts, Logger: log})
 	defer coord.Close()
 
@@ -89,22 +89,22 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		byShard[s] = append(byShard[s], u)
 	}
 	var rep TransferReport
-	line := func(name string, r bench.Result) {
+	line := func(name string, r Result) {
 		fmt.Fprintf(progress, "  %-44s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", name, r.PerSec, r.P50ms, r.P99ms, r.Errors)
 	}
 
-	rep.TCC = bench.Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
+	rep.TCC = Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
 		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 		s := r.IntN(2)
 		from, to := byShard[s][r.IntN(len(byShard[s]))], byShard[1-s][r.IntN(len(byShard[1-s]))]
-		res, err := coord.Run(ctx, node.TransferSpec(ls, fmt.Sprintf("bench-tcc-%d-%d", w, i), from, to, 1))
+		res, err := coord.Run(ctx, flow.TransferSpec(ls, fmt.Sprintf("bench-tcc-%d-%d", w, i), from, to, 1))
 		if err == nil && res.Outcome != dtx.OutcomeCommitted {
 			err = fmt.Errorf("transfer %s: %s", res.Outcome, res.Reason)
 		}
 		return 1, err
 	})
 	line("TCC cross-shard transfer (2 branches)", rep.TCC)
-	rep.Local = bench.Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
+	rep.Local = Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
 		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 		s := byShard[r.IntN(2)]
 		from, to := s[r.IntN(len(s))], s[r.IntN(len(s))]
@@ -121,7 +121,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 	per := max(*users / *workers, 1)
 	var gmu sync.Mutex
 	made := map[int64]group.Group{}
-	rep.Saga = bench.Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
+	rep.Saga = Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
 		user := int64(w*per + 1 + i%per)
 		gid := int64(1_000_000 + w*100_000 + i/per)
 		gmu.Lock()
@@ -140,7 +140,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		if user == g.Owner {
 			return 0, nil
 		}
-		res, err := coord.Run(ctx, node.PaidEntrySpec(ls, fmt.Sprintf("bench-join-%d-%d", gid, user), user, g))
+		res, err := coord.Run(ctx, flow.PaidEntrySpec(ls, fmt.Sprintf("bench-join-%d-%d", gid, user), user, g))
 		if err == nil && res.Outcome != dtx.OutcomeCommitted {
 			err = fmt.Errorf("paid entry %s: %s", res.Outcome, res.Reason)
 		}
@@ -162,7 +162,7 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 		wg.Go(func() {
 			for i := range jobs {
 				from, to := byShard[0][i%len(byShard[0])], byShard[1][i%len(byShard[1])]
-				_, _ = crashing.Run(ctx, node.TransferSpec(ls, fmt.Sprint("bench-backlog-", i), from, to, 1))
+				_, _ = crashing.Run(ctx, flow.TransferSpec(ls, fmt.Sprint("bench-backlog-", i), from, to, 1))
 			}
 		})
 	}
@@ -232,8 +232,8 @@ func benchTransfer(ctx context.Context, args []string, out io.Writer, log *slog.
 }
 
 // fundUsers deposits amount into users 1..n from several goroutines.
-func fundUsers(ctx context.Context, ls *node.Ledgers, n int, amount money.Amount, workers int) error {
-	return bench.Each(n, workers, func(i int) error {
+func fundUsers(ctx context.Context, ls *flow.Ledgers, n int, amount money.Amount, workers int) error {
+	return Each(n, workers, func(i int) error {
 		u := int64(i + 1)
 		_, err := ls.For(u).Deposit(ctx, fmt.Sprint("fund-", u), u, amount)
 		return err

@@ -1,4 +1,4 @@
-package app
+package bench
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hongbao/internal/bench"
+	"hongbao/internal/client"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/money"
 )
@@ -19,7 +19,7 @@ import (
 // running server's API.
 type HTTPTransferReport struct {
 	URL        string       `json:"url"`
-	Transfers  bench.Result `json:"transfers"`
+	Transfers  Result       `json:"transfers"`
 	Committed  int64        `json:"committed"`
 	Cancelled  int64        `json:"cancelled"`
 	Pending    int64        `json:"pending"`
@@ -34,23 +34,23 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 	if len(secret) < httpapi.MinSecret {
 		return errors.New("--url needs the server's --token-secret (HONGBAO_TOKEN_SECRET) to act as many users")
 	}
-	b := newAPIClient(url, []byte(secret), workers)
+	b := client.NewUsers(url, []byte(secret), workers)
 	progress := out
 	if asJSON {
 		progress = io.Discard
 	}
 	rep := HTTPTransferReport{URL: url}
 	const funding = money.Amount(1000_00)
-	if err := bench.Each(users, workers, func(i int) error {
+	if err := Each(users, workers, func(i int) error {
 		u := firstUser + int64(i)
-		_, err := b.call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("bench-transfer-fund-", u), map[string]any{"user": u, "amount": funding}, nil)
+		_, err := b.Call(ctx, "POST", "/v1/admin/deposits", 0, fmt.Sprint("bench-transfer-fund-", u), map[string]any{"user": u, "amount": funding}, nil)
 		return err
 	}); err != nil {
 		return err
 	}
 	rep.Deposited = funding * money.Amount(users)
 	fmt.Fprintf(progress, "transfers through %s: %d users, %d clients, %s\n", url, users, workers, d)
-	rep.Transfers = bench.Run(ctx, workers, d, func(ctx context.Context, w, i int) (int, error) {
+	rep.Transfers = Run(ctx, workers, d, func(ctx context.Context, w, i int) (int, error) {
 		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 		from := firstUser + int64(r.IntN(users))
 		to := firstUser + int64(r.IntN(users-1))
@@ -58,7 +58,7 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 			to++
 		}
 		var a txAnswer
-		status, err := b.call(ctx, "POST", "/v1/transfers", from, fmt.Sprintf("bench-%d-%d-%d", time.Now().UnixNano(), w, i), map[string]any{"to": to, "amount": "0.01"}, &a)
+		status, err := b.Call(ctx, "POST", "/v1/transfers", from, fmt.Sprintf("bench-%d-%d-%d", time.Now().UnixNano(), w, i), map[string]any{"to": to, "amount": "0.01"}, &a)
 		switch {
 		case err == nil && status == 200:
 			atomic.AddInt64(&rep.Committed, 1)
@@ -79,7 +79,7 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 		var page struct {
 			Transactions []json.RawMessage `json:"transactions"`
 		}
-		if _, err := b.call(ctx, "GET", "/v1/admin/transactions?unfinished=true&limit=1", 0, "", nil, &page); err != nil {
+		if _, err := b.Call(ctx, "GET", "/v1/admin/transactions?unfinished=true&limit=1", 0, "", nil, &page); err != nil {
 			return err
 		}
 		if len(page.Transactions) == 0 || time.Now().After(deadline) {
@@ -91,7 +91,7 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 		var w struct {
 			Balance money.Amount `json:"balance"`
 		}
-		if _, err := b.call(ctx, "GET", "/v1/wallet", firstUser+int64(i), "", nil, &w); err != nil {
+		if _, err := b.Call(ctx, "GET", "/v1/wallet", firstUser+int64(i), "", nil, &w); err != nil {
 			return err
 		}
 		rep.Wallets += w.Balance
@@ -105,4 +105,11 @@ func benchTransferHTTP(ctx context.Context, url, secret string, users, workers i
 		return errors.New("money did not reconcile")
 	}
 	return nil
+}
+
+// txAnswer is the API's answer to a transfer.
+type txAnswer struct {
+	GID     string `json:"gid"`
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason"`
 }

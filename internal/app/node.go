@@ -1,0 +1,481 @@
+// Package app is the one place that starts and stops Hongbao's parts: a
+// node's databases, ledger shards, packet sets, group shard, coordinator,
+// bus, relay, credit consumers and sweepers (Node), and the HTTP service
+// around them (Serve). Everything else is a library it wires together.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"hongbao/internal/bus"
+	"hongbao/internal/dtx"
+	"hongbao/internal/flow"
+	"hongbao/internal/group"
+	"hongbao/internal/httpapi"
+	"hongbao/internal/ids"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/packet"
+	"hongbao/internal/postgres"
+	"hongbao/internal/shard"
+)
+
+// OpenDB opens (creating and migrating) a named database.
+type OpenDB func(ctx context.Context, name string, maxConns int32, migrations ...[]postgres.Migration) (*pgxpool.Pool, error)
+
+// Database names of a node's shards.
+const (
+	GroupDB = "hongbao_group_0"
+	DtxDB   = "hongbao_dtx"
+)
+
+// LedgerDB is the database of ledger shard n.
+func LedgerDB(n int) string { return fmt.Sprintf("hongbao_ledger_%d", n) }
+
+// PacketDB is the database of packet set n.
+func PacketDB(n int) string { return fmt.Sprintf("hongbao_packet_%d", n) }
+
+// PoolSizes is every database a node opens with the largest pool it wants
+// for it; a connection budget per server scales them down (Databases).
+func PoolSizes(ledgerShards, packetSets int) map[string]int32 {
+	m := map[string]int32{GroupDB: 32, DtxDB: 64}
+	for i := range ledgerShards {
+		m[LedgerDB(i)] = 64
+	}
+	for i := range packetSets {
+		m[PacketDB(i)] = 32
+	}
+	return m
+}
+
+// Subjects on the bus: the credits of ledger shard n, and those of them that
+// can never apply.
+func creditSubject(n int) string     { return fmt.Sprintf("hb.credit.%d", n) }
+func deadCreditSubject(n int) string { return fmt.Sprintf("hb.dead.credit.%d", n) }
+
+// OpenLedgers opens (creating and migrating) every ledger shard database.
+func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*flow.Ledgers, error) {
+	t, err := shard.NewTable(n)
+	if err != nil {
+		return nil, err
+	}
+	ls := &flow.Ledgers{Table: t}
+	sizes := PoolSizes(n, 0)
+	for i := range n {
+		pool, err := open(ctx, LedgerDB(i), sizes[LedgerDB(i)], ledger.Migrations()...)
+		if err != nil {
+			return nil, err
+		}
+		o.Shard = i
+		l, err := ledger.New(ctx, pool, o)
+		if err != nil {
+			return nil, err
+		}
+		ls.Shards = append(ls.Shards, l)
+	}
+	return ls, nil
+}
+
+// NodeOptions size and tune a whole Hongbao node.
+type NodeOptions struct {
+	LedgerShards int
+	PacketSets   int
+	Limits       packet.Limits
+	// MaxAmount bounds a single transfer, deposit or entry fee; MaxBalance a
+	// user's wallet (defaults: flow.DefaultMaxAmount, ledger.DefaultMaxBalance).
+	MaxAmount, MaxBalance money.Amount
+	// Bus: a NATS URL, or an embedded server storing in BusDir.
+	NatsURL string
+	BusDir  string
+	BusPort int
+	// NatsReplicas of the stream (0: 1 in process, min(3, servers) on a
+	// cluster); AckTimeout bounds each wait for a publish ack (default 5 s).
+	NatsReplicas int
+	AckTimeout   time.Duration
+	// Grace before the reconciler republishes a credit it has not seen applied.
+	Grace time.Duration
+	// Every is how often sweepers and the reconciler run.
+	Every time.Duration
+	// TxRetention keeps finished global transactions this long (default 7 days).
+	TxRetention time.Duration
+	// NodeID names this node across its restarts (one live process per id):
+	// a restarted node takes over at once what its dead predecessor was
+	// driving. Empty: a fresh identity, and a predecessor's leases run out.
+	NodeID string
+	Logger *slog.Logger
+}
+
+// Node is every part of a Hongbao node, started and stopped together.
+type Node struct {
+	Ledgers *flow.Ledgers
+	Groups  *group.Store
+	Sets    []*packet.Set
+	Coord   *dtx.Coordinator
+	Bus     *bus.Bus
+	Relay   *packet.Relay
+	Flows   *flow.Flows
+	Credits []*bus.Consumer
+	// DeadCredits counts credits parked on a dead-letter subject;
+	// RelayRestarts the relay's restarts after a stall; Redriven the
+	// credits the reconciler published again.
+	DeadCredits, RelayRestarts, Redriven atomic.Int64
+
+	o       NodeOptions
+	grace   atomic.Int64 // time.Duration
+	members *group.MemberCache
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	stop    sync.Once
+}
+
+// StartNode opens every database, connects the bus and starts the
+// long-running parts: coordinator recovery, relay, credit consumers,
+// sweepers and the reconciler.
+func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
+	if o.Limits == (packet.Limits{}) {
+		o.Limits = packet.DefaultLimits
+	}
+	if o.Grace == 0 {
+		// Long enough that a credit still queued in the stream behind a
+		// storm is not published again; short enough to heal a lost one.
+		o.Grace = time.Minute
+	}
+	if o.Every == 0 {
+		o.Every = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.PacketSets < 1 || o.PacketSets > ids.MaxShard+1 {
+		return nil, fmt.Errorf("packet sets %d: want 1..%d", o.PacketSets, ids.MaxShard+1)
+	}
+	n := &Node{o: o}
+	n.grace.Store(int64(o.Grace))
+	var err error
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close()
+		}
+	}()
+	if n.Ledgers, err = OpenLedgers(ctx, open, o.LedgerShards, ledger.Options{MaxBalance: o.MaxBalance, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	sizes := PoolSizes(o.LedgerShards, o.PacketSets)
+	gpool, err := open(ctx, GroupDB, sizes[GroupDB], group.Migrations()...)
+	if err != nil {
+		return nil, err
+	}
+	n.Groups = group.New(gpool, group.Options{Logger: o.Logger})
+
+	if n.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Replicas: o.NatsReplicas,
+		AckTimeout: o.AckTimeout, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	n.Relay = packet.NewRelay(publisher{n.Bus}, n.Ledgers.Table.Of, creditSubject, o.Logger)
+	n.members = group.NewMemberCache(n.Groups)
+	for i := range o.PacketSets {
+		pool, err := open(ctx, PacketDB(i), sizes[PacketDB(i)], packet.Migrations()...)
+		if err != nil {
+			return nil, err
+		}
+		set, err := packet.New(pool, packet.Options{Set: i, Limits: o.Limits, Members: n.members, OnCommit: n.Relay.EnqueueClaims, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		n.Sets = append(n.Sets, set)
+	}
+	dpool, err := open(ctx, DtxDB, sizes[DtxDB], dtx.Migrations()...)
+	if err != nil {
+		return nil, err
+	}
+	n.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: flow.Participants(n.Ledgers, n.Groups, n.Sets),
+		Retention: o.TxRetention, Logger: o.Logger})
+	n.Flows = flow.New(n.Coord, n.Ledgers, n.Groups, n.Sets, o.Limits, o.MaxAmount)
+
+	for _, l := range n.Ledgers.Shards {
+		c, err := n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: fmt.Sprintf("ledger-%d", l.Shard()),
+			Subject: creditSubject(l.Shard()), DeadSubject: deadCreditSubject(l.Shard())})
+		if err != nil {
+			return nil, err
+		}
+		n.Credits = append(n.Credits, c)
+	}
+
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	for _, set := range n.Sets {
+		set.Start()
+	}
+	n.Coord.Start(run)
+	n.wg.Go(func() { n.superviseRelay(run) })
+	for i, c := range n.Credits {
+		h := n.creditHandler(n.Ledgers.Shards[i])
+		n.wg.Go(func() { c.Run(run, h) })
+	}
+	n.wg.Go(func() { n.sweepLoop(run) })
+	ok = true
+	return n, nil
+}
+
+// publisher carries the relay's messages on the bus.
+type publisher struct{ b *bus.Bus }
+
+func (p publisher) Publish(ctx context.Context, msgs []packet.Message) error {
+	out := make([]bus.Msg, len(msgs))
+	for i, m := range msgs {
+		out[i] = bus.Msg(m)
+	}
+	return p.b.Publish(ctx, out)
+}
+
+// creditHandler plugs a ledger shard's credit application into the bus:
+// deliveries in, verdicts out, and the credits that can never apply parked
+// on the shard's dead-letter subject.
+func (n *Node) creditHandler(l *ledger.Ledger) bus.Handler {
+	park := func(ctx context.Context, dead []ledger.CreditMessage) error {
+		data, _ := json.Marshal(ledger.CreditBatch{Credits: dead})
+		err := n.Bus.Publish(ctx, []bus.Msg{{Subject: deadCreditSubject(l.Shard()), ID: fmt.Sprintf("dead:%s:%d", dead[0].Key, len(dead)), Data: data}})
+		if err == nil {
+			n.DeadCredits.Add(int64(len(dead)))
+		}
+		return err
+	}
+	return func(ctx context.Context, ds []bus.Delivery) []bus.Verdict {
+		data := make([][]byte, len(ds))
+		for i, d := range ds {
+			data[i] = d.Data
+		}
+		out := make([]bus.Verdict, len(ds))
+		for i, v := range l.ApplyDeliveries(ctx, data, park) {
+			out[i] = map[ledger.Delivery]bus.Verdict{ledger.Done: bus.Done, ledger.Retry: bus.Retry, ledger.Dead: bus.Dead}[v]
+		}
+		return out
+	}
+}
+
+// Close stops the parts in order, after the callers have stopped: the
+// sets commit the claims they hold, the relay publishes what it holds,
+// then the loops stop (recovery, consumers, sweepers) and the bus closes.
+// Whatever is still in flight is found again by the reconciler. Calling it
+// again does nothing.
+func (n *Node) Close() {
+	n.stop.Do(func() {
+		for _, set := range n.Sets {
+			set.Close()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		if n.Relay != nil && n.Bus != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if left, err := n.Relay.Drain(ctx); err != nil {
+				n.o.Logger.Warn("relay not drained; the reconciler will republish", "left", left, "err", err)
+			}
+			cancel()
+		}
+		if n.Coord != nil {
+			n.Coord.Close()
+		}
+		if n.Bus != nil {
+			n.Bus.Close()
+		}
+	})
+}
+
+// sweepLoop expires packets (refunding their remainder), expires holds,
+// purges old request keys, and settles what the relay may have lost; each
+// pass is bounded.
+func (n *Node) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(n.o.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pass, cancel := context.WithTimeout(ctx, sweepPass)
+		n.sweep(pass)
+		cancel()
+	}
+}
+
+// sweepPass bounds one pass of the sweepers and the reconciler.
+const sweepPass = 30 * time.Second
+
+// RelayStall is how long the relay may have work and publish nothing before
+// it is restarted.
+const RelayStall = 30 * time.Second
+
+// superviseRelay runs the relay and restarts it when it stalls: with work
+// queued and nothing published for RelayStall. (Every wait on the broker
+// is bounded, so a stall means the broker is unreachable or refuses; the
+// restart drops the relay's in-hand batch, which the reconciler re-drives.)
+func (n *Node) superviseRelay(ctx context.Context) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); n.Relay.Run(rctx) }()
+		t := time.NewTicker(time.Second)
+	watch:
+		for {
+			select {
+			case <-done:
+				break watch
+			case <-ctx.Done():
+				break watch
+			case <-t.C:
+				if d := n.Relay.Stalled(); d > RelayStall {
+					n.o.Logger.Warn("relay stalled; restarting it", "stalled_for", d.Round(time.Second), "queued", n.Relay.Queued())
+					n.RelayRestarts.Add(1)
+					break watch
+				}
+			}
+		}
+		t.Stop()
+		cancel()
+		<-done
+	}
+}
+
+// republish is the reconciler's re-drive: straight to the bus, bounded,
+// not through the relay's queue (which may be what is stuck).
+func (n *Node) republish(ctx context.Context) func([]ledger.CreditMessage) {
+	return func(msgs []ledger.CreditMessage) {
+		for len(msgs) > 0 {
+			k := min(len(msgs), 5000)
+			if err := n.Relay.PublishNow(ctx, msgs[:k]); err != nil {
+				n.o.Logger.Warn("re-drive of uncredited claims failed; the next pass tries again", "credits", len(msgs), "err", err)
+				return
+			}
+			n.Redriven.Add(int64(k))
+			msgs = msgs[k:]
+		}
+	}
+}
+
+// SetGrace changes how long the reconciler waits before republishing a
+// credit it has not seen applied (a benchmark flushing its tail sets 0).
+func (n *Node) SetGrace(d time.Duration) { n.grace.Store(int64(d)) }
+
+// sweep runs one pass of the sweepers and the reconciler.
+func (n *Node) sweep(ctx context.Context) {
+	for _, set := range n.Sets {
+		refunds, err := set.Expire(ctx, 1000)
+		if err != nil {
+			n.o.Logger.Warn("expiry sweep failed", "packet_set", set.Number(), "err", err)
+		}
+		msgs := make([]ledger.CreditMessage, len(refunds))
+		for i, r := range refunds {
+			msgs[i] = packet.RefundMessage(r)
+		}
+		n.Relay.Enqueue(msgs)
+		if _, _, err := set.Settle(ctx, time.Duration(n.grace.Load()), n.Ledgers.Applied, n.republish(ctx)); err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
+		}
+		set.Evict()
+	}
+	n.members.Evict(5 * time.Minute)
+	keep := n.o.TxRetention
+	if keep == 0 {
+		keep = 7 * 24 * time.Hour
+	}
+	for _, l := range n.Ledgers.Shards {
+		if _, err := l.PurgeRequests(ctx, time.Now().Add(-keep), 1000); err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("request key purge failed", "ledger_shard", l.Shard(), "err", err)
+		}
+		if _, err := l.ExpireHolds(ctx, 1000); err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
+		}
+	}
+}
+
+// Backend is what the HTTP API serves from: the node's flows, coordinator,
+// readiness and metrics.
+func (n *Node) Backend() httpapi.Backend {
+	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Ready: n.Ready, Collectors: n.collectors()}
+}
+
+// Ready reports the first dependency that does not answer: a database of
+// a shard or set, or NATS.
+func (n *Node) Ready(ctx context.Context) error {
+	for _, l := range n.Ledgers.Shards {
+		if err := l.DB().Ping(ctx); err != nil {
+			return fmt.Errorf("ledger shard %d: database unreachable", l.Shard())
+		}
+	}
+	if err := n.Groups.DB().Ping(ctx); err != nil {
+		return errors.New("group shard: database unreachable")
+	}
+	for _, set := range n.Sets {
+		if err := set.DB().Ping(ctx); err != nil {
+			return fmt.Errorf("packet set %d: database unreachable", set.Number())
+		}
+	}
+	if err := n.Coord.DB().Ping(ctx); err != nil {
+		return errors.New("coordinator log: database unreachable")
+	}
+	if !n.Bus.Conn().IsConnected() {
+		return errors.New("NATS: not connected")
+	}
+	return nil
+}
+
+// collectors are the node's metrics, read when scraped.
+func (n *Node) collectors() []prometheus.Collector {
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	sum := func(f func(*packet.Set) int64) func() float64 {
+		return func() float64 {
+			var t int64
+			for _, set := range n.Sets {
+				t += f(set)
+			}
+			return float64(t)
+		}
+	}
+	return []prometheus.Collector{
+		counter("hongbao_grabs_total", "Claims committed by the grab engines.", sum(func(s *packet.Set) int64 { return s.Grabs.Load() })),
+		counter("hongbao_grabs_rejected_total", "Grabs turned away by admission control.", sum(func(s *packet.Set) int64 { return s.Rejected.Load() })),
+		gauge("hongbao_credits_pending", "Credits committed but not yet published by the relay.", func() float64 { return float64(n.Relay.Queued()) }),
+		counter("hongbao_credits_applied_total", "Credit messages applied by the ledger consumers.", func() float64 {
+			var t int64
+			for _, c := range n.Credits {
+				t += c.Applied.Load()
+			}
+			return float64(t)
+		}),
+		counter("hongbao_dead_letters_total", "Credits and messages parked on a dead-letter subject (alert on any).", func() float64 {
+			t := n.DeadCredits.Load()
+			for _, c := range n.Credits {
+				t += c.Dead.Load()
+			}
+			return float64(t)
+		}),
+		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 { return float64(n.Coord.Metrics.Retries.Load()) }),
+		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 { return float64(n.Coord.Metrics.Committed.Load()) }),
+		gauge("hongbao_relay_stalled_seconds", "How long the relay has had credits to publish and published none (alert above 10).", func() float64 {
+			return n.Relay.Stalled().Seconds()
+		}),
+		counter("hongbao_relay_restarts_total", "Relay restarts after a stall.", func() float64 { return float64(n.RelayRestarts.Load()) }),
+		counter("hongbao_credits_redriven_total", "Credits the reconciler published again because no ledger had applied them.", func() float64 {
+			return float64(n.Redriven.Load())
+		}),
+	}
+}
