@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"hongbao/internal/hbtest"
 	"hongbao/internal/httpapi"
-	"hongbao/internal/pgtest"
 )
 
 // TestMain lets a test run `hongbao serve` as a child process of its own
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
-	os.Exit(pgtest.Main(m))
+	hbtest.Main(m)
 }
 
 type child struct {

@@ -10,19 +10,19 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var (
 	ledgerSchema = pgtest.Schema{Name: "ledger", Migrations: ledger.Migrations()}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -92,8 +93,14 @@ func (w *logWriter) flushLoop() {
 	}
 }
 
+// flushTimeout bounds one group commit of the log: a database that hangs
+// fails the writes (their callers treat them as unknown) instead of
+// stalling the writer for good.
+const flushTimeout = 15 * time.Second
+
 func (w *logWriter) flush(batch []*logOp) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
 	err := pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		for _, op := range batch {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,13 +12,14 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/pgtest"
 	"hongbao/internal/shard"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var (
 	ledgerSchema = pgtest.Schema{Name: "ledger", Migrations: ledger.Migrations()}

@@ -3,7 +3,6 @@ package group_test
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -12,12 +11,13 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/money"
 	"hongbao/internal/pgtest"
 	"hongbao/internal/postgres"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var schema = pgtest.Schema{Name: "group", Migrations: group.Migrations()}
 

@@ -7,18 +7,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"hongbao/internal/httpapi"
 	"hongbao/internal/app"
+	"hongbao/internal/hbtest"
+	"hongbao/internal/httpapi"
 	"hongbao/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var secret = []byte("test-secret-test-secret-test-secret!")
 

@@ -4,19 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var schema = pgtest.Schema{Name: "ledger", Migrations: ledger.Migrations()}
 

@@ -35,15 +35,28 @@ type Options struct {
 }
 
 // Set is one packet set: its database, the grab engine and its committer.
+//
+// Lock order (a lock may be taken while holding the ones above it, never
+// the other way round):
+//
+//	Set.mu      guards live and loading (the map of packets in memory)
+//	live.mu     guards one packet's share state: remaining, count, nextSeq,
+//	            byUser, last, rng
+//
+// Nothing blocks while holding either: live.mu is held to draw a share and
+// hand it to the committer's queue without waiting (a full queue answers
+// ErrBusy); Set.mu only to read or change the map, and Evict takes a
+// packet's lock with Set.mu released. The committer holds no lock while it
+// writes; it only closes each claim's done channel after the commit.
 type Set struct {
 	db  *pgxpool.Pool
 	o   Options
 	ids *ids.Generator
 	log *slog.Logger
 
-	mu      sync.RWMutex
-	live    map[int64]*live
-	loading map[int64]chan struct{}
+	mu      sync.RWMutex            // guards live and loading
+	live    map[int64]*live         // packets this process owns
+	loading map[int64]chan struct{} // packets being loaded: closed when done
 
 	queue           chan *pending
 	stop            chan struct{}
@@ -58,17 +71,17 @@ type Set struct {
 // live is a packet owned by this process: its state runs ahead of the
 // database by the claims not yet committed.
 type live struct {
-	p     Packet
-	epoch int64
+	p     Packet // as loaded; never changed after (read without a lock)
+	epoch int64  // owner epoch this process fences its writes with (immutable)
 
-	mu        sync.Mutex
-	remaining int64
-	count     int
-	nextSeq   int
-	byUser    map[int64]*pending
-	last      *pending // the latest claim handed to the committer
-	rng       *rand.Rand
-	broken    atomic.Bool // a commit failed or the row changed: reload before serving again
+	mu        sync.Mutex         // guards the fields down to rng
+	remaining int64              // amount not yet handed out
+	count     int                // shares not yet handed out
+	nextSeq   int                // seq of the next claim
+	byUser    map[int64]*pending // each grabber's claim, committed or queued
+	last      *pending           // the latest claim handed to the committer
+	rng       *rand.Rand         // draws lucky shares
+	broken    atomic.Bool        // a commit failed or the row changed: reload before serving again
 
 	left    atomic.Int64 // shares not yet handed out (mirror of count)
 	waiting atomic.Int64 // grabs queued for mu (admission control)
@@ -201,12 +214,14 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	lv.byUser[user] = pc
 	prev := lv.last
 	lv.last = pc
-	// Sent while holding the packet's lock: claims of one packet reach the
-	// committer in seq order. If the committer is backed up past the
-	// caller's patience, the share goes back as if never drawn.
+	// Handed over while holding the packet's lock, so that claims of one
+	// packet reach the committer in seq order; never blocking, so that a
+	// backed-up committer cannot hold this lock (and with it every grab
+	// of the packet, and Evict) hostage: a full queue gives the share back
+	// as if never drawn and answers busy.
 	select {
 	case s.queue <- pc:
-	case <-ctx.Done():
+	default:
 		lv.last = prev
 		delete(lv.byUser, user)
 		lv.nextSeq--
@@ -214,7 +229,8 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 		lv.remaining += share
 		lv.left.Store(int64(lv.count))
 		lv.mu.Unlock()
-		return Claim{}, ctx.Err()
+		s.Rejected.Add(1)
+		return Claim{}, ErrBusy
 	}
 	lv.mu.Unlock()
 	return wait(ctx, pc, false)
@@ -329,19 +345,34 @@ func (s *Set) forget(id int64) {
 // every claim committed. A later grab, say a repeat, loads the packet
 // again from its rows. It returns how many it dropped.
 func (s *Set) Evict() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
+	// Candidates under the set's read lock, each packet looked at under its
+	// own lock alone, and the removal under the set's lock: the set's lock
+	// is never held while waiting for a packet's (see the lock order above).
+	s.mu.RLock()
+	cands := make(map[int64]*live, len(s.live))
 	for id, lv := range s.live {
+		cands[id] = lv
+	}
+	s.mu.RUnlock()
+	var gone []int64
+	for id, lv := range cands {
 		lv.mu.Lock()
 		idle := lv.last == nil || isClosed(lv.last.done)
 		done := lv.count == 0 || lv.broken.Load()
 		lv.mu.Unlock()
 		if idle && done {
+			gone = append(gone, id)
+		}
+	}
+	n := 0
+	s.mu.Lock()
+	for _, id := range gone {
+		if s.live[id] == cands[id] { // not reloaded meanwhile
 			delete(s.live, id)
 			n++
 		}
 	}
+	s.mu.Unlock()
 	return n
 }
 
@@ -530,6 +561,9 @@ func (s *Set) commit(batch []*pending) {
 	}
 }
 
+// writeTimeout bounds one batch of claims.
+const writeTimeout = 15 * time.Second
+
 // splitByPacket groups claims by packet, in the order they came.
 func splitByPacket(batch []*pending) [][]*pending {
 	idx := map[int64]int{}
@@ -550,7 +584,10 @@ func splitByPacket(batch []*pending) [][]*pending {
 // last claim in the batch left it, fenced by the owner epoch. It returns
 // the packets whose fence failed (the batch is then rolled back).
 func (s *Set) write(batch []*pending) (map[int64]bool, error) {
-	ctx := context.Background()
+	// Bounded: a database that hangs fails the batch (its grabbers hear a
+	// retryable error) instead of stalling the committer for good.
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
 	type after struct {
 		epoch  int64
 		count  int

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,13 +12,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ids"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 	"hongbao/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 var schema = pgtest.Schema{Name: "packet", Migrations: packet.Migrations()}
 
@@ -360,4 +360,62 @@ func TestBatchFailureStaysWithItsPacket(t *testing.T) {
 	if goodOK.Load() != 50 {
 		t.Fatalf("%d of 50 grabs of the good packet committed (bad: %v)", goodOK.Load(), badErr.Load())
 	}
+}
+
+// A committer that cannot write (its database blocked) fills its queue;
+// grabs of the packet behind it are told busy, Evict still runs, and a grab
+// of another packet of the set gets an answer at once instead of waiting
+// behind either.
+func TestBackedUpCommitterDoesNotStallTheSet(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	s, err := packet.New(db, packet.Options{Set: 3, Members: everyone{}, Now: c.now, MaxBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	hot := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 10000, Shares: 100}, c)
+	other := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 10000, Shares: 100}, c)
+	for _, id := range []int64{hot.ID, other.ID} {
+		if _, err := s.Grab(t.Context(), id, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Block the committer: it waits on the claims table.
+	tx, err := db.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE claims IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var busy atomic.Int64
+	for u := range int64(40) {
+		wg.Go(func() {
+			if _, err := s.Grab(t.Context(), hot.ID, 100+u); errors.Is(err, packet.ErrBusy) {
+				busy.Add(1)
+			}
+		})
+	}
+	hbtest.WaitFor(t, 10*time.Second, "the queue to fill and grabs to be told busy", func() bool { return busy.Load() > 0 })
+	evicted := make(chan struct{})
+	go func() { s.Evict(); close(evicted) }()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if _, err := s.Grab(ctx, other.ID, 7); !errors.Is(err, packet.ErrBusy) {
+		t.Fatalf("a grab of another packet behind a blocked committer: %v, want an immediate ErrBusy", err)
+	}
+	select {
+	case <-evicted:
+	case <-ctx.Done():
+		t.Fatal("Evict stalled behind the blocked committer")
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	check(t, s)
 }

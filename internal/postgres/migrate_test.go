@@ -2,18 +2,18 @@ package postgres_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hongbao/internal/hbtest"
 	"hongbao/internal/pgtest"
 	"hongbao/internal/postgres"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { hbtest.Main(m) }
 
 // Concurrent starters apply each migration once, under the advisory lock.
 func TestMigrateConcurrently(t *testing.T) {

@@ -1,0 +1,9 @@
+package app
+
+import (
+	"testing"
+
+	"hongbao/internal/hbtest"
+)
+
+func TestMain(m *testing.M) { hbtest.Main(m) }

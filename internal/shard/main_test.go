@@ -1,0 +1,9 @@
+package shard
+
+import (
+	"testing"
+
+	"hongbao/internal/hbtest"
+)
+
+func TestMain(m *testing.M) { hbtest.Main(m) }
