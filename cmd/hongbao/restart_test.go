@@ -78,17 +78,14 @@ func startServe(t *testing.T, dir, addr, secret string) *child {
 
 func waitReady(t *testing.T, base string, c *child, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+	hbtest.WaitFor(t, within, "serve to be ready (its output: "+c.out.String()+")", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("serve not ready within %s:\n%s", within, c.out.String())
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
 
 func freeAddr(t *testing.T) string {

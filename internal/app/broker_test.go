@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"hongbao/internal/bus"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 	"hongbao/internal/pgtest"
@@ -204,7 +205,7 @@ func TestStreamLeaderKilled(t *testing.T) {
 		servers = append(servers, s)
 		urls = append(urls, s.ClientURL())
 	}
-	waitFor(t, 30*time.Second, "a JetStream meta leader", func() bool {
+	hbtest.WaitFor(t, 30*time.Second, "a JetStream meta leader", func() bool {
 		for _, s := range servers {
 			if s.JetStreamIsLeader() {
 				return true
@@ -269,16 +270,4 @@ func streamLeader(t *testing.T, urls []string) string {
 		t.Fatalf("stream info: %v", err)
 	}
 	return info.Cluster.Leader
-}
-
-// waitFor waits until cond holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"hongbao/internal/bus"
 	"hongbao/internal/group"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
@@ -72,29 +73,25 @@ func balance(t *testing.T, sys *Node, u int64) money.Amount {
 func waitCredited(t *testing.T, sys *Node, packetID int64, before map[int64]money.Amount) packet.Detail {
 	t.Helper()
 	set, _ := sys.Flows.Set(packetID)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		d, err := set.Detail(t.Context(), packetID, sys.Flows.Credited)
-		if err != nil {
+	var d packet.Detail
+	hbtest.WaitFor(t, 60*time.Second, fmt.Sprintf("every claim of packet %d credited", packetID), func() bool {
+		var err error
+		if d, err = set.Detail(t.Context(), packetID, sys.Flows.Credited); err != nil {
 			t.Fatal(err)
 		}
-		all := true
 		for _, c := range d.Claims {
-			all = all && c.Credited
-		}
-		if all {
-			for _, c := range d.Claims {
-				if got := balance(t, sys, c.User) - before[c.User]; got != c.Amount {
-					t.Fatalf("user %d credited %s for a claim of %s", c.User, got, c.Amount)
-				}
+			if !c.Credited {
+				return false
 			}
-			return d
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("claims still not credited: %+v", d.Claims)
+		return true
+	})
+	for _, c := range d.Claims {
+		if got := balance(t, sys, c.User) - before[c.User]; got != c.Amount {
+			t.Fatalf("user %d credited %s for a claim of %s", c.User, got, c.Amount)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	return d
 }
 
 func reconcile(t *testing.T, sys *Node) {
@@ -204,13 +201,7 @@ func TestExpiryRefundOnce(t *testing.T) {
 	}
 	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
 	want := 10_000 - 1000 + (1000 - claimed)
-	deadline := time.Now().Add(30 * time.Second)
-	for balance(t, sys, p.sender) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("sender has %s, want %s after the refund", balance(t, sys, p.sender), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	hbtest.WaitFor(t, 30*time.Second, "the refund to reach the sender", func() bool { return balance(t, sys, p.sender) == want })
 	// The refund message again changes nothing.
 	set, _ := sys.Flows.Set(pk.ID)
 	got, _ := set.Get(t.Context(), pk.ID)
@@ -317,13 +308,9 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 		}
 	}
 	// Wait until batches failed and were handed back more than once.
-	deadline := time.Now().Add(30 * time.Second)
-	for sys.Credits[0].Retried.Load()+sys.Credits[1].Retried.Load() < 40 {
-		if time.Now().After(deadline) {
-			t.Fatal("failed batches were not redelivered")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	hbtest.WaitFor(t, 30*time.Second, "failed batches redelivered", func() bool {
+		return sys.Credits[0].Retried.Load()+sys.Credits[1].Retried.Load() >= 40
+	})
 	for _, u := range p.members[:20] {
 		if balance(t, sys, u) != 0 {
 			t.Fatal("credited while the ledger refused credits")
@@ -349,13 +336,9 @@ func TestCreditBatchFailsThenApplies(t *testing.T) {
 	if err := sys.Bus.Publish(t.Context(), []bus.Msg{{Subject: creditSubject(shard), ID: "garbage", Data: []byte("{nope")}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for sys.DeadCredits.Load() == 0 || sys.Credits[shard].Dead.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("poison message never dead-lettered")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	hbtest.WaitFor(t, 30*time.Second, "the poison message dead-lettered", func() bool {
+		return sys.DeadCredits.Load() > 0 && sys.Credits[shard].Dead.Load() > 0
+	})
 	reconcile(t, sys)
 }
 

@@ -103,20 +103,15 @@ func fastOptions(parts map[string]dtx.Participant) dtx.Options {
 
 func waitFinal(t *testing.T, c *dtx.Coordinator, gid string) dtx.Global {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		g, err := c.Get(t.Context(), gid)
-		if err != nil {
+	var g dtx.Global
+	hbtest.WaitFor(t, 30*time.Second, gid+" to finish", func() bool {
+		var err error
+		if g, err = c.Get(t.Context(), gid); err != nil {
 			t.Fatal(err)
 		}
-		if g.State.Final() {
-			return g
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not finished: %+v", gid, g)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return g.State.Final()
+	})
+	return g
 }
 
 func TestRunCommitsAndCancels(t *testing.T) {
@@ -205,13 +200,10 @@ func TestUnknownConfirmIsPendingThenCommitted(t *testing.T) {
 		t.Fatalf("run = %+v, %v; want pending in confirming", res, err)
 	}
 	c.Start(t.Context())
-	for range 3 { // a few more lost answers while recovery retries
+	hbtest.WaitFor(t, 10*time.Second, "three retries of the lost confirms", func() bool {
 		g, _ := c.Get(t.Context(), "p-1")
-		if g.Attempts >= 3 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return g.Attempts >= 3
+	})
 	down.Store(false)
 	g := waitFinal(t, c, "p-1")
 	if g.State != dtx.Committed || g.Attempts == 0 || g.LastError == "" {
@@ -328,9 +320,7 @@ func TestHTTPTransportFaults(t *testing.T) {
 	if err != nil || res.Outcome != dtx.OutcomePending {
 		t.Fatalf("run with confirms lost = %+v, %v; want pending", res, err)
 	}
-	for sb.calls.Load() < 3 {
-		time.Sleep(time.Millisecond)
-	}
+	hbtest.WaitFor(t, 10*time.Second, "three lost confirms", func() bool { return sb.calls.Load() >= 3 })
 	sb.mode.Store("")
 	g := waitFinal(t, c, "http-down")
 	if g.State != dtx.Committed {
@@ -468,17 +458,10 @@ func TestHTTPParticipantDownAndBack(t *testing.T) {
 		t.Fatalf("run while the receiver is down = %+v, %v; want pending", res, err)
 	}
 	c.Start(t.Context())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	hbtest.WaitFor(t, 10*time.Second, "two refused retries while the receiver is down", func() bool {
 		g, _ := c.Get(t.Context(), "down-1")
-		if g.Attempts >= 2 {
-			break // refused at least twice
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no retries while down: %+v", g)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return g.Attempts >= 2
+	})
 	before := seen.Load()
 	l2, err := net.Listen("tcp", addr) // back, same address
 	if err != nil {

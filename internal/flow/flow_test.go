@@ -242,27 +242,21 @@ func crashAndRecover(t *testing.T, e *world, sc *scenario, point string) {
 		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, Workers: 2})
 	fresh.Start(t.Context())
 	defer fresh.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		g, err := fresh.Get(t.Context(), spec.GID)
-		if errors.Is(err, dtx.ErrNotFound) && point == "before-log:begin" {
-			// Stopped before anything was written: nothing happened at all.
-			check(t, dtx.Cancelled)
-			return
-		}
-		if err != nil {
+	if _, err := fresh.Get(t.Context(), spec.GID); errors.Is(err, dtx.ErrNotFound) && point == "before-log:begin" {
+		// Stopped before anything was written: nothing happened at all.
+		check(t, dtx.Cancelled)
+		return
+	}
+	var g dtx.Global
+	hbtest.WaitFor(t, 20*time.Second, spec.GID+" finished by recovery", func() bool {
+		var err error
+		if g, err = fresh.Get(t.Context(), spec.GID); err != nil {
 			t.Fatal(err)
 		}
-		if g.State.Final() {
-			if want := sc.want(point); g.State != want {
-				t.Fatalf("ended %s, want %s (reason %q)", g.State, want, g.Reason)
-			}
-			check(t, g.State)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not finished after recovery: %+v", g)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return g.State.Final()
+	})
+	if want := sc.want(point); g.State != want {
+		t.Fatalf("ended %s, want %s (reason %q)", g.State, want, g.Reason)
 	}
+	check(t, g.State)
 }

@@ -353,8 +353,7 @@ func TestGroupsAndPackets(t *testing.T) {
 		t.Fatalf("bad kind: %s", r.raw)
 	}
 	// Credits land; the detail shows them credited.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	hbtest.WaitFor(t, 30*time.Second, "the detail to show both claims credited", func() bool {
 		det := a.must(a.do("GET", "/v1/packets/"+pid, ctok, "", nil), 200)
 		claims := det.body["claims"].([]any)
 		credited := 0
@@ -363,14 +362,8 @@ func TestGroupsAndPackets(t *testing.T) {
 				credited++
 			}
 		}
-		if len(claims) == 2 && credited == 2 && det.body["best_luck"] != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("detail never showed both claims credited: %s", det.raw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(claims) == 2 && credited == 2 && det.body["best_luck"] != nil
+	})
 	sent := a.must(a.do("GET", "/v1/packets/sent", otok, "", nil), 200)
 	if len(sent.body["packets"].([]any)) < 2 {
 		t.Fatalf("sent %s", sent.raw)

@@ -17,12 +17,15 @@ type Wallet struct {
 	Balance   money.Amount `json:"balance"`
 	Held      money.Amount `json:"held"`
 	Available money.Amount `json:"available"`
+	// Incoming is room reserved for transfers on their way in (their
+	// confirm credits it); it counts against the maximum balance.
+	Incoming money.Amount `json:"incoming"`
 }
 
 // Wallet returns a user's balances; a user who never had money has zeros.
 func (l *Ledger) Wallet(ctx context.Context, user int64) (Wallet, error) {
 	w := Wallet{User: user}
-	err := l.db.QueryRow(ctx, `SELECT balance, held FROM accounts WHERE id = $1 AND kind = 'user'`, user).Scan(&w.Balance, &w.Held)
+	err := l.db.QueryRow(ctx, `SELECT balance, held, incoming FROM accounts WHERE id = $1 AND kind = 'user'`, user).Scan(&w.Balance, &w.Held, &w.Incoming)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return w, fmt.Errorf("wallet of user %d: %w", user, err)
 	}

@@ -2,6 +2,7 @@ package packet_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/dtx/dtxtest"
 	"hongbao/internal/hbtest"
 	"hongbao/internal/ids"
 	"hongbao/internal/money"
@@ -417,5 +419,36 @@ func TestBackedUpCommitterDoesNotStallTheSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
+	check(t, s)
+}
+
+// The send's packet branch runs the conformance suite every participant
+// runs: repeats, cancel before try, try after cancel, races, duplicates.
+func TestParticipantConformance(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	s := newSet(t, db, c)
+	dtxtest.Run(t, dtxtest.Subject{
+		Participant: s.Participant(),
+		Fresh: func(t *testing.T) json.RawMessage {
+			return packet.Payload(packet.Packet{ID: s.NewID(), Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 300, Shares: 3,
+				ExpiresAt: c.now().Add(time.Hour)})
+		},
+		State: func(t *testing.T, payload json.RawMessage) any {
+			var p packet.Packet
+			if err := json.Unmarshal(payload, &p); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Get(t.Context(), p.ID)
+			if errors.Is(err, packet.ErrNotFound) || got.State == packet.StateCancelled {
+				return "absent" // a cancelled send is nowhere to be seen: it changed nothing
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprintf("%s %s in %d", got.State, got.RemainingAmount, got.RemainingCount)
+		},
+	})
 	check(t, s)
 }
