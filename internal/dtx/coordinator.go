@@ -1,6 +1,7 @@
 package dtx
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -8,13 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hongbao/internal/idempotency"
 	"hongbao/internal/postgres"
 )
 
@@ -250,6 +251,10 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	digest, err := idempotency.Digest(string(s.Kind), s.Branches)
+	if err != nil {
+		return Result{}, err
+	}
 	now := c.o.Now()
 	r := &record{gid: s.GID, kind: s.Kind, state: Trying, branches: s.Branches, tryDeadline: now.Add(c.o.TryTimeout)}
 	if err := c.hook("before-log:begin"); err != nil {
@@ -257,9 +262,9 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 	}
 	// The creator holds the lease for the whole try window and then some,
 	// so recovery leaves it alone while it works.
-	n, err := c.log.exec(ctx, `INSERT INTO dtx_global (gid, kind, state, branches, try_deadline, next_attempt, owner, lease_until, created_at, updated_at)
-		VALUES ($1, $2, 'trying', $3, $4, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING`,
-		s.GID, string(s.Kind), branches, r.tryDeadline, c.o.ID, r.tryDeadline.Add(c.o.Lease), now)
+	n, err := c.log.exec(ctx, `INSERT INTO dtx_global (gid, kind, state, branches, spec_hash, try_deadline, next_attempt, owner, lease_until, created_at, updated_at)
+		VALUES ($1, $2, 'trying', $3, $8, $4, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING`,
+		s.GID, string(s.Kind), branches, r.tryDeadline, c.o.ID, r.tryDeadline.Add(c.o.Lease), now, digest)
 	if err != nil {
 		// The row may have been written with the answer lost: if it was, its
 		// lease is ours, so hand it to recovery as soon as the log answers.
@@ -271,7 +276,11 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if g.Kind != s.Kind || !sameBranches(g.Branches, s.Branches) {
+		var stored []byte
+		if err := c.db.QueryRow(ctx, `SELECT spec_hash FROM dtx_global WHERE gid = $1`, s.GID).Scan(&stored); err != nil {
+			return Result{}, fmt.Errorf("dtx: read %s: %w", s.GID, err)
+		}
+		if !bytes.Equal(stored, digest) {
 			return Result{}, fmt.Errorf("%w: %s", ErrGIDConflict, s.GID)
 		}
 		return g.result(), nil
@@ -296,18 +305,6 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		return c.pending(r), nil
 	}
 	return res, nil
-}
-
-// sameBranches compares branches as JSON values: the log's jsonb does not
-// keep the payloads' spacing or key order.
-func sameBranches(a, b []Branch) bool {
-	var x, y any
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if json.Unmarshal(ja, &x) != nil || json.Unmarshal(jb, &y) != nil {
-		return false
-	}
-	return reflect.DeepEqual(x, y)
 }
 
 // drive moves a transaction on until it is final or must wait for a retry.

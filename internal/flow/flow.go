@@ -2,9 +2,10 @@ package flow
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync/atomic"
 	"time"
 
@@ -228,12 +229,25 @@ func (f *Flows) CreateGroup(ctx context.Context, key string, owner int64, capaci
 		Capacity int          `json:"capacity"`
 		Fee      money.Amount `json:"fee"`
 	}{capacity, fee}
-	return once(ctx, f.requests, owner, key, "create_group", req, &struct{}{}, func(ctx context.Context, _ bool) (group.Group, bool, error) {
-		h := fnv.New64a()
-		fmt.Fprintf(h, "%d/%s", owner, key)
-		g, err := f.Groups.Create(ctx, group.CreateRequest{ID: int64(h.Sum64()>>11) + 1, Owner: owner, Capacity: capacity, Fee: fee})
+	// The id is drawn by the first request and kept with its key, as a
+	// packet's is: a replay creates the same group, never a second one.
+	params := &struct {
+		ID int64 `json:"id"`
+	}{newGroupID()}
+	return once(ctx, f.requests, owner, key, "create_group", req, params, func(ctx context.Context, _ bool) (group.Group, bool, error) {
+		g, err := f.Groups.Create(ctx, group.CreateRequest{ID: params.ID, Owner: owner, Capacity: capacity, Fee: fee})
 		return g, err == nil, err
 	})
+}
+
+// newGroupID draws a random group id of 53 bits, so that JavaScript clients
+// read it exactly. A collision (as likely as not only after some 100
+// million groups) with another owner or other settings is refused by
+// Create (ErrConflict), never shared.
+func newGroupID() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return int64(binary.LittleEndian.Uint64(b[:])>>11) + 1
 }
 
 func (f *Flows) maxAmount() money.Amount {
@@ -287,7 +301,7 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 		return p, dtx.Result{}, fmt.Errorf("%w: receiver %d", packet.ErrInvalid, p.Receiver)
 	}
 	req := struct {
-		Kind      string        `json:"kind"`
+		Kind      packet.Kind   `json:"kind"`
 		Receiver  int64         `json:"receiver"`
 		Group     int64         `json:"group"`
 		Amount    money.Amount  `json:"amount"`

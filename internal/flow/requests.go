@@ -2,13 +2,13 @@ package flow
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 
 	"hongbao/internal/group"
+	"hongbao/internal/idempotency"
 	"hongbao/internal/ledger"
 	"hongbao/internal/packet"
 )
@@ -77,18 +77,6 @@ func refused(err error) bool {
 	return false
 }
 
-// requestHash digests the operation and every field of the request.
-func requestHash(op string, req any) ([]byte, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.New()
-	h.Write([]byte(op))
-	h.Write([]byte{0})
-	h.Write(b)
-	return h.Sum(nil), nil
-}
 
 // once runs an operation for (user, key) with its request. The first
 // request records the key with its params (what it resolved, e.g. a packet
@@ -104,7 +92,7 @@ func once[T any](ctx context.Context, r *requests, user int64, key, op string, r
 	if key == "" {
 		return zero, fmt.Errorf("%w: an idempotency key is required", ErrInvalid)
 	}
-	hash, err := requestHash(op, req)
+	hash, err := idempotency.Digest(op, req)
 	if err != nil {
 		return zero, err
 	}

@@ -370,7 +370,7 @@ func outcome(res dtx.Result, body any) (int, any, error) {
 // ---- packets ----
 
 type sendRequest struct {
-	Kind      string       `json:"kind"`
+	Kind      packet.Kind  `json:"kind"`
 	Receiver  int64        `json:"receiver"`
 	Group     int64        `json:"group"`
 	Amount    money.Amount `json:"amount"`

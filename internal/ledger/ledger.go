@@ -5,7 +5,6 @@ package ledger
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/idempotency"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
 )
@@ -261,17 +261,7 @@ func once[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, bran
 	return res, true, err
 }
 
-func requestHash(kind string, req any) ([]byte, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.New()
-	h.Write([]byte(kind))
-	h.Write([]byte{0})
-	h.Write(b)
-	return h.Sum(nil), nil
-}
+func requestHash(kind string, req any) ([]byte, error) { return idempotency.Digest(kind, req) }
 
 // inTx runs fn in a transaction of the shard.
 func (l *Ledger) inTx(ctx context.Context, fn func(pgx.Tx) error) error {

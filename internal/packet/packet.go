@@ -26,20 +26,26 @@ func Migrations() [][]postgres.Migration {
 	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("packet", sqlFS, "sql")}
 }
 
+// Kind of packet.
+type Kind string
+
 // Kinds of packet.
 const (
-	Single = "single" // to one user
-	Lucky  = "lucky"  // to a group, random split at grab time
-	Equal  = "equal"  // to a group, equal split
+	Single Kind = "single" // to one user
+	Lucky  Kind = "lucky"  // to a group, random split at grab time
+	Equal  Kind = "equal"  // to a group, equal split
 )
+
+// State of a packet.
+type State string
 
 // States of a packet.
 const (
-	StatePending   = "pending"   // sent, its TCC not yet confirmed
-	StateActive    = "active"    // can be grabbed
-	StateFinished  = "finished"  // every share grabbed
-	StateExpired   = "expired"   // expired; the remainder refunded
-	StateCancelled = "cancelled" // its TCC cancelled; never grabbable
+	StatePending   State = "pending"   // sent, its TCC not yet confirmed
+	StateActive    State = "active"    // can be grabbed
+	StateFinished  State = "finished"  // every share grabbed
+	StateExpired   State = "expired"   // expired; the remainder refunded
+	StateCancelled State = "cancelled" // its TCC cancelled; never grabbable
 )
 
 // Errors a caller branches on.
@@ -70,14 +76,14 @@ var DefaultLimits = Limits{MaxAmount: 2_000_000_00, MaxShares: 10_000, MaxGreeti
 // Packet is a red packet.
 type Packet struct {
 	ID              int64        `json:"id,string"`
-	Kind            string       `json:"kind"`
+	Kind            Kind         `json:"kind"`
 	Sender          int64        `json:"sender"`
 	Receiver        int64        `json:"receiver,omitempty"`
 	Group           int64        `json:"group,omitempty"`
 	Amount          money.Amount `json:"amount"`
 	Shares          int          `json:"shares"`
 	Greeting        string       `json:"greeting"`
-	State           string       `json:"state"`
+	State           State        `json:"state"`
 	RemainingAmount money.Amount `json:"remaining_amount"`
 	RemainingCount  int          `json:"remaining_count"`
 	Refunded        money.Amount `json:"refunded"`
