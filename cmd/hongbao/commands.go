@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 )
@@ -34,6 +35,7 @@ func commands() []command {
 		{"packet", "send, grab, show a red packet; list sent or received", runPacket},
 		{"group", "create, join, show a group; list members", runGroup},
 		{"tx", "inspect global transactions (admin token)", runTx},
+		{"version", "print the version, the commit and the Go it was built with", runVersion},
 	}
 }
 
@@ -84,4 +86,36 @@ func usage(w io.Writer) {
 	}
 	b.WriteString("\nRun hongbao <command> -h for its flags.\n")
 	io.WriteString(w, b.String())
+}
+
+func runVersion(_ context.Context, args []string, out io.Writer, _ *slog.Logger) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return app.UsageErr(err)
+	}
+	fmt.Fprintln(out, versionLine())
+	return nil
+}
+
+// versionLine is the module version, the commit (with "+dirty" for
+// uncommitted changes) and its time, and the Go version.
+func versionLine() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "hongbao (no build information)"
+	}
+	rev, at, dirty := "unknown", "", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = " " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	return fmt.Sprintf("hongbao %s commit %s%s%s %s", bi.Main.Version, rev, dirty, at, bi.GoVersion)
 }

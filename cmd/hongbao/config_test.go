@@ -42,3 +42,19 @@ func TestHelpShowsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+func TestVersionAndExitCodes(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+	}{{[]string{"version"}, 0}, {[]string{"serve", "-h"}, 0}, {[]string{"packet", "-h"}, 0}, {[]string{"bench", "-h"}, 0},
+		{[]string{"help", "serve"}, 0}, {[]string{"serve", "--no-such-flag"}, 2}, {[]string{"packet"}, 2}, {[]string{"nonsense"}, 2}} {
+		var out, errOut strings.Builder
+		if got := Main(t.Context(), c.args, &out, &errOut); got != c.code {
+			t.Errorf("%v: exit %d, want %d (%s%s)", c.args, got, c.code, out.String(), errOut.String())
+		}
+		if c.args[0] == "version" && !strings.HasPrefix(out.String(), "hongbao ") {
+			t.Errorf("version prints %q", out.String())
+		}
+	}
+}

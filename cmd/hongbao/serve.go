@@ -23,7 +23,10 @@ func runServe(ctx context.Context, args []string, out io.Writer, _ *slog.Logger)
 	if err := fs.Parse(args); err != nil {
 		return app.UsageErr(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, err := cfg.Logger(os.Stderr)
+	if err != nil {
+		return app.UsageErr(err)
+	}
 	return app.Serve(ctx, cfg, out, log)
 }
 

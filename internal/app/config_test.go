@@ -10,7 +10,7 @@ import (
 func TestServeConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := ServeConfig{Config: Config{DataDir: "d", LedgerShards: 2}, Addr: "127.0.0.1:8080", TokenSecret: strings.Repeat("s", 32),
-		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour, MaxAmount: 100, MaxBalance: 1000}
+		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour, MaxAmount: 100, MaxBalance: 1000, LogFormat: "json", LogLevel: "info"}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"hongbao/internal/bus"
 	"hongbao/internal/dtx"
@@ -454,10 +455,17 @@ func (n *Node) collectors() []prometheus.Collector {
 		counter("hongbao_grabs_total", "Claims committed by the grab engines.", sum(func(s *packet.Set) int64 { return s.Grabs.Load() })),
 		counter("hongbao_grabs_rejected_total", "Grabs turned away by admission control.", sum(func(s *packet.Set) int64 { return s.Rejected.Load() })),
 		gauge("hongbao_credits_pending", "Credits committed but not yet published by the relay.", func() float64 { return float64(n.Relay.Queued()) }),
-		counter("hongbao_credits_applied_total", "Credit messages applied by the ledger consumers.", func() float64 {
+		counter("hongbao_credit_messages_applied_total", "Credit messages (batches of credits) acknowledged by the ledger consumers.", func() float64 {
 			var t int64
 			for _, c := range n.Credits {
 				t += c.Applied.Load()
+			}
+			return float64(t)
+		}),
+		counter("hongbao_credits_applied_total", "Credits (red packet claims and refunds) applied to wallets.", func() float64 {
+			var t int64
+			for _, l := range n.Ledgers.Shards {
+				t += l.CreditsApplied.Load()
 			}
 			return float64(t)
 		}),
@@ -470,12 +478,89 @@ func (n *Node) collectors() []prometheus.Collector {
 		}),
 		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 { return float64(n.Coord.Metrics.Retries.Load()) }),
 		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 { return float64(n.Coord.Metrics.Committed.Load()) }),
+		counter("hongbao_coordinator_cancelled_total", "Global transactions cancelled (all branches rolled back or compensated).", func() float64 {
+			return float64(n.Coord.Metrics.Cancelled.Load())
+		}),
 		gauge("hongbao_relay_stalled_seconds", "How long the relay has had credits to publish and published none (alert above 10).", func() float64 {
 			return n.Relay.Stalled().Seconds()
 		}),
 		counter("hongbao_relay_restarts_total", "Relay restarts after a stall.", func() float64 { return float64(n.RelayRestarts.Load()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+		&poolCollector{n: n},
+		&creditLag{n: n},
 		counter("hongbao_credits_redriven_total", "Credits the reconciler published again because no ledger had applied them.", func() float64 {
 			return float64(n.Redriven.Load())
 		}),
 	}
+}
+
+// poolCollector reports each database pool's connections.
+type poolCollector struct{ n *Node }
+
+var (
+	poolConns   = prometheus.NewDesc("hongbao_db_connections", "Connections of a database pool by state (idle, in_use) and its maximum (max).", []string{"database", "state"}, nil)
+	poolAcquire = prometheus.NewDesc("hongbao_db_acquires_total", "Connections acquired from a database pool.", []string{"database"}, nil)
+	poolWaits   = prometheus.NewDesc("hongbao_db_acquire_waits_total", "Acquires that had to wait for a connection (the pool was empty).", []string{"database"}, nil)
+)
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolConns; ch <- poolAcquire; ch <- poolWaits }
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, pool := range c.n.pools() {
+		st := pool.Stat()
+		ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(st.IdleConns()), name, "idle")
+		ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(st.AcquiredConns()), name, "in_use")
+		ch <- prometheus.MustNewConstMetric(poolConns, prometheus.GaugeValue, float64(st.MaxConns()), name, "max")
+		ch <- prometheus.MustNewConstMetric(poolAcquire, prometheus.CounterValue, float64(st.AcquireCount()), name)
+		ch <- prometheus.MustNewConstMetric(poolWaits, prometheus.CounterValue, float64(st.EmptyAcquireCount()), name)
+	}
+}
+
+// pools are the node's database pools by database name.
+func (n *Node) pools() map[string]*pgxpool.Pool {
+	m := map[string]*pgxpool.Pool{GroupDB: n.Groups.DB(), DtxDB: n.Coord.DB()}
+	for _, l := range n.Ledgers.Shards {
+		m[LedgerDB(l.Shard())] = l.DB()
+	}
+	for _, set := range n.Sets {
+		m[PacketDB(set.Number())] = set.DB()
+	}
+	return m
+}
+
+// creditLag reports, from the databases, the claims and refunds not yet
+// seen credited and the age of the oldest of them.
+type creditLag struct{ n *Node }
+
+var (
+	uncredited    = prometheus.NewDesc("hongbao_claims_uncredited", "Claims and refunds in the packet sets not yet seen credited (from the databases).", nil, nil)
+	uncreditedAge = prometheus.NewDesc("hongbao_claims_uncredited_oldest_seconds", "Age of the oldest claim or refund not yet seen credited (alert above a few minutes).", nil, nil)
+)
+
+func (c *creditLag) Describe(ch chan<- *prometheus.Desc) { ch <- uncredited; ch <- uncreditedAge }
+
+func (c *creditLag) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var total int64
+	var oldest time.Time
+	for _, set := range c.n.Sets {
+		k, at, err := set.Uncredited(ctx)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(uncredited, err)
+			return
+		}
+		total += k
+		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+			oldest = at
+		}
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(uncredited, prometheus.GaugeValue, float64(total))
+	ch <- prometheus.MustNewConstMetric(uncreditedAge, prometheus.GaugeValue, age)
 }

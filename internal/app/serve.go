@@ -33,6 +33,9 @@ type ServeConfig struct {
 	TxRetention  time.Duration
 	NodeID       string
 	NatsReplicas int
+	LogFormat    string // text or json
+	LogLevel     string // debug, info, warn or error
+	AccessLog    bool
 	MaxAmount    money.Amount
 	MaxBalance   money.Amount
 }
@@ -46,6 +49,9 @@ func (c *ServeConfig) Bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.PacketSets, "packet-sets", c.envInt("HONGBAO_PACKET_SETS", 2), "number of packet sets (HONGBAO_PACKET_SETS)")
 	fs.DurationVar(&c.Timeout, "request-timeout", c.envDuration("HONGBAO_REQUEST_TIMEOUT", 10*time.Second), "per-request deadline (HONGBAO_REQUEST_TIMEOUT)")
 	fs.Int64Var(&c.MaxBody, "max-body", 64<<10, "largest request body in bytes")
+	fs.StringVar(&c.LogFormat, "log-format", Env("HONGBAO_LOG_FORMAT", "text"), "log format: text or json (HONGBAO_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", Env("HONGBAO_LOG_LEVEL", "info"), "log level: debug, info, warn or error (HONGBAO_LOG_LEVEL)")
+	fs.BoolVar(&c.AccessLog, "access-log", c.envBool("HONGBAO_ACCESS_LOG", true), "log every request: method, route, status, duration, request id (HONGBAO_ACCESS_LOG)")
 	fs.IntVar(&c.NatsReplicas, "nats-replicas", c.envInt("HONGBAO_NATS_REPLICAS", 0), "replicas of the JetStream stream; 0: 1 in process, min(3, servers) on a cluster (HONGBAO_NATS_REPLICAS)")
 	fs.StringVar(&c.NodeID, "node-id", Env("HONGBAO_NODE_ID", ""), "this node's name, the same across restarts; default host:data-dir (HONGBAO_NODE_ID)")
 	c.MaxAmount, c.MaxBalance = flow.DefaultMaxAmount, ledger.DefaultMaxBalance
@@ -83,6 +89,9 @@ func (c *ServeConfig) Validate() error {
 			}
 		}
 	}
+	if _, err := c.Logger(io.Discard); err != nil {
+		errs = append(errs, err)
+	}
 	if c.NatsReplicas < 0 || c.NatsReplicas > 5 {
 		errs = append(errs, fmt.Errorf("--nats-replicas %d: want 0 (automatic) or 1..5", c.NatsReplicas))
 	}
@@ -90,6 +99,22 @@ func (c *ServeConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
 	}
 	return errors.Join(errs...)
+}
+
+// Logger is the logger the configuration asks for, writing to w.
+func (c *ServeConfig) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 }
 
 // Serve runs `hongbao serve` until ctx ends: it binds the port, locks the
@@ -153,7 +178,8 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		dbs.Close()
 		return nil, nil, err
 	}
-	api, err := httpapi.New(sys.Backend(), httpapi.Options{Secret: []byte(cfg.TokenSecret), MaxBody: cfg.MaxBody, Timeout: cfg.Timeout, Logger: log})
+	api, err := httpapi.New(sys.Backend(), httpapi.Options{Secret: []byte(cfg.TokenSecret), MaxBody: cfg.MaxBody, Timeout: cfg.Timeout,
+		Logger: log, AccessLog: cfg.AccessLog})
 	if err != nil {
 		sys.Close()
 		dbs.Close()

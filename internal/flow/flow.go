@@ -196,6 +196,10 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 		gid := fmt.Sprintf("join:%d:%d:%s", groupID, user, key)
 		if g.Fee > 0 {
 			if _, err := f.Coord.Get(ctx, gid); errors.Is(err, dtx.ErrNotFound) {
+				// Joining a group one is in already is a no-op: nobody pays.
+				if in, err := f.Groups.IsMember(ctx, groupID, user); err != nil || in {
+					return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed, Reason: "already a member"}, err == nil, err
+				}
 				if err := f.room(ctx, g.Owner, g.Fee); err != nil {
 					return dtx.Result{}, false, err
 				}

@@ -56,7 +56,25 @@ func (f *Flows) Received(ctx context.Context, user, before int64, limit int) ([]
 		all = append(all, cs...)
 	}
 	slices.SortFunc(all, func(a, b packet.Claim) int { return cmpDesc(a.At.UnixNano(), b.At.UnixNano()) })
-	return all[:min(len(all), limit)], nil
+	all = all[:min(len(all), limit)]
+	// As the packet's detail does: credited as soon as the ledger applied it,
+	// not only once the reconciler has marked it.
+	var open []packet.Claim
+	for _, c := range all {
+		if !c.Credited {
+			open = append(open, c)
+		}
+	}
+	if len(open) > 0 {
+		done, err := f.Credited(ctx, open)
+		if err != nil {
+			return nil, err
+		}
+		for i := range all {
+			all[i].Credited = all[i].Credited || done[all[i].ID]
+		}
+	}
+	return all, nil
 }
 
 func cmpDesc(a, b int64) int {

@@ -5,6 +5,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 
@@ -34,6 +37,9 @@ type Options struct {
 	Timeout time.Duration
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// AccessLog logs every request (method, route, status, duration,
+	// request id) at info level.
+	AccessLog bool
 }
 
 // Server serves the API over a running System.
@@ -102,15 +108,29 @@ func New(b Backend, o Options) (*Server, error) {
 		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
 		{"GET", "/v1/admin/transactions/{gid}", admin, false, s.transaction},
 	}
+	allowed := map[string][]string{}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
+	}
+	// The routes by path alone: a path served with another method is 405
+	// with Allow, not "no route".
+	paths := http.NewServeMux()
+	for p := range allowed {
+		paths.Handle(p, http.NotFoundHandler())
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.OpenAPI()) })
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + r.URL.Path})
+		if _, p := paths.Handler(r); p != "" && p != "/" {
+			w.Header().Set("Allow", strings.Join(allowed[p], ", "))
+			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+				Message: fmt.Sprintf("%s is not served at %s: use %s", r.Method, p, strings.Join(allowed[p], ", "))})
+			return
+		}
+		writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + strconv.Quote(r.URL.Path)})
 	})
 	return s, nil
 }
@@ -131,10 +151,34 @@ func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.pattern
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		id := requestID(r)
+		w.Header().Set("X-Request-Id", id)
 		status := s.serve(w, r, rt)
+		took := time.Since(start)
 		s.reqs.WithLabelValues(name, strconv.Itoa(status)).Inc()
-		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		s.latency.WithLabelValues(name).Observe(took.Seconds())
+		if s.o.AccessLog {
+			s.o.Logger.Info("request", "method", r.Method, "route", rt.pattern, "status", status,
+				"duration_ms", float64(took.Microseconds())/1000, "request_id", id)
+		}
 	})
+}
+
+// requestID is the client's X-Request-Id when it is a short printable
+// token, else a fresh random one; it is returned in the same header.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && checkKey(id) == nil {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// created is a 201 answer with the Location of what was made.
+type created struct {
+	location string
+	body     any
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status int) {
@@ -174,9 +218,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 	if err != nil {
 		ae := toAPIError(err)
 		if ae.Status >= 500 {
-			s.o.Logger.Error("request failed", "route", rt.pattern, "err", err)
+			s.o.Logger.Error("request failed", "route", rt.pattern, "err", err, "request_id", w.Header().Get("X-Request-Id"))
 		}
 		return writeError(w, ae)
+	}
+	if cr, ok := body.(created); ok {
+		w.Header().Set("Location", cr.location)
+		body = cr.body
 	}
 	writeJSON(w, code, body)
 	return code
@@ -212,12 +260,28 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// writeError answers an RFC 9457 problem: type, title, status and detail,
+// plus the stable code (and the detail again as message, for clients of the
+// first version).
 func writeError(w http.ResponseWriter, e *apiError) int {
 	if e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, e.Status, e)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(problem{Type: "urn:hongbao:problem:" + e.Code, Title: http.StatusText(e.Status), Status: e.Status,
+		Detail: e.Message, Code: e.Code, Message: e.Message})
 	return e.Status
+}
+
+// problem is the body of every error (RFC 9457).
+type problem struct {
+	Type    string `json:"type"`
+	Title   string `json:"title"`
+	Status  int    `json:"status"`
+	Detail  string `json:"detail"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 func pathID(r *http.Request, name string) (int64, error) {
@@ -309,7 +373,11 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return 200, map[string]any{"entries": nonNil(es), "next": next}, nil
+	page := map[string]any{"entries": nonNil(es), "next": nil} // null: no more
+	if next > 0 {
+		page["next"] = strconv.FormatInt(next, 10)
+	}
+	return 200, page, nil
 }
 
 type depositRequest struct {
@@ -397,7 +465,7 @@ func (s *Server) sendPacket(r *http.Request, c Claims) (int, any, error) {
 	}
 	code, body, err := outcome(res, sent)
 	if code == 200 {
-		code = 201
+		return 201, created{fmt.Sprintf("/v1/packets/%d", sent.ID), sent}, nil
 	}
 	return code, body, err
 }
@@ -533,7 +601,10 @@ func (s *Server) createGroup(r *http.Request, c Claims) (int, any, error) {
 		return 0, nil, err
 	}
 	g, err := s.b.Groups.CreateGroup(r.Context(), idemKey(r), c.User, req.Capacity, req.Fee)
-	return 201, g, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return 201, created{fmt.Sprintf("/v1/groups/%d", g.ID), g}, nil
 }
 
 func (s *Server) getGroup(r *http.Request, c Claims) (int, any, error) {

@@ -53,6 +53,11 @@ func (l *Ledger) ApplyCredits(ctx context.Context, credits []Credit) ([]Outcome,
 	if err != nil {
 		return nil, fmt.Errorf("apply %d credits: %w", len(credits), err)
 	}
+	for _, o := range out {
+		if o == Applied {
+			l.CreditsApplied.Add(1)
+		}
+	}
 	return out, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,6 +83,15 @@ func (a Account) isSystem() bool {
 	return false
 }
 
+// system is the system account a stripe row belongs to (a itself for a
+// user or an account that is not striped).
+func (a Account) system() Account {
+	if a >= 0 {
+		return a
+	}
+	return Account(-(-int64(a) / stripeSpan * stripeSpan))
+}
+
 // Name is the readable name of an account.
 func (a Account) String() string {
 	switch a {
@@ -126,6 +136,8 @@ type Ledger struct {
 	shard      int
 	stripes    int
 	maxBalance int64
+	// CreditsApplied counts credits (claims, refunds) applied by this shard.
+	CreditsApplied atomic.Int64
 	now        func() time.Time
 	log        *slog.Logger
 }

@@ -50,7 +50,9 @@ type Entry struct {
 	Ref       string       `json:"ref"`
 	Amount    money.Amount `json:"amount"` // positive in, negative out
 	Balance   money.Amount `json:"balance"`
-	Other     string       `json:"counterparty"`
+	Other     string       `json:"counterparty"` // "user 2", or a system account: "clearing:packets", "external"
+	// Description says what the entry is in a user's words.
+	Description string `json:"description"`
 	At        time.Time    `json:"at"`
 }
 
@@ -81,7 +83,11 @@ func (l *Ledger) Statement(ctx context.Context, user int64, before int64, limit 
 			rows.Close()
 			return nil, 0, err
 		}
-		e.Other = Account(other).String()
+		e.Other = Account(other).system().String()
+		if other > 0 {
+			e.Other = fmt.Sprintf("user %d", other)
+		}
+		e.Description = describe(e.Kind, e.Amount > 0, Account(other))
 		out = append(out, e)
 	}
 	rows.Close()
@@ -198,4 +204,34 @@ func (l *Ledger) Check(ctx context.Context) ([]Violation, error) {
 		return nil, fmt.Errorf("check ledger shard %d: %w", l.shard, err)
 	}
 	return out, nil
+}
+
+// describe says what a posting is to the user whose statement shows it.
+func describe(kind string, in bool, other Account) string {
+	sys := other.system()
+	switch {
+	case kind == KindDeposit:
+		return "top-up"
+	case kind == KindTransfer && other > 0 && in:
+		return fmt.Sprintf("transfer from user %d", int64(other))
+	case kind == KindTransfer && other > 0:
+		return fmt.Sprintf("transfer to user %d", int64(other))
+	case sys == ClearingTransfers && in:
+		return "transfer received"
+	case sys == ClearingTransfers:
+		return "transfer sent"
+	case sys == ClearingPackets && kind == KindRefund:
+		return "red packet refund"
+	case sys == ClearingPackets && in:
+		return "red packet received"
+	case sys == ClearingPackets:
+		return "red packet sent"
+	case sys == ClearingGroups && kind == KindRefund:
+		return "group entry fee refunded"
+	case sys == ClearingGroups && in:
+		return "group entry fee received"
+	case sys == ClearingGroups:
+		return "group entry fee"
+	}
+	return kind
 }

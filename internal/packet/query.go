@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -158,4 +159,18 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 			id, state, money.Amount(amount), money.Amount(claimed), n, shares, money.Amount(remaining), left, money.Amount(refunded)))
 	}
 	return out, rows.Err()
+}
+
+// Uncredited counts the claims and refunds not yet seen credited (the
+// reconciler marks them once their ledger has applied them) and the time
+// of the oldest: what an operator alerts on.
+func (s *Set) Uncredited(ctx context.Context) (n int64, oldest time.Time, err error) {
+	var at *time.Time
+	err = s.db.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (
+		SELECT created_at FROM claims WHERE credited_at IS NULL
+		UNION ALL SELECT created_at FROM refunds WHERE credited_at IS NULL) u`).Scan(&n, &at)
+	if at != nil {
+		oldest = *at
+	}
+	return n, oldest, err
 }

@@ -103,6 +103,11 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cluster folder: %w", err)
 	}
+	if c.cred != nil {
+		if err := reachable(opts.Dir, int(c.cred.Uid)); err != nil {
+			return nil, err
+		}
+	}
 	// The lock says this process owns the cluster: a postmaster still
 	// running on the data folder is then an orphan of an owner that died
 	// (pg_ctl detaches the server, so a SIGKILL of its owner leaves it
@@ -274,4 +279,32 @@ func (c *Cluster) RestartImmediate() error {
 		return fmt.Errorf("pg_ctl restart: %w: %s", err, out)
 	}
 	return nil
+}
+
+// reachable checks that the user uid (postgres, when run as root) can walk
+// down to dir: every folder above it must let it through (x for it, its
+// group or others). initdb otherwise fails with a misleading
+// "permission denied" on its own binary.
+func reachable(dir string, uid int) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		sys, _ := st.Sys().(*syscall.Stat_t)
+		mode := st.Mode().Perm()
+		ok := mode&0o001 != 0 || (sys != nil && int(sys.Uid) == uid && mode&0o100 != 0)
+		if !ok {
+			return fmt.Errorf("the data folder %s is not reachable by the postgres user, which runs the private cluster: "+
+				"%s (mode %o) does not let it through; use a folder it can reach (say under /var/lib/hongbao), "+
+				"or open the way with: chmod o+x %s", abs, p, mode, p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }

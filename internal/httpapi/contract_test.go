@@ -1,0 +1,162 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"hongbao/internal/hbtest"
+	"hongbao/internal/httpapi"
+)
+
+// lockedBuffer collects log lines from the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func TestContract(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	_, tok := a.funded("10.00")
+	recv, _ := a.funded("0.01")
+
+	// 201 carries the Location of what was made.
+	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/packets", strings.NewReader(`{"kind":"single","receiver":`+itoa(recv)+`,"amount":"1.00"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Idempotency-Key", "loc")
+	req.Header.Set("X-Request-Id", "client-chosen-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.HasPrefix(resp.Header.Get("Location"), "/v1/packets/") {
+		t.Fatalf("send: %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp.Header.Get("X-Request-Id") != "client-chosen-1" {
+		t.Fatalf("request id %q", resp.Header.Get("X-Request-Id"))
+	}
+
+	// A wrong method is 405 with Allow; errors are problem+json.
+	req, _ = http.NewRequest("DELETE", a.srv.URL+"/v1/wallet", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET" || resp.Header.Get("Content-Type") != "application/problem+json" ||
+		!strings.Contains(string(body), `"type":"urn:hongbao:problem:method_not_allowed"`) || !strings.Contains(string(body), `"status":405`) {
+		t.Fatalf("DELETE /v1/wallet: %d Allow=%q %s", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+	// Metrics: the process, the pools, the credit lag; promlint is clean.
+	resp, err = http.Get(a.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"go_goroutines", "process_cpu_seconds_total", "go_build_info", "hongbao_db_connections", "hongbao_claims_uncredited",
+		"hongbao_claims_uncredited_oldest_seconds", "hongbao_credits_applied_total", "hongbao_coordinator_cancelled_total", "hongbao_coordinator_stuck",
+		"hongbao_http_requests_total"} {
+		if !strings.Contains(string(text), "\n"+m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	problems, err := promlint.New(bytes.NewReader(text)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// The access log names every request with its id, and never a secret.
+func TestAccessLogHasNoSecrets(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	var logs lockedBuffer
+	s, err := httpapi.New(a.sys.Backend(), httpapi.Options{Secret: secret, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), AccessLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	tok := userToken(t, 424242)
+	b := &api{t: t, srv: srv, sys: a.sys, s: s}
+	b.do("GET", "/v1/wallet", tok, "", nil)
+	b.do("POST", "/v1/transfers", tok, "secret-key-xyz", map[string]any{"to": 5, "amount": "1.00"})
+	out := logs.String()
+	if !strings.Contains(out, `"route":"/v1/wallet"`) || !strings.Contains(out, `"request_id"`) || !strings.Contains(out, `"status":200`) {
+		t.Fatalf("access log:\n%s", out)
+	}
+	for _, s := range []string{tok, string(secret), "Bearer"} {
+		if strings.Contains(out, s) {
+			t.Fatalf("the log shows a secret (%q):\n%s", s, out)
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Answers agree with each other: a statement in a user's words with a null
+// cursor at its end, a second paid join that charges nothing, a claim
+// credited in the received list as soon as in the packet's detail.
+func TestConsistentAnswers(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	o, otok := a.funded("10.00")
+	u, utok := a.funded("20.00")
+	g := a.must(a.do("POST", "/v1/groups", otok, "g", map[string]any{"capacity": 5, "fee": "2.00"}), 201).body["id"]
+	gp := "/v1/groups/" + strconv.FormatInt(int64(g.(float64)), 10)
+	a.must(a.do("POST", gp+"/join", utok, "j1", nil), 200)
+	again := a.must(a.do("POST", gp+"/join", utok, "j2", nil), 200)
+	if again.body["outcome"] != "committed" || a.balance(utok) != "18.00/0.00" {
+		t.Fatalf("second join: %s; wallet %s", again.raw, a.balance(utok))
+	}
+	a.must(a.do("POST", "/v1/transfers", utok, "t", map[string]any{"to": o, "amount": "1.00"}), 200)
+	st := a.must(a.do("GET", "/v1/wallet/statement?limit=10", utok, "", nil), 200)
+	if st.body["next"] != nil {
+		t.Fatalf("a statement that fits in one page has next %v", st.body["next"])
+	}
+	for _, e := range st.body["entries"].([]any) {
+		m := e.(map[string]any)
+		if d, _ := m["description"].(string); d == "" || strings.Contains(m["counterparty"].(string), "#") {
+			t.Fatalf("statement entry in internal words: %v", m)
+		}
+	}
+	page := a.must(a.do("GET", "/v1/wallet/statement?limit=1", utok, "", nil), 200)
+	if _, ok := page.body["next"].(string); !ok {
+		t.Fatalf("a first page of one entry has next %v", page.body["next"])
+	}
+	p := a.must(a.do("POST", "/v1/packets", otok, "p", map[string]any{"kind": "single", "receiver": u, "amount": "1.00"}), 201).body["id"].(string)
+	a.must(a.do("POST", "/v1/packets/"+p+"/grab", utok, "", nil), 200)
+	hbtest.WaitFor(t, 30*time.Second, "the claim credited in the detail", func() bool {
+		d := a.must(a.do("GET", "/v1/packets/"+p, utok, "", nil), 200)
+		return d.body["claims"].([]any)[0].(map[string]any)["credited"] == true
+	})
+	recv := a.must(a.do("GET", "/v1/packets/received", utok, "", nil), 200)
+	if recv.body["claims"].([]any)[0].(map[string]any)["credited"] != true {
+		t.Fatalf("received disagrees with the detail: %s", recv.raw)
+	}
+}
