@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 
 	"errors"
 	"flag"
@@ -69,7 +71,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case ctx.Err() != nil && errors.Is(err, context.Canceled):
 				return 130 // interrupted
 			}
-			fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
+			if slices.Contains(args, "--json") || slices.Contains(args, "-json") || slices.Contains(args, "--json=true") {
+				// A caller that reads JSON gets its errors as JSON too.
+				_ = json.NewEncoder(stderr).Encode(map[string]string{"command": c.name, "error": err.Error()})
+			} else {
+				fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
+			}
 			return 1
 		}
 	}

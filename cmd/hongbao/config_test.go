@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -56,5 +57,16 @@ func TestVersionAndExitCodes(t *testing.T) {
 		if c.args[0] == "version" && !strings.HasPrefix(out.String(), "hongbao ") {
 			t.Errorf("version prints %q", out.String())
 		}
+	}
+}
+
+func TestErrorsAsJSON(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := Main(t.Context(), []string{"bench", "ledger", "--json", "--database-url", "postgres://nobody@127.0.0.1:1/{db}", "--duration", "1s"}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	var e map[string]string
+	if err := json.Unmarshal([]byte(errOut.String()), &e); err != nil || e["error"] == "" || e["command"] != "bench" {
+		t.Fatalf("stderr is not a JSON error: %q (%v)", errOut.String(), err)
 	}
 }

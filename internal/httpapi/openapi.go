@@ -2,74 +2,173 @@ package httpapi
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
 var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
 
-// summaries and request schemas of the routes, by "METHOD pattern".
-var docs = map[string]struct {
+// doc is what the OpenAPI document says of one route: a summary, the
+// request body, and the schema of the answer for each success status. The
+// error answers every route may give are added to all.
+type doc struct {
 	summary string
 	body    map[string]any
-}{
-	"GET /v1/wallet":                   {"The caller's wallet: balance, held, available.", nil},
-	"GET /v1/wallet/statement":         {"The caller's entries, newest first (query: before, limit).", nil},
-	"POST /v1/transfers":               {"Move money to another user (TCC across shards).", obj(map[string]any{"to": userID, "amount": amount}, "to", "amount")},
-	"POST /v1/packets":                 {"Send a red packet (single, lucky or equal).", obj(map[string]any{"kind": enum("single", "lucky", "equal"), "receiver": userID, "group": userID, "amount": amount, "shares": integer, "greeting": str, "expires_in_seconds": integer}, "kind", "amount")},
-	"POST /v1/packets/{id}/grab":       {"Grab one share as the caller; a repeat returns the same claim.", nil},
-	"GET /v1/packets/{id}":             {"A packet with its claims, credited or pending, and the best luck.", nil},
-	"GET /v1/packets/sent":             {"Packets the caller sent, newest first.", nil},
-	"GET /v1/packets/received":         {"Claims of the caller, newest first.", nil},
-	"POST /v1/groups":                  {"Create a group owned by the caller.", obj(map[string]any{"capacity": integer, "fee": amount}, "capacity")},
-	"GET /v1/groups/{id}":              {"A group.", nil},
-	"POST /v1/groups/{id}/join":        {"Join a group; with a fee, a saga that refunds when the join fails.", nil},
-	"GET /v1/groups/{id}/members":      {"Members of a group (query: after, limit).", nil},
-	"POST /v1/admin/deposits":          {"Credit a user from the external account (admin).", obj(map[string]any{"user": userID, "amount": amount}, "user", "amount")},
-	"GET /v1/admin/wallets/{user}":     {"Any user's wallet (admin).", nil},
-	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, limit) (admin).", nil},
-	"GET /v1/admin/transactions/{gid}": {"One global transaction with branches, attempts and last error (admin).", nil},
+	ok      map[string]map[string]any // status -> schema
+	errors  []string                  // statuses of the errors this route answers besides the common ones
 }
 
+var docs = map[string]doc{
+	"GET /v1/wallet":           {"The caller's wallet: balance, held, available, incoming.", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
+	"GET /v1/wallet/statement": {"The caller's entries, newest first (query: before, limit); next is null at the end.", nil, map[string]map[string]any{"200": ref("Statement")}, nil},
+	"POST /v1/transfers": {"Move money to another user (a local transaction within a shard, TCC across shards).",
+		obj(map[string]any{"to": userID, "amount": amount}, "to", "amount"),
+		map[string]map[string]any{"200": ref("Result"), "202": ref("Result")}, []string{"409"}},
+	"POST /v1/packets": {"Send a red packet (single, lucky or equal).",
+		obj(map[string]any{"kind": enum("single", "lucky", "equal"), "receiver": userID, "group": groupID, "amount": amount,
+			"shares": integer(1, 10000), "greeting": greeting, "expires_in_seconds": integer(0, 604800)}, "kind", "amount"),
+		map[string]map[string]any{"201": ref("Packet"), "202": ref("Packet")}, []string{"409"}},
+	"POST /v1/packets/{id}/grab": {"Grab one share as the caller; a repeat returns the same claim (no Idempotency-Key needed).", nil,
+		map[string]map[string]any{"200": ref("Grab")}, []string{"409", "429"}},
+	"GET /v1/packets/{id}":      {"A packet with its claims, credited or pending, and the best luck (parties and operators).", nil, map[string]map[string]any{"200": ref("Detail")}, nil},
+	"GET /v1/packets/sent":      {"Packets the caller sent, newest first (query: before, limit).", nil, map[string]map[string]any{"200": list("packets", "Packet")}, nil},
+	"GET /v1/packets/received":  {"Claims of the caller, newest first (query: before, limit).", nil, map[string]map[string]any{"200": list("claims", "Claim")}, nil},
+	"POST /v1/groups":           {"Create a group owned by the caller.", obj(map[string]any{"capacity": integer(1, 2147483647), "fee": amount}, "capacity"), map[string]map[string]any{"201": ref("Group")}, []string{"409"}},
+	"GET /v1/groups/{id}":       {"A group (members and operators).", nil, map[string]map[string]any{"200": ref("Group")}, nil},
+	"POST /v1/groups/{id}/join": {"Join a group; with a fee, a saga that refunds when the join fails; a member joining again pays nothing.", nil, map[string]map[string]any{"200": ref("Result"), "202": ref("Result")}, []string{"409"}},
+	"GET /v1/groups/{id}/members": {"Members of a group (query: after, limit) (members and operators).", nil,
+		map[string]map[string]any{"200": list("members", "Member")}, nil},
+	"POST /v1/admin/deposits": {"Credit a user from the external account (admin).", obj(map[string]any{"user": userID, "amount": amount}, "user", "amount"),
+		map[string]map[string]any{"200": ref("Deposit")}, []string{"409"}},
+	"GET /v1/admin/wallets/{user}":     {"Any user's wallet (admin).", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
+	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
+	"GET /v1/admin/transactions/{gid}": {"One global transaction with branches, attempts and last error (admin).", nil, map[string]map[string]any{"200": ref("Global")}, nil},
+}
+
+// commonErrors are the statuses of errors any authenticated route may give.
+var commonErrors = []string{"400", "401", "403", "404", "413", "415", "503"}
+
+// errorCodes are every stable code an error may carry.
+var errorCodes = []string{"bad_json", "bad_amount", "bad_id", "bad_query", "bad_idempotency_key", "invalid_request", "idempotency_key_required",
+	"unauthorized", "token_expired", "forbidden", "not_allowed", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
+	"insufficient_funds", "balance_limit", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
+	"already_member", "conflict", "cancelled", "too_large", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
+
 var (
-	userID  = map[string]any{"type": "integer", "format": "int64", "minimum": 1}
-	amount  = map[string]any{"type": "string", "pattern": `^\d+(\.\d{1,2})?$`, "description": "yuan with at most two decimals, e.g. \"12.34\""}
-	integer = map[string]any{"type": "integer"}
-	str     = map[string]any{"type": "string"}
+	userID   = map[string]any{"type": "integer", "format": "int64", "minimum": 1, "maximum": 9007199254740991}
+	groupID  = map[string]any{"type": "integer", "format": "int64", "minimum": 1, "maximum": 9007199254740991}
+	bigID    = map[string]any{"type": "string", "pattern": `^[0-9]+$`, "description": "a 63-bit id as a decimal string (it exceeds 2^53)"}
+	amount   = map[string]any{"type": "string", "pattern": `^-?\d+(\.\d{1,2})?$`, "description": "yuan with at most two decimals, e.g. \"12.34\""}
+	str      = map[string]any{"type": "string"}
+	boolean  = map[string]any{"type": "boolean"}
+	when     = map[string]any{"type": "string", "format": "date-time"}
+	count    = map[string]any{"type": "integer", "minimum": 0}
+	greeting = map[string]any{"type": "string", "maxLength": 64, "description": "one line of visible text, at most 64 characters"}
 )
 
+func integer(min, max int) map[string]any {
+	return map[string]any{"type": "integer", "minimum": min, "maximum": max}
+}
+
 func enum(vs ...string) map[string]any { return map[string]any{"type": "string", "enum": vs} }
+
+func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
+
+func list(field, item string) map[string]any {
+	return obj(map[string]any{field: map[string]any{"type": "array", "items": ref(item)}}, field)
+}
+
+func nullable(s map[string]any) map[string]any { return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}} }
 
 func obj(props map[string]any, required ...string) map[string]any {
 	return map[string]any{"type": "object", "additionalProperties": false, "properties": props, "required": required}
 }
 
+// schemas are the components every answer is built from.
+var schemas = map[string]any{
+	"Problem": obj(map[string]any{"type": str, "title": str, "status": integer(400, 599), "detail": str, "code": enum(errorCodes...), "message": str},
+		"type", "title", "status", "detail", "code"),
+	"Wallet": obj(map[string]any{"user": userID, "balance": amount, "held": amount, "available": amount, "incoming": amount}, "user", "balance", "held", "available"),
+	"Entry": obj(map[string]any{"posting_id": count, "kind": enum("deposit", "transfer", "hold_post", "credit", "debit", "refund", "settle"), "ref": str,
+		"amount": amount, "balance": amount, "counterparty": str, "description": str, "at": when}, "posting_id", "kind", "amount", "balance", "counterparty", "description", "at"),
+	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(bigID)}, "entries", "next"),
+	"Result": obj(map[string]any{"gid": str, "outcome": enum("committed", "cancelled", "pending"),
+		"state": enum("trying", "confirming", "cancelling", "committed", "cancelled"), "reason": str}, "gid", "outcome", "state"),
+	"Deposit": obj(map[string]any{"user": userID, "amount": amount, "balance": amount, "posting_id": count}, "user", "amount", "balance", "posting_id"),
+	"Packet": obj(map[string]any{"id": bigID, "kind": enum("single", "lucky", "equal"), "sender": userID, "receiver": userID, "group": groupID,
+		"amount": amount, "shares": integer(1, 10000), "greeting": str, "state": enum("pending", "active", "finished", "expired", "cancelled"),
+		"remaining_amount": amount, "remaining_count": count, "refunded": amount, "expires_at": when, "created_at": when},
+		"id", "kind", "sender", "amount", "shares", "greeting", "state", "remaining_amount", "remaining_count", "refunded", "expires_at", "created_at"),
+	"Claim": obj(map[string]any{"id": bigID, "packet_id": bigID, "user": userID, "seq": integer(1, 10000), "amount": amount, "at": when, "credited": boolean},
+		"id", "packet_id", "user", "seq", "amount", "at", "credited"),
+	"Grab":   obj(map[string]any{"claim": ref("Claim")}, "claim"),
+	"Detail": obj(map[string]any{"packet": ref("Packet"), "claims": map[string]any{"type": "array", "items": ref("Claim")}, "best_luck": ref("Claim")}, "packet", "claims"),
+	"Group": obj(map[string]any{"id": groupID, "owner": userID, "capacity": integer(1, 2147483647), "fee": amount, "member_count": count, "created_at": when},
+		"id", "owner", "capacity", "fee", "member_count", "created_at"),
+	"Member": obj(map[string]any{"group_id": groupID, "user": userID, "joined_at": when}, "group_id", "user", "joined_at"),
+	"Branch": obj(map[string]any{"participant": str, "payload": map[string]any{}, "retryable": boolean}, "participant", "payload"),
+	"Global": obj(map[string]any{"gid": str, "kind": enum("tcc", "saga"), "state": enum("trying", "confirming", "cancelling", "committed", "cancelled"),
+		"branches": map[string]any{"type": "array", "items": ref("Branch")}, "reason": str, "attempts": count, "last_error": str,
+		"next_attempt": when, "owner": str, "created_at": when, "updated_at": when, "finished_at": when},
+		"gid", "kind", "state", "branches", "attempts", "next_attempt", "owner", "created_at", "updated_at"),
+}
+
+var statusText = map[string]string{"200": "done", "201": "created; Location names it", "202": "accepted, still being driven: ask again with the same Idempotency-Key",
+	"400": "bad input; nothing changed", "401": "no valid token", "403": "this token may not do it", "404": "no such thing (or not yours to see)",
+	"409": "refused or cancelled: nothing changed", "413": "body too large", "415": "the body is not application/json",
+	"429": "busy: retry after Retry-After", "503": "a dependency is unavailable: retry with the same key after Retry-After"}
+
 // OpenAPI returns the OpenAPI 3.1 document of the routes this server serves.
 func (s *Server) OpenAPI() map[string]any {
 	paths := map[string]any{}
+	problem := map[string]any{"application/problem+json": map[string]any{"schema": ref("Problem")}}
 	for _, rt := range s.routes {
 		key := rt.method + " " + rt.pattern
+		d := docs[key]
+		responses := map[string]any{}
+		for status, schema := range d.ok {
+			r := map[string]any{"description": statusText[status], "content": map[string]any{"application/json": map[string]any{"schema": schema}}}
+			if status == "201" {
+				r["headers"] = map[string]any{"Location": map[string]any{"schema": str, "description": "the path of what was created"}}
+			}
+			responses[status] = r
+		}
+		for _, status := range append(slices.Clone(commonErrors), d.errors...) {
+			r := map[string]any{"description": statusText[status], "content": problem}
+			if status == "429" || status == "503" {
+				r["headers"] = map[string]any{"Retry-After": map[string]any{"schema": map[string]any{"type": "integer"}, "description": "seconds"}}
+			}
+			responses[status] = r
+		}
 		op := map[string]any{
-			"summary":     docs[key].summary,
+			"summary":     d.summary,
 			"operationId": strings.ToLower(rt.method) + strings.NewReplacer("/", "_", "{", "", "}", "").Replace(rt.pattern),
-			"responses": map[string]any{
-				"200":     map[string]any{"description": "done"},
-				"default": map[string]any{"description": "error", "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}},
-			},
-			"security": []any{map[string]any{"bearer": []any{}}},
+			"responses":   responses,
+			"security":    []any{map[string]any{"bearer": []any{}}},
 		}
 		var params []any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.pattern, -1) {
-			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": str})
+			schema := bigID
+			switch m[1] {
+			case "user":
+				schema = userID
+			case "gid":
+				schema = map[string]any{"type": "string", "maxLength": 512}
+			}
+			if strings.HasPrefix(rt.pattern, "/v1/groups/") {
+				schema = groupID
+			}
+			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": schema})
 		}
 		if rt.idempotent {
-			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "required": true, "schema": str,
-				"description": "retry with the same key: the request applies once"})
+			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "required": true,
+				"schema": map[string]any{"type": "string", "maxLength": 128}, "description": "retry with the same key: the request applies once"})
 		}
 		if params != nil {
 			op["parameters"] = params
 		}
-		if b := docs[key].body; b != nil {
-			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": b}}}
+		if d.body != nil {
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": d.body}}}
 		}
 		item, _ := paths[rt.pattern].(map[string]any)
 		if item == nil {
@@ -78,16 +177,23 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		item[strings.ToLower(rt.method)] = op
 	}
-	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
-		paths[p] = map[string]any{"get": map[string]any{"summary": "operations endpoint", "responses": map[string]any{"200": map[string]any{"description": "ok"}}}}
+	for p, summary := range map[string]string{"/healthz": "liveness of the process", "/readyz": "readiness: every database and NATS answer",
+		"/metrics": "Prometheus metrics", "/openapi.json": "this document"} {
+		responses := map[string]any{"200": map[string]any{"description": "ok"}}
+		if p == "/readyz" {
+			responses["503"] = map[string]any{"description": "a dependency does not answer", "content": problem}
+		}
+		paths[p] = map[string]any{"get": map[string]any{"summary": summary, "operationId": "get" + strings.NewReplacer("/", "_", ".", "_").Replace(p),
+			"security": []any{}, "responses": responses}}
 	}
 	return map[string]any{
 		"openapi": "3.1.0",
 		"info":    map[string]any{"title": "Hongbao", "version": "1", "description": "Wallets, red packets and paid groups for an IM product."},
+		"servers": []any{map[string]any{"url": "/", "description": "the server that serves this document"}},
 		"paths":   paths,
 		"components": map[string]any{
 			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "a token from `hongbao token`"}},
-			"schemas":         map[string]any{"Error": obj(map[string]any{"code": str, "message": str}, "code", "message")},
+			"schemas":         schemas,
 		},
 	}
 }

@@ -1,0 +1,179 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"hongbao/internal/httpapi"
+)
+
+// validate checks v against the subset of JSON Schema the document uses:
+// $ref, anyOf, type, properties, required, additionalProperties, items,
+// enum, pattern, minimum, maximum, maxLength.
+func validate(schemas map[string]any, s map[string]any, v any, at string) []string {
+	if r, ok := s["$ref"].(string); ok {
+		return validate(schemas, schemas[strings.TrimPrefix(r, "#/components/schemas/")].(map[string]any), v, at)
+	}
+	if alts, ok := s["anyOf"].([]any); ok {
+		for _, alt := range alts {
+			if len(validate(schemas, alt.(map[string]any), v, at)) == 0 {
+				return nil
+			}
+		}
+		return []string{at + ": matches no alternative"}
+	}
+	var errs []string
+	bad := func(f string, args ...any) { errs = append(errs, at+": "+fmt.Sprintf(f, args...)) }
+	switch s["type"] {
+	case "object":
+		m, ok := v.(map[string]any)
+		if !ok {
+			bad("want an object, got %T", v)
+			return errs
+		}
+		props, _ := s["properties"].(map[string]any)
+		for _, r := range s["required"].([]any) {
+			if _, ok := m[r.(string)]; !ok {
+				bad("missing %s", r)
+			}
+		}
+		for k, x := range m {
+			ps, ok := props[k]
+			if !ok {
+				if s["additionalProperties"] == false {
+					bad("undocumented field %s", k)
+				}
+				continue
+			}
+			errs = append(errs, validate(schemas, ps.(map[string]any), x, at+"."+k)...)
+		}
+	case "array":
+		a, ok := v.([]any)
+		if !ok {
+			bad("want an array, got %T", v)
+			return errs
+		}
+		for i, x := range a {
+			errs = append(errs, validate(schemas, s["items"].(map[string]any), x, fmt.Sprintf("%s[%d]", at, i))...)
+		}
+	case "string":
+		str, ok := v.(string)
+		if !ok {
+			bad("want a string, got %T %v", v, v)
+			return errs
+		}
+		if p, ok := s["pattern"].(string); ok && !regexp.MustCompile(p).MatchString(str) {
+			bad("%q does not match %s", str, p)
+		}
+		if e, ok := s["enum"].([]any); ok && !slices.Contains(e, any(str)) {
+			bad("%q is not one of %v", str, e)
+		}
+		if m, ok := s["maxLength"].(float64); ok && float64(utf8.RuneCountInString(str)) > m {
+			bad("longer than %v", m)
+		}
+	case "integer":
+		n, ok := v.(float64)
+		if !ok || n != math.Trunc(n) {
+			bad("want an integer, got %v", v)
+			return errs
+		}
+		if m, ok := s["minimum"].(float64); ok && n < m {
+			bad("%v below %v", n, m)
+		}
+		if m, ok := s["maximum"].(float64); ok && n > m {
+			bad("%v above %v", n, m)
+		}
+	case "boolean":
+		if _, ok := v.(bool); !ok {
+			bad("want a boolean, got %T", v)
+		}
+	case "null":
+		if v != nil {
+			bad("want null")
+		}
+	}
+	return errs
+}
+
+// Real answers of every route, successes and errors, match the schemas the
+// document gives for their status.
+func TestResponsesMatchTheDocument(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	raw := a.must(a.do("GET", "/openapi.json", "", "", nil), 200).raw
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
+	paths := doc["paths"].(map[string]any)
+	adm := token(t, httpapi.Claims{Admin: true})
+	o, otok := a.funded("100.00")
+	u, utok := a.funded("50.00")
+	far, _ := a.fundedOn(1-a.sys.Ledgers.Table.Of(o), "0.01")
+	g := a.must(a.do("POST", "/v1/groups", otok, "g", map[string]any{"capacity": 5, "fee": "1.00"}), 201).body["id"].(float64)
+	gp := fmt.Sprintf("/v1/groups/%.0f", g)
+	pk := a.must(a.do("POST", "/v1/packets", otok, "p", map[string]any{"kind": "single", "receiver": u, "amount": "2.00", "greeting": "hi"}), 201).body["id"].(string)
+	tests := []struct {
+		pattern, method, path, tok, key string
+		body                            any
+	}{
+		{"/v1/wallet", "get", "/v1/wallet", utok, "", nil},
+		{"/v1/wallet/statement", "get", "/v1/wallet/statement?limit=2", otok, "", nil},
+		{"/v1/transfers", "post", "/v1/transfers", otok, "t1", map[string]any{"to": far, "amount": "1.00"}},
+		{"/v1/transfers", "post", "/v1/transfers", otok, "t2", map[string]any{"to": far, "amount": "1000.00"}},
+		{"/v1/transfers", "post", "/v1/transfers", otok, "t3", map[string]any{"to": far, "amount": "x"}},
+		{"/v1/packets", "post", "/v1/packets", otok, "p2", map[string]any{"kind": "lucky", "group": g, "amount": "3.00", "shares": 1}},
+		{"/v1/packets/{id}/grab", "post", "/v1/packets/" + pk + "/grab", utok, "", nil},
+		{"/v1/packets/{id}/grab", "post", "/v1/packets/" + pk + "/grab", otok, "", nil},
+		{"/v1/packets/{id}", "get", "/v1/packets/" + pk, utok, "", nil},
+		{"/v1/packets/{id}", "get", "/v1/packets/" + pk, userToken(t, 999999), "", nil},
+		{"/v1/packets/sent", "get", "/v1/packets/sent", otok, "", nil},
+		{"/v1/packets/received", "get", "/v1/packets/received", utok, "", nil},
+		{"/v1/groups", "post", "/v1/groups", otok, "g2", map[string]any{"capacity": 2}},
+		{"/v1/groups/{id}", "get", gp, otok, "", nil},
+		{"/v1/groups/{id}/join", "post", gp + "/join", utok, "j", nil},
+		{"/v1/groups/{id}/members", "get", gp + "/members", utok, "", nil},
+		{"/v1/admin/deposits", "post", "/v1/admin/deposits", adm, "d", map[string]any{"user": u, "amount": "1.00"}},
+		{"/v1/admin/wallets/{user}", "get", fmt.Sprintf("/v1/admin/wallets/%d", u), adm, "", nil},
+		{"/v1/admin/transactions", "get", "/v1/admin/transactions?limit=5", adm, "", nil},
+		{"/v1/admin/transactions", "get", "/v1/admin/transactions", utok, "", nil},
+		{"/v1/admin/transactions/{gid}", "get", "/v1/admin/transactions/nope", adm, "", nil},
+	}
+	seen := map[string]bool{}
+	for _, c := range tests {
+		r := a.do(strings.ToUpper(c.method), c.path, c.tok, c.key, c.body)
+		op := paths[c.pattern].(map[string]any)[c.method].(map[string]any)
+		resp, ok := op["responses"].(map[string]any)[fmt.Sprint(r.status)].(map[string]any)
+		if !ok {
+			t.Errorf("%s %s answered %d, which the document does not list: %s", c.method, c.path, r.status, r.raw)
+			continue
+		}
+		seen[c.method+" "+c.pattern] = true
+		var schema map[string]any
+		for _, ct := range resp["content"].(map[string]any) {
+			schema = ct.(map[string]any)["schema"].(map[string]any)
+		}
+		var body any
+		if err := json.Unmarshal([]byte(r.raw), &body); err != nil {
+			t.Errorf("%s %s: %v", c.method, c.path, err)
+			continue
+		}
+		for _, e := range validate(schemas, schema, body, fmt.Sprintf("%s %s %d", c.method, c.path, r.status)) {
+			t.Error(e)
+		}
+	}
+	for p, item := range paths {
+		for m := range item.(map[string]any) {
+			if strings.HasPrefix(p, "/v1/") && !seen[m+" "+p] {
+				t.Errorf("%s %s was not exercised", m, p)
+			}
+		}
+	}
+}
