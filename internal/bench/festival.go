@@ -208,12 +208,13 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	// off by the end of the run still happened.
 	all = all[:0]
 	if err := run(*users, func(i int) error {
-		before := int64(0)
+		cursor := ""
 		for {
 			var page struct {
 				Packets []packet.Packet `json:"packets"`
+				Next    *string         `json:"next"`
 			}
-			if _, err := b.Call(ctx, "GET", fmt.Sprintf("/v1/packets/sent?limit=500&before=%d", before), ids[i], "", nil, &page); err != nil {
+			if _, err := b.Call(ctx, "GET", "/v1/packets/sent?limit=500&cursor="+cursor, ids[i], "", nil, &page); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -221,10 +222,10 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 				all = append(all, p.ID)
 			}
 			mu.Unlock()
-			if len(page.Packets) < 500 {
+			if page.Next == nil {
 				return nil
 			}
-			before = page.Packets[len(page.Packets)-1].ID
+			cursor = *page.Next
 		}
 	}); err != nil {
 		return err

@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"slices"
+	"time"
 
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
@@ -44,18 +45,24 @@ func (f *Flows) Sent(ctx context.Context, sender, before int64, limit int) ([]pa
 	return all[:min(len(all), limit)], nil
 }
 
-// Received lists a user's claims across every set, newest first, before
-// the cursor (a claim id; 0 for the first page).
-func (f *Flows) Received(ctx context.Context, user, before int64, limit int) ([]packet.Claim, error) {
+// Received lists a user's claims across every set, newest first (by the
+// time of the grab, then the claim id), before the cursor (zero for the
+// first page).
+func (f *Flows) Received(ctx context.Context, user int64, beforeAt time.Time, beforeID int64, limit int) ([]packet.Claim, error) {
 	var all []packet.Claim
 	for _, set := range f.Sets {
-		cs, err := set.Received(ctx, user, before, limit)
+		cs, err := set.Received(ctx, user, beforeAt, beforeID, limit)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, cs...)
 	}
-	slices.SortFunc(all, func(a, b packet.Claim) int { return cmpDesc(a.At.UnixNano(), b.At.UnixNano()) })
+	slices.SortFunc(all, func(a, b packet.Claim) int {
+		if c := cmpDesc(a.At.UnixNano(), b.At.UnixNano()); c != 0 {
+			return c
+		}
+		return cmpDesc(a.ID, b.ID)
+	})
 	all = all[:min(len(all), limit)]
 	// As the packet's detail does: credited as soon as the ledger applied it,
 	// not only once the reconciler has marked it.

@@ -28,7 +28,7 @@ type Packets interface {
 	Grab(ctx context.Context, packetID, user int64) (packet.Claim, error)
 	PacketDetail(ctx context.Context, id int64) (packet.Detail, error)
 	Sent(ctx context.Context, sender, before int64, limit int) ([]packet.Packet, error)
-	Received(ctx context.Context, user, before int64, limit int) ([]packet.Claim, error)
+	Received(ctx context.Context, user int64, beforeAt time.Time, beforeID int64, limit int) ([]packet.Claim, error)
 }
 
 // Groups is what the API asks of the group side.

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -159,4 +160,53 @@ func TestConsistentAnswers(t *testing.T) {
 	if recv.body["claims"].([]any)[0].(map[string]any)["credited"] != true {
 		t.Fatalf("received disagrees with the detail: %s", recv.raw)
 	}
+}
+
+// Every list pages the same way: ?cursor= and ?limit=, next null at the end.
+func TestOneCursorStyle(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	adm := token(t, httpapi.Claims{Admin: true})
+	o, otok := a.funded("100.00")
+	u, utok := a.funded("0.01")
+	g := a.must(a.do("POST", "/v1/groups", otok, "g", map[string]any{"capacity": 5}), 201).body["id"].(float64)
+	a.must(a.do("POST", fmt.Sprintf("/v1/groups/%.0f/join", g), utok, "j", nil), 200)
+	for i := range 3 {
+		p := a.must(a.do("POST", "/v1/packets", otok, fmt.Sprint("p", i), map[string]any{"kind": "single", "receiver": u, "amount": "1.00"}), 201).body["id"].(string)
+		a.must(a.do("POST", "/v1/packets/"+p+"/grab", utok, "", nil), 200)
+	}
+	for _, c := range []struct{ path, tok, field string }{
+		{"/v1/packets/sent", otok, "packets"}, {"/v1/packets/received", utok, "claims"}, {"/v1/wallet/statement", otok, "entries"},
+		{fmt.Sprintf("/v1/groups/%.0f/members", g), utok, "members"}, {"/v1/admin/transactions", adm, "transactions"},
+	} {
+		seen := map[string]bool{}
+		cursor, pages := "", 0
+		for {
+			r := a.must(a.do("GET", c.path+"?limit=1&cursor="+cursor, c.tok, "", nil), 200)
+			items := r.body[c.field].([]any)
+			for _, it := range items {
+				k := fmt.Sprint(it)
+				if seen[k] {
+					t.Fatalf("%s: an item came twice: %v", c.path, it)
+				}
+				seen[k] = true
+			}
+			pages++
+			nx, ok := r.body["next"].(string)
+			if !ok {
+				if r.body["next"] != nil {
+					t.Fatalf("%s: next %v", c.path, r.body["next"])
+				}
+				break
+			}
+			if pages > 50 {
+				t.Fatalf("%s: no end", c.path)
+			}
+			cursor = nx
+		}
+		if len(seen) < 2 {
+			t.Fatalf("%s: %d items over %d pages", c.path, len(seen), pages)
+		}
+	}
+	_ = o
 }

@@ -70,7 +70,7 @@ func FuzzPathsAndHeaders(f *testing.F) {
 		f.Add(uint8(len(s)+1), s, "text/plain; charset=\xff")
 	}
 	routes := []string{"/v1/admin/transactions/%s", "/v1/packets/%s", "/v1/groups/%s", "/v1/groups/%s/members", "/v1/admin/wallets/%s",
-		"/v1/wallet/statement?before=%s", "/v1/admin/transactions?state=%s", "/v1/packets/sent?limit=%s", "/v1/groups/1/members?after=%s",
+		"/v1/wallet/statement?cursor=%s", "/v1/admin/transactions?state=%s", "/v1/packets/sent?limit=%s", "/v1/groups/1/members?cursor=%s", "/v1/packets/received?cursor=%s",
 		"/v1/packets/%s/grab", "/v1/groups/%s/join", "/v1/transfers"}
 	f.Fuzz(func(t *testing.T, which uint8, seg, ctype string) {
 		a := &api{t: t, srv: a.srv, sys: a.sys, s: a.s}

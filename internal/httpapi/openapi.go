@@ -20,7 +20,7 @@ type doc struct {
 
 var docs = map[string]doc{
 	"GET /v1/wallet":           {"The caller's wallet: balance, held, available, incoming.", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
-	"GET /v1/wallet/statement": {"The caller's entries, newest first (query: before, limit); next is null at the end.", nil, map[string]map[string]any{"200": ref("Statement")}, nil},
+	"GET /v1/wallet/statement": {"The caller's entries, newest first (query: cursor, limit).", nil, map[string]map[string]any{"200": ref("Statement")}, nil},
 	"POST /v1/transfers": {"Move money to another user (a local transaction within a shard, TCC across shards).",
 		obj(map[string]any{"to": userID, "amount": amount}, "to", "amount"),
 		map[string]map[string]any{"200": ref("Result"), "202": ref("Result")}, []string{"409"}},
@@ -31,17 +31,17 @@ var docs = map[string]doc{
 	"POST /v1/packets/{id}/grab": {"Grab one share as the caller; a repeat returns the same claim (no Idempotency-Key needed).", nil,
 		map[string]map[string]any{"200": ref("Grab")}, []string{"409", "429"}},
 	"GET /v1/packets/{id}":      {"A packet with its claims, credited or pending, and the best luck (parties and operators).", nil, map[string]map[string]any{"200": ref("Detail")}, nil},
-	"GET /v1/packets/sent":      {"Packets the caller sent, newest first (query: before, limit).", nil, map[string]map[string]any{"200": list("packets", "Packet")}, nil},
-	"GET /v1/packets/received":  {"Claims of the caller, newest first (query: before, limit).", nil, map[string]map[string]any{"200": list("claims", "Claim")}, nil},
+	"GET /v1/packets/sent":      {"Packets the caller sent, newest first (query: cursor, limit).", nil, map[string]map[string]any{"200": list("packets", "Packet")}, nil},
+	"GET /v1/packets/received":  {"Claims of the caller, newest first (query: cursor, limit).", nil, map[string]map[string]any{"200": list("claims", "Claim")}, nil},
 	"POST /v1/groups":           {"Create a group owned by the caller.", obj(map[string]any{"capacity": integer(1, 2147483647), "fee": amount}, "capacity"), map[string]map[string]any{"201": ref("Group")}, []string{"409"}},
 	"GET /v1/groups/{id}":       {"A group (members and operators).", nil, map[string]map[string]any{"200": ref("Group")}, nil},
 	"POST /v1/groups/{id}/join": {"Join a group; with a fee, a saga that refunds when the join fails; a member joining again pays nothing.", nil, map[string]map[string]any{"200": ref("Result"), "202": ref("Result")}, []string{"409"}},
-	"GET /v1/groups/{id}/members": {"Members of a group (query: after, limit) (members and operators).", nil,
+	"GET /v1/groups/{id}/members": {"Members of a group (query: cursor, limit) (members and operators).", nil,
 		map[string]map[string]any{"200": list("members", "Member")}, nil},
 	"POST /v1/admin/deposits": {"Credit a user from the external account (admin).", obj(map[string]any{"user": userID, "amount": amount}, "user", "amount"),
 		map[string]map[string]any{"200": ref("Deposit")}, []string{"409"}},
 	"GET /v1/admin/wallets/{user}":     {"Any user's wallet (admin).", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
-	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
+	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, cursor, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
 	"GET /v1/admin/transactions/{gid}": {"One global transaction with branches, attempts and last error (admin).", nil, map[string]map[string]any{"200": ref("Global")}, nil},
 }
 
@@ -75,8 +75,11 @@ func enum(vs ...string) map[string]any { return map[string]any{"type": "string",
 func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
 
 func list(field, item string) map[string]any {
-	return obj(map[string]any{field: map[string]any{"type": "array", "items": ref(item)}}, field)
+	return obj(map[string]any{field: map[string]any{"type": "array", "items": ref(item)}, "next": nullable(cursor)}, field, "next")
 }
+
+// cursor is what a list's next gives and its ?cursor= takes back.
+var cursor = map[string]any{"type": "string", "pattern": `^[0-9.]+$`, "description": "the cursor of the following page"}
 
 func nullable(s map[string]any) map[string]any { return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}} }
 
@@ -91,7 +94,7 @@ var schemas = map[string]any{
 	"Wallet": obj(map[string]any{"user": userID, "balance": amount, "held": amount, "available": amount, "incoming": amount}, "user", "balance", "held", "available"),
 	"Entry": obj(map[string]any{"posting_id": count, "kind": enum("deposit", "transfer", "hold_post", "credit", "debit", "refund", "settle"), "ref": str,
 		"amount": amount, "balance": amount, "counterparty": str, "description": str, "at": when}, "posting_id", "kind", "amount", "balance", "counterparty", "description", "at"),
-	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(bigID)}, "entries", "next"),
+	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(cursor)}, "entries", "next"),
 	"Result": obj(map[string]any{"gid": str, "outcome": enum("committed", "cancelled", "pending"),
 		"state": enum("trying", "confirming", "cancelling", "committed", "cancelled"), "reason": str}, "gid", "outcome", "state"),
 	"Deposit": obj(map[string]any{"user": userID, "amount": amount, "balance": amount, "posting_id": count}, "user", "amount", "balance", "posting_id"),

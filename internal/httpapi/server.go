@@ -361,7 +361,7 @@ func (s *Server) adminWallet(r *http.Request, _ Claims) (int, any, error) {
 }
 
 func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
-	before, err := queryInt(r, "before", 0)
+	before, err := queryInt(r, "cursor", 0)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -551,30 +551,63 @@ func (s *Server) groupReader(ctx context.Context, id int64, c Claims) error {
 	return nil
 }
 
+// Every list is paged the same way: ?cursor= (absent for the first page)
+// and ?limit=, and the answer's "next" is the cursor of the following page,
+// null when there is none.
+
 func (s *Server) sent(r *http.Request, c Claims) (int, any, error) {
-	before, limit, err := page(r)
+	before, limit, err := page(r, 50, 500)
 	if err != nil {
 		return 0, nil, err
 	}
 	ps, err := s.b.Packets.Sent(r.Context(), c.User, before, limit)
-	return 200, map[string]any{"packets": nonNil(ps)}, err
-}
-
-func (s *Server) received(r *http.Request, c Claims) (int, any, error) {
-	before, limit, err := page(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	cs, err := s.b.Packets.Received(r.Context(), c.User, before, limit)
-	return 200, map[string]any{"claims": nonNil(cs)}, err
+	return 200, map[string]any{"packets": nonNil(ps), "next": next(len(ps), limit, func() string { return strconv.FormatInt(ps[len(ps)-1].ID, 10) })}, nil
 }
 
-func page(r *http.Request) (int64, int, error) {
-	before, err := queryInt(r, "before", 0)
+func (s *Server) received(r *http.Request, c Claims) (int, any, error) {
+	limit, err := queryLimit(r, 50, 500)
+	if err != nil {
+		return 0, nil, err
+	}
+	var at time.Time
+	var id int64
+	if cur := r.URL.Query().Get("cursor"); cur != "" {
+		ns, rest, cut := strings.Cut(cur, ".")
+		n, ok1 := digitsInt(ns)
+		var ok2 bool
+		id, ok2 = digitsInt(rest)
+		if !cut || !ok1 || !ok2 {
+			return 0, nil, bad("bad_query", fmt.Sprintf("cursor=%q is not a cursor this list gave", cur))
+		}
+		at = time.Unix(0, n)
+	}
+	cs, err := s.b.Packets.Received(r.Context(), c.User, at, id, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"claims": nonNil(cs), "next": next(len(cs), limit, func() string {
+		last := cs[len(cs)-1]
+		return fmt.Sprintf("%d.%d", last.At.UnixNano(), last.ID)
+	})}, nil
+}
+
+// next is the cursor of the following page: null when this one was not full.
+func next(n, limit int, last func() string) any {
+	if n < limit || n == 0 {
+		return nil
+	}
+	return last()
+}
+
+func page(r *http.Request, def, max int64) (int64, int, error) {
+	before, err := queryInt(r, "cursor", 0)
 	if err != nil {
 		return 0, 0, err
 	}
-	limit, err := queryLimit(r, 50, 500)
+	limit, err := queryLimit(r, def, max)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -642,16 +675,15 @@ func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 	if err := s.groupReader(r.Context(), id, c); err != nil {
 		return 0, nil, err
 	}
-	after, err := queryInt(r, "after", 0)
-	if err != nil {
-		return 0, nil, err
-	}
-	limit, err := queryLimit(r, 100, 1000)
+	after, limit, err := page(r, 100, 1000)
 	if err != nil {
 		return 0, nil, err
 	}
 	ms, err := s.b.Groups.Members(r.Context(), id, after, limit)
-	return 200, map[string]any{"members": nonNil(ms)}, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"members": nonNil(ms), "next": next(len(ms), limit, func() string { return strconv.FormatInt(ms[len(ms)-1].User, 10) })}, nil
 }
 
 // ---- operators ----
@@ -670,8 +702,21 @@ func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
 	if !slices.Contains([]dtx.State{"", dtx.Trying, dtx.Confirming, dtx.Cancelling, dtx.Committed, dtx.Cancelled}, state) {
 		return 0, nil, bad("bad_query", fmt.Sprintf("state %q is not one of trying, confirming, cancelling, committed, cancelled", state))
 	}
-	gs, err := s.b.Transactions.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Limit: limit})
-	return 200, map[string]any{"transactions": nonNil(gs)}, err
+	var before time.Time
+	if cur := q.Get("cursor"); cur != "" {
+		n, ok := digitsInt(cur)
+		if !ok {
+			return 0, nil, bad("bad_query", fmt.Sprintf("cursor=%q is not a cursor this list gave", cur))
+		}
+		before = time.Unix(0, n)
+	}
+	gs, err := s.b.Transactions.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Before: before, Limit: limit})
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"transactions": nonNil(gs), "next": next(len(gs), limit, func() string {
+		return strconv.FormatInt(gs[len(gs)-1].CreatedAt.UnixNano(), 10)
+	})}, nil
 }
 
 func (s *Server) transaction(r *http.Request, _ Claims) (int, any, error) {

@@ -56,7 +56,7 @@ func TestAdmissionControl(t *testing.T) {
 	if err != nil || len(sent) != 1 || sent[0].ID != p.ID || sent[0].State != StateFinished {
 		t.Fatalf("sent = %+v, %v", sent, err)
 	}
-	got, err := s.Received(t.Context(), 11, 0, 10)
+	got, err := s.Received(t.Context(), 11, time.Time{}, 0, 10)
 	if err != nil || len(got) != 1 || got[0].PacketID != p.ID {
 		t.Fatalf("received = %+v, %v", got, err)
 	}

@@ -107,14 +107,15 @@ func (s *Set) Sent(ctx context.Context, sender, before int64, limit int) ([]Pack
 	return pgx.CollectRows(rows, scanPacket)
 }
 
-// Received lists a user's claims in this set, newest first, before the
-// cursor (a claim id; 0 for the first page).
-func (s *Set) Received(ctx context.Context, user, before int64, limit int) ([]Claim, error) {
-	if before <= 0 {
-		before = 1<<63 - 1
+// Received lists a user's claims in this set, newest first (by the time of
+// the grab, then the id), before the cursor (zero time for the first page).
+func (s *Set) Received(ctx context.Context, user int64, beforeAt time.Time, beforeID int64, limit int) ([]Claim, error) {
+	if beforeAt.IsZero() {
+		beforeAt, beforeID = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 0
 	}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-		WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, user, before, clampLimit(limit))
+		WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))
+		ORDER BY created_at DESC, id DESC LIMIT $4`, user, beforeAt, beforeID, clampLimit(limit))
 	if err != nil {
 		return nil, err
 	}
