@@ -478,6 +478,15 @@ func (n *Node) collectors() []prometheus.Collector {
 		}),
 		counter("hongbao_coordinator_retries_total", "Global transactions rescheduled for another attempt.", func() float64 { return float64(n.Coord.Metrics.Retries.Load()) }),
 		counter("hongbao_coordinator_committed_total", "Global transactions committed.", func() float64 { return float64(n.Coord.Metrics.Committed.Load()) }),
+		gauge("hongbao_coordinator_backlog", "Unfinished global transactions due for recovery and leased by nobody (a backlog that does not drain needs a person).", func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := n.Coord.Backlog(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
 		counter("hongbao_coordinator_cancelled_total", "Global transactions cancelled (all branches rolled back or compensated).", func() float64 {
 			return float64(n.Coord.Metrics.Cancelled.Load())
 		}),

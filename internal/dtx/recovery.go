@@ -225,6 +225,18 @@ func (c *Coordinator) Unfinished(ctx context.Context, stuck time.Duration) (all,
 	return all, old, nil
 }
 
+// Backlog counts the unfinished transactions recovery may drive now: due,
+// and leased by nobody.
+func (c *Coordinator) Backlog(ctx context.Context) (int64, error) {
+	var n int64
+	now := c.o.Now()
+	err := c.db.QueryRow(ctx, `SELECT count(*) FROM dtx_global WHERE finished_at IS NULL AND next_attempt <= $1 AND lease_until <= $1`, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("dtx: count backlog: %w", err)
+	}
+	return n, nil
+}
+
 // Purge deletes finished transactions older than the retention.
 func (c *Coordinator) Purge(ctx context.Context) (int64, error) {
 	tag, err := c.db.Exec(ctx, `DELETE FROM dtx_global WHERE finished_at < $1`, c.o.Now().Add(-c.o.Retention))

@@ -63,8 +63,8 @@ func Participants(ls *Ledgers, groups *group.Store, sets []*packet.Set) map[stri
 // of clearing:transfers. The two clearing balances net to zero.
 func TransferSpec(ls *Ledgers, gid string, from, to int64, amount money.Amount) dtx.Spec {
 	return dtx.Spec{GID: gid, Kind: dtx.TCC, Branches: []dtx.Branch{
-		{Participant: LedgerParticipant(ls.Table.Of(from)), Payload: ledger.Payload(ledger.ActionHold, from, amount, ledger.ClearingTransfers)},
-		{Participant: LedgerParticipant(ls.Table.Of(to)), Payload: ledger.Payload(ledger.ActionReceive, to, amount, ledger.ClearingTransfers)},
+		{Participant: LedgerParticipant(ls.Table.Of(from)), Payload: ledger.PeerPayload(ledger.ActionHold, from, to, amount, ledger.ClearingTransfers)},
+		{Participant: LedgerParticipant(ls.Table.Of(to)), Payload: ledger.PeerPayload(ledger.ActionReceive, to, from, amount, ledger.ClearingTransfers)},
 	}}
 }
 

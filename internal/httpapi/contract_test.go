@@ -146,6 +146,13 @@ func TestConsistentAnswers(t *testing.T) {
 			t.Fatalf("statement entry in internal words: %v", m)
 		}
 	}
+	// Across shards the statement still names the other user.
+	far, _ := a.fundedOn(1-a.sys.Ledgers.Table.Of(u), "0.01")
+	a.must(a.do("POST", "/v1/transfers", utok, "far", map[string]any{"to": far, "amount": "1.00"}), 200)
+	top := a.must(a.do("GET", "/v1/wallet/statement?limit=1", utok, "", nil), 200).body["entries"].([]any)[0].(map[string]any)
+	if top["description"] != fmt.Sprintf("transfer to user %d", far) {
+		t.Fatalf("a cross-shard transfer reads %v", top)
+	}
 	page := a.must(a.do("GET", "/v1/wallet/statement?limit=1", utok, "", nil), 200)
 	if _, ok := page.body["next"].(string); !ok {
 		t.Fatalf("a first page of one entry has next %v", page.body["next"])

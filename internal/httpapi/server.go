@@ -24,6 +24,7 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
+	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 )
@@ -130,6 +131,7 @@ func New(b Backend, o Options) (*Server, error) {
 				Message: fmt.Sprintf("%s is not served at %s: use %s", r.Method, p, strings.Join(allowed[p], ", "))})
 			return
 		}
+		s.reqs.WithLabelValues("unmatched", "404").Inc()
 		writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + strconv.Quote(r.URL.Path)})
 	})
 	return s, nil
@@ -430,9 +432,29 @@ func outcome(res dtx.Result, body any) (int, any, error) {
 	case dtx.OutcomeCommitted:
 		return 200, body, nil
 	case dtx.OutcomeCancelled:
-		return 0, nil, &apiError{Status: http.StatusConflict, Code: "cancelled", Message: "not done, nothing changed: " + res.Reason}
+		return 0, nil, &apiError{Status: http.StatusConflict, Code: "cancelled", Message: "not done, nothing changed: " + reason(res.Reason)}
 	}
 	return 202, body, nil
+}
+
+// reasons say why a transaction was cancelled in a user's words; the
+// coordinator's reason names internal keys and branches.
+var reasons = []struct{ has, says string }{
+	{ledger.ErrInsufficientFunds.Error(), "insufficient available balance"},
+	{ledger.ErrBalanceLimit.Error(), "the receiving wallet would exceed its maximum balance"},
+	{group.ErrGroupFull.Error(), "the group is full"},
+	{group.ErrBanned.Error(), "the user is banned from the group"},
+	{"recovered before every try succeeded", "interrupted before it could finish (retry with a new key)"},
+	{"try deadline", "a participant did not answer in time (retry with a new key)"},
+}
+
+func reason(internal string) string {
+	for _, r := range reasons {
+		if strings.Contains(internal, r.has) {
+			return r.says
+		}
+	}
+	return "cancelled"
 }
 
 // ---- packets ----

@@ -38,6 +38,9 @@ type TransferRequest struct {
 	// Reserved: the receiving user's room for Amount was reserved at try
 	// (Reserve); this transfer uses it up and is not refused for the limit.
 	Reserved bool `json:"-"`
+	// Peer is the user on the other side, when the money goes through a
+	// clearing account (for statements).
+	Peer int64 `json:"-"`
 }
 
 // TransferResult is what a transfer did.
@@ -66,7 +69,7 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferRes
 		var err error
 		res, replayed, err = once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
 			m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
-				capped: req.Kind == KindDeposit || req.Kind == KindTransfer}
+				capped: req.Kind == KindDeposit || req.Kind == KindTransfer, peer: req.Peer}
 			if req.Reserved {
 				m.incoming = int64(req.Amount)
 			}
@@ -132,6 +135,8 @@ type move struct {
 	// incoming is room reserved on the receiving user at try that this move
 	// uses up (a cross-shard transfer's confirm).
 	incoming int64
+	// peer is the user on the other side of a clearing account.
+	peer int64
 }
 
 // move debits row from and credits row to, locking them in ascending id
@@ -170,9 +175,13 @@ func (l *Ledger) move(ctx context.Context, tx pgx.Tx, m move) (posting, error) {
 		queueCredit()
 		queueDebit()
 	}
-	b.Queue(`INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
-		VALUES ($1, $2, $3, $4, $5, (SELECT balance FROM accounts WHERE id = $3), (SELECT balance FROM accounts WHERE id = $4))
-		RETURNING id, debit_balance, credit_balance`, m.kind, m.ref, m.from, m.to, m.amount)
+	var peer *int64
+	if m.peer > 0 {
+		peer = &m.peer
+	}
+	b.Queue(`INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance, peer)
+		VALUES ($1, $2, $3, $4, $5, (SELECT balance FROM accounts WHERE id = $3), (SELECT balance FROM accounts WHERE id = $4), $6)
+		RETURNING id, debit_balance, credit_balance`, m.kind, m.ref, m.from, m.to, m.amount, peer)
 	if m.holdID != 0 {
 		b.Queue(`UPDATE holds SET posting_id = currval('postings_id_seq') WHERE id = $1`, m.holdID)
 	}
@@ -288,6 +297,7 @@ type PostRequest struct {
 	To      Account        `json:"to"`
 	Amount  money.Amount   `json:"amount"`
 	Branch  *dtx.BranchRef `json:"-"`
+	Peer    int64          `json:"-"` // the user on the other side, for statements
 }
 
 // PostResult describes a posted hold.
@@ -318,7 +328,7 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 				return PostResult{}, err
 			}
 			p, err := l.move(ctx, tx, move{kind: KindHoldPost, ref: req.Key, from: h.account, to: l.row(req.To, req.Key),
-				amount: int64(req.Amount), release: h.amount, holdID: h.id})
+				amount: int64(req.Amount), release: h.amount, holdID: h.id, peer: req.Peer})
 			if err != nil {
 				return PostResult{}, err
 			}

@@ -32,11 +32,20 @@ type BranchPayload struct {
 	User    int64        `json:"user"`
 	Amount  money.Amount `json:"amount"`
 	Account string       `json:"account"` // a system account by name, e.g. "clearing:groups"
+	// Peer is the user on the other side (a transfer's receiver for the
+	// sender's branch, its sender for the receiver's), for statements.
+	Peer int64 `json:"peer,omitempty"`
 }
 
 // Payload encodes a branch payload.
 func Payload(action string, user int64, amount money.Amount, account Account) json.RawMessage {
 	b, _ := json.Marshal(BranchPayload{Action: action, User: user, Amount: amount, Account: account.String()})
+	return b
+}
+
+// PeerPayload is Payload with the user on the other side of the money.
+func PeerPayload(action string, user, peer int64, amount money.Amount, account Account) json.RawMessage {
+	b, _ := json.Marshal(BranchPayload{Action: action, User: user, Amount: amount, Account: account.String(), Peer: peer})
 	return b
 }
 
@@ -70,14 +79,14 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 	case p.Action == ActionHold && c.Op == dtx.OpTry:
 		_, err = l.Hold(ctx, HoldRequest{Key: holdKey, User: p.User, Amount: p.Amount, Branch: &ref})
 	case p.Action == ActionHold && c.Op == dtx.OpConfirm:
-		_, err = l.Post(ctx, PostRequest{Key: c.Key(), HoldKey: holdKey, To: sys, Amount: p.Amount, Branch: &ref})
+		_, err = l.Post(ctx, PostRequest{Key: c.Key(), HoldKey: holdKey, To: sys, Amount: p.Amount, Branch: &ref, Peer: p.Peer})
 	case p.Action == ActionHold && c.Op == dtx.OpCancel:
 		_, err = l.Void(ctx, VoidRequest{Key: c.Key(), HoldKey: holdKey, Branch: &ref})
 	case p.Action == ActionReceive && c.Op == dtx.OpTry:
 		err = l.reserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionReceive && c.Op == dtx.OpConfirm:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindCredit,
-			Branch: &ref, Op: dtx.OpConfirm, Reserved: true})
+			Branch: &ref, Op: dtx.OpConfirm, Reserved: true, Peer: p.Peer})
 	case p.Action == ActionReceive && c.Op == dtx.OpCancel:
 		err = l.unreserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionDebit && c.Op == dtx.OpTry:

@@ -66,10 +66,10 @@ func (l *Ledger) Statement(ctx context.Context, user int64, before int64, limit 
 		before = 1<<63 - 1
 	}
 	rows, err := l.db.Query(ctx, `
-		(SELECT id, kind, ref, amount, credit_balance, debit_account, created_at FROM postings
+		(SELECT id, kind, ref, amount, credit_balance, debit_account, created_at, coalesce(peer, 0) FROM postings
 		  WHERE credit_account = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
 		UNION ALL
-		(SELECT id, kind, ref, -amount, debit_balance, credit_account, created_at FROM postings
+		(SELECT id, kind, ref, -amount, debit_balance, credit_account, created_at, coalesce(peer, 0) FROM postings
 		  WHERE debit_account = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
 		ORDER BY id DESC LIMIT $3`, user, before, limit+1)
 	if err != nil {
@@ -78,8 +78,8 @@ func (l *Ledger) Statement(ctx context.Context, user int64, before int64, limit 
 	var out []Entry
 	for rows.Next() {
 		var e Entry
-		var other int64
-		if err := rows.Scan(&e.PostingID, &e.Kind, &e.Ref, &e.Amount, &e.Balance, &other, &e.At); err != nil {
+		var other, peer int64
+		if err := rows.Scan(&e.PostingID, &e.Kind, &e.Ref, &e.Amount, &e.Balance, &other, &e.At, &peer); err != nil {
 			rows.Close()
 			return nil, 0, err
 		}
@@ -87,7 +87,7 @@ func (l *Ledger) Statement(ctx context.Context, user int64, before int64, limit 
 		if other > 0 {
 			e.Other = fmt.Sprintf("user %d", other)
 		}
-		e.Description = describe(e.Kind, e.Amount > 0, Account(other))
+		e.Description = describe(e.Kind, e.Amount > 0, Account(other), peer)
 		out = append(out, e)
 	}
 	rows.Close()
@@ -207,9 +207,13 @@ func (l *Ledger) Check(ctx context.Context) ([]Violation, error) {
 }
 
 // describe says what a posting is to the user whose statement shows it.
-func describe(kind string, in bool, other Account) string {
+func describe(kind string, in bool, other Account, peer int64) string {
 	sys := other.system()
 	switch {
+	case sys == ClearingTransfers && peer > 0 && in:
+		return fmt.Sprintf("transfer from user %d", peer)
+	case sys == ClearingTransfers && peer > 0:
+		return fmt.Sprintf("transfer to user %d", peer)
 	case kind == KindDeposit:
 		return "top-up"
 	case kind == KindTransfer && other > 0 && in:
