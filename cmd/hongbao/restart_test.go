@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,32 +33,14 @@ func TestMain(m *testing.M) {
 
 type child struct {
 	cmd *exec.Cmd
-	out *syncBuffer
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	out *hbtest.Buffer
 }
 
 func startServe(t *testing.T, dir, addr, secret string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "HONGBAO_TEST_CHILD=serve --data-dir "+dir+" --addr "+addr+" --durable=false", "HONGBAO_TOKEN_SECRET="+secret)
-	out := &syncBuffer{}
+	out := &hbtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -97,24 +76,6 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func post(t *testing.T, base, path, tok, key string, body any) (int, map[string]any) {
-	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", base+path, bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return resp.StatusCode, m
-}
-
 // A serve killed with SIGKILL leaves its PostgreSQL running; the next serve
 // on the same data folder stops that orphan and starts, and the money is
 // as it was. While one serve runs, a second one on its folder is refused
@@ -140,11 +101,11 @@ func TestServeRestartsAfterKill9(t *testing.T) {
 
 	adm, _ := httpapi.IssueToken([]byte(secret), httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
 	tok, _ := httpapi.IssueToken([]byte(secret), httpapi.Claims{User: 11, Expires: time.Now().Add(time.Hour).Unix()})
-	if st, m := post(t, base, "/v1/admin/deposits", adm, "fund-11", map[string]any{"user": 11, "amount": "100.00"}); st != 200 {
+	if st, m := hbtest.Post(t, base, "/v1/admin/deposits", adm, "fund-11", map[string]any{"user": 11, "amount": "100.00"}); st != 200 {
 		t.Fatalf("deposit: %d %v", st, m)
 	}
 	for i := range 10 {
-		if st, m := post(t, base, "/v1/transfers", tok, fmt.Sprint("t-", i), map[string]any{"to": 12 + i, "amount": "1.00"}); st != 200 {
+		if st, m := hbtest.Post(t, base, "/v1/transfers", tok, fmt.Sprint("t-", i), map[string]any{"to": 12 + i, "amount": "1.00"}); st != 200 {
 			t.Fatalf("transfer %d: %d %v", i, st, m)
 		}
 	}
@@ -159,7 +120,7 @@ func TestServeRestartsAfterKill9(t *testing.T) {
 		t.Fatalf("the restart did not meet the killed serve's postgres:\n%s", again.out.String())
 	}
 	// Replays answer as before and apply nothing; the wallet is exact.
-	if st, m := post(t, base, "/v1/transfers", tok, "t-3", map[string]any{"to": 15, "amount": "1.00"}); st != 200 || m["outcome"] != "committed" {
+	if st, m := hbtest.Post(t, base, "/v1/transfers", tok, "t-3", map[string]any{"to": 15, "amount": "1.00"}); st != 200 || m["outcome"] != "committed" {
 		t.Fatalf("replay after restart: %d %v", st, m)
 	}
 	req, _ := http.NewRequest("GET", base+"/v1/wallet", nil)

@@ -514,7 +514,11 @@ var (
 	poolWaits   = prometheus.NewDesc("hongbao_db_acquire_waits_total", "Acquires that had to wait for a connection (the pool was empty).", []string{"database"}, nil)
 )
 
-func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolConns; ch <- poolAcquire; ch <- poolWaits }
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolConns
+	ch <- poolAcquire
+	ch <- poolWaits
+}
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, pool := range c.n.pools() {

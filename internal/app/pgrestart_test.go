@@ -1,39 +1,18 @@
 package app
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"hongbao/internal/hbtest"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/money"
 )
-
-func post(t *testing.T, base, path, tok, key string, body any) (int, map[string]any) {
-	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", base+path, bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	_ = json.Unmarshal(raw, &m)
-	return resp.StatusCode, m
-}
 
 // PostgreSQL restarted in immediate mode under load: requests in the way
 // get 503 with Retry-After (never a 500), and after it every transfer that
@@ -64,7 +43,7 @@ func TestPostgresRestartMidLoad(t *testing.T) {
 	adm, _ := httpapi.IssueToken(secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(time.Hour).Unix()})
 	const workers, each = 8, 60
 	for w := range workers {
-		if st, m := post(t, base, "/v1/admin/deposits", adm, fmt.Sprint("fund-", w), map[string]any{"user": 100 + w, "amount": "100.00"}); st != 200 {
+		if st, m := hbtest.Post(t, base, "/v1/admin/deposits", adm, fmt.Sprint("fund-", w), map[string]any{"user": 100 + w, "amount": "100.00"}); st != 200 {
 			t.Fatalf("deposit: %d %v", st, m)
 		}
 	}
@@ -82,7 +61,7 @@ func TestPostgresRestartMidLoad(t *testing.T) {
 				// by recovery when the restart stopped its tries: nothing paid).
 				// Retry with the same key until the answer is final.
 				for attempt := 0; ; attempt++ {
-					st, _ := post(t, base, "/v1/transfers", tok, key, body)
+					st, _ := hbtest.Post(t, base, "/v1/transfers", tok, key, body)
 					mu.Lock()
 					codes[st]++
 					mu.Unlock()

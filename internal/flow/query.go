@@ -95,7 +95,9 @@ func cmpDesc(a, b int64) int {
 }
 
 // Group returns a group.
-func (f *Flows) Group(ctx context.Context, id int64) (group.Group, error) { return f.Groups.Get(ctx, id) }
+func (f *Flows) Group(ctx context.Context, id int64) (group.Group, error) {
+	return f.Groups.Get(ctx, id)
+}
 
 // IsMember reports whether user is a member of a group.
 func (f *Flows) IsMember(ctx context.Context, groupID, user int64) (bool, error) {

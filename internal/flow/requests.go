@@ -77,7 +77,6 @@ func refused(err error) bool {
 	return false
 }
 
-
 // once runs an operation for (user, key) with its request. The first
 // request records the key with its params (what it resolved, e.g. a packet
 // id); a replay with the same request gets the stored final answer, or,

@@ -109,4 +109,3 @@ func (m *MemberCache) IsMember(ctx context.Context, groupID, user int64) (bool, 
 	}
 	return in, err
 }
-

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,19 +17,6 @@ import (
 	"hongbao/internal/hbtest"
 	"hongbao/internal/httpapi"
 )
-
-// lockedBuffer collects log lines from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func TestContract(t *testing.T) {
 	t.Parallel()
@@ -96,7 +82,7 @@ func TestContract(t *testing.T) {
 func TestAccessLogHasNoSecrets(t *testing.T) {
 	t.Parallel()
 	a := newAPI(t)
-	var logs lockedBuffer
+	var logs hbtest.Buffer
 	s, err := httpapi.New(a.sys.Backend(), httpapi.Options{Secret: secret, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), AccessLog: true})
 	if err != nil {
 		t.Fatal(err)

@@ -12,10 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/flow"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
-	"hongbao/internal/flow"
 	"hongbao/internal/packet"
 )
 

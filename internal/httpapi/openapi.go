@@ -81,7 +81,9 @@ func list(field, item string) map[string]any {
 // cursor is what a list's next gives and its ?cursor= takes back.
 var cursor = map[string]any{"type": "string", "pattern": `^[0-9.]+$`, "description": "the cursor of the following page"}
 
-func nullable(s map[string]any) map[string]any { return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}} }
+func nullable(s map[string]any) map[string]any {
+	return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
+}
 
 func obj(props map[string]any, required ...string) map[string]any {
 	return map[string]any{"type": "object", "additionalProperties": false, "properties": props, "required": required}

@@ -138,8 +138,8 @@ type Ledger struct {
 	maxBalance int64
 	// CreditsApplied counts credits (claims, refunds) applied by this shard.
 	CreditsApplied atomic.Int64
-	now        func() time.Time
-	log        *slog.Logger
+	now            func() time.Time
+	log            *slog.Logger
 }
 
 // New opens a shard on a migrated database and makes sure the system

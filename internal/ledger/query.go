@@ -52,8 +52,8 @@ type Entry struct {
 	Balance   money.Amount `json:"balance"`
 	Other     string       `json:"counterparty"` // "user 2", or a system account: "clearing:packets", "external"
 	// Description says what the entry is in a user's words.
-	Description string `json:"description"`
-	At        time.Time    `json:"at"`
+	Description string    `json:"description"`
+	At          time.Time `json:"at"`
 }
 
 // Statement returns a user's entries newest first. Pass before = 0 for the
