@@ -203,3 +203,27 @@ func TestOneCursorStyle(t *testing.T) {
 	}
 	_ = o
 }
+
+// Error messages speak of the client's request, never of internal keys,
+// accounts or branches.
+func TestMessagesHaveNoInternals(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	u, tok := a.fundedOn(0, "1.00")
+	near, _ := a.fundedOn(0, "0.01")
+	far, _ := a.fundedOn(1, "0.01")
+	for _, r := range []res{
+		a.do("POST", "/v1/transfers", tok, "a", map[string]any{"to": near, "amount": "5.00"}),
+		a.do("POST", "/v1/transfers", tok, "b", map[string]any{"to": far, "amount": "5.00"}),
+		a.do("POST", "/v1/packets", tok, "c", map[string]any{"kind": "single", "receiver": far, "amount": "5.00"}),
+		a.do("POST", "/v1/packets/386833498809307136/grab", tok, "", nil),
+		a.do("GET", "/v1/groups/5", tok, "", nil),
+	} {
+		for _, bad := range []string{"(key", "branch", "/hold", "user:", "clearing", "#", "pgx", "SQLSTATE"} {
+			if strings.Contains(r.body["detail"].(string), bad) {
+				t.Errorf("%d %s: the message shows %q", r.status, r.raw, bad)
+			}
+		}
+	}
+	_ = u
+}

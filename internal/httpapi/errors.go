@@ -72,6 +72,24 @@ var errorTable = []struct {
 	{group.ErrConflict, http.StatusConflict, "conflict"},
 }
 
+// clientMessage is what a client is told of err, matched by sentinel: the
+// whole text for bad input (it says what to fix in the client's own
+// terms), the sentinel's words otherwise; the wrapping around them names
+// internal keys, accounts and branches.
+func clientMessage(err, sentinel error) string {
+	switch {
+	case errors.Is(sentinel, money.ErrSyntax), errors.Is(sentinel, money.ErrPrecision), errors.Is(sentinel, money.ErrRange),
+		errors.Is(sentinel, money.ErrNotPositive), errors.Is(sentinel, ledger.ErrInvalid), errors.Is(sentinel, packet.ErrInvalid),
+		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec):
+		msg := err.Error()
+		if i := strings.LastIndex(msg, sentinel.Error()); i >= 0 {
+			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it
+		}
+		return msg
+	}
+	return sentinel.Error()
+}
+
 // toAPIError classifies err. A database that cannot be reached is 503;
 // anything unknown is 500 and logged by the caller.
 func toAPIError(err error) *apiError {
@@ -81,7 +99,7 @@ func toAPIError(err error) *apiError {
 	}
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
-			return &apiError{Status: e.status, Code: e.code, Message: err.Error()}
+			return &apiError{Status: e.status, Code: e.code, Message: clientMessage(err, e.err)}
 		}
 	}
 	if errors.Is(err, context.Canceled) {
