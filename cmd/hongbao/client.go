@@ -10,6 +10,7 @@ import (
 	"hongbao/internal/client"
 	"io"
 	"log/slog"
+	"slices"
 )
 
 // clientFlags binds the flags every client command has.
@@ -39,9 +40,12 @@ func sub(ctx context.Context, name string, args []string, out io.Writer, setup f
 	if err := fs.Parse(args); err != nil {
 		return app.UsageErr(err)
 	}
+	if fs.NArg() > 0 {
+		return app.UsageErr(fmt.Errorf("%s takes no arguments, only flags: %q", name, fs.Args()))
+	}
 	method, path, body, key, err := build(c)
 	if err != nil {
-		return err
+		return app.UsageErr(err) // what build refuses is the command line
 	}
 	b, _, err := c.Call(ctx, method, path, body, key)
 	if err != nil {
@@ -68,6 +72,9 @@ func runTransfer(ctx context.Context, args []string, out io.Writer, _ *slog.Logg
 		amount := fs.String("amount", "", "amount, e.g. 12.34")
 		key := fs.String("key", client.NewKey(), "idempotency key (reuse it to retry safely)")
 		return func(*client.Client) (string, string, any, string, error) {
+			if *to <= 0 || *amount == "" {
+				return "", "", nil, "", errors.New("give --to USER and --amount, e.g. --to 2 --amount 12.34")
+			}
 			return "POST", "/v1/transfers", map[string]any{"to": *to, "amount": *amount}, *key, nil
 		}
 	})
@@ -126,7 +133,7 @@ func runPacket(ctx context.Context, args []string, out io.Writer, _ *slog.Logger
 			}
 		})
 	}
-	return fmt.Errorf("unknown packet command %q", args[0])
+	return app.UsageErr(fmt.Errorf("unknown packet command %q: send, grab, show, sent or received", args[0]))
 }
 
 func runGroup(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
@@ -134,6 +141,9 @@ func runGroup(ctx context.Context, args []string, out io.Writer, _ *slog.Logger)
 		return app.Verbs(out, args, "hongbao group create|join|show|members [flags]; hongbao group <verb> -h for its flags")
 	}
 	verb := args[0]
+	if !slices.Contains([]string{"create", "join", "show", "members"}, verb) {
+		return app.UsageErr(fmt.Errorf("unknown group command %q: create, join, show or members", verb))
+	}
 	return sub(ctx, "group "+verb, args[1:], out, func(fs *flag.FlagSet) func(*client.Client) (string, string, any, string, error) {
 		id := fs.String("id", "", "group id")
 		capacity := fs.Int("capacity", 500, "capacity (create)")

@@ -100,6 +100,9 @@ func runVersion(_ context.Context, args []string, out io.Writer, _ *slog.Logger)
 	if err := fs.Parse(args); err != nil {
 		return app.UsageErr(err)
 	}
+	if fs.NArg() > 0 {
+		return app.UsageErr(fmt.Errorf("version takes no arguments: %q", fs.Args()))
+	}
 	fmt.Fprintln(out, versionLine())
 	return nil
 }

@@ -23,6 +23,9 @@ func runServe(ctx context.Context, args []string, out io.Writer, _ *slog.Logger)
 	if err := fs.Parse(args); err != nil {
 		return app.UsageErr(err)
 	}
+	if fs.NArg() > 0 {
+		return app.UsageErr(fmt.Errorf("serve takes no arguments, only flags: %q", fs.Args()))
+	}
 	log, err := cfg.Logger(os.Stderr)
 	if err != nil {
 		return app.UsageErr(err)
@@ -47,10 +50,10 @@ func runToken(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		return nil
 	}
 	if (*user > 0) == *admin {
-		return errors.New("give either --user ID or --admin")
+		return app.UsageErr(errors.New("give either --user ID or --admin"))
 	}
 	if *ttl <= 0 || *ttl > 366*24*time.Hour {
-		return errors.New("--ttl must be positive and at most a year")
+		return app.UsageErr(errors.New("--ttl must be positive and at most a year"))
 	}
 	tok, err := httpapi.IssueToken([]byte(*secret), httpapi.Claims{User: *user, Admin: *admin, Expires: time.Now().Add(*ttl).Unix()})
 	if err != nil {

@@ -562,7 +562,9 @@ func (c *creditLag) Collect(ch chan<- prometheus.Metric) {
 	for _, set := range c.n.Sets {
 		k, at, err := set.Uncredited(ctx)
 		if err != nil {
-			ch <- prometheus.NewInvalidMetric(uncredited, err)
+			// A database down must not cost the whole scrape: -1 says unknown.
+			ch <- prometheus.MustNewConstMetric(uncredited, prometheus.GaugeValue, -1)
+			ch <- prometheus.MustNewConstMetric(uncreditedAge, prometheus.GaugeValue, -1)
 			return
 		}
 		total += k

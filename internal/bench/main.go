@@ -30,7 +30,7 @@ func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) e
 	case "spring-festival":
 		return benchFestival(ctx, args[1:], out, log)
 	}
-	return fmt.Errorf("unknown scenario %q (have: hot-packet, spring-festival, transfer, ledger)", args[0])
+	return app.UsageErr(fmt.Errorf("unknown scenario %q (have: hot-packet, spring-festival, transfer, ledger)", args[0]))
 }
 
 // benchDatabases starts a fresh durable private cluster (or uses the

@@ -112,7 +112,7 @@ func (f *Flows) checkAmount(what string, a money.Amount) error {
 // definite turns a business refusal of a local operation into the same
 // answer a global transaction gives for it: cancelled, nothing changed.
 func definite(gid string, err error) (dtx.Result, bool, error) {
-	if errors.Is(err, ledger.ErrInsufficientFunds) || errors.Is(err, ledger.ErrBalanceLimit) {
+	if errors.Is(err, ledger.ErrInsufficientFunds) {
 		return dtx.Result{GID: gid, Outcome: dtx.OutcomeCancelled, State: dtx.Cancelled, Reason: err.Error()}, true, nil
 	}
 	return dtx.Result{}, false, err
@@ -133,8 +133,15 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		To     int64        `json:"to"`
 		Amount money.Amount `json:"amount"`
 	}{to, amount}
-	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, _ bool) (dtx.Result, bool, error) {
+	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
 		gid := fmt.Sprintf("transfer:%d:%s", from, key)
+		// A wallet already too full to take it is refused up front (409
+		// balance_limit, the key stays free), on either path.
+		if fresh {
+			if err := f.room(ctx, to, amount); err != nil {
+				return dtx.Result{}, false, err
+			}
+		}
 		if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
 			_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount})
 			if err != nil {
@@ -422,7 +429,14 @@ func (f *Flows) Grab(ctx context.Context, packetID, user int64) (packet.Claim, e
 	if err != nil {
 		return packet.Claim{}, err
 	}
-	return set.Grab(ctx, packetID, user)
+	c, err := set.Grab(ctx, packetID, user)
+	if err == nil && c.Duplicate && !c.Credited {
+		// A repeat says credited as the packet's detail does.
+		if done, err := f.Credited(ctx, []packet.Claim{c}); err == nil {
+			c.Credited = done[c.ID]
+		}
+	}
+	return c, err
 }
 
 // Credited reports which claims their grabbers' ledgers applied.

@@ -326,7 +326,7 @@ func TestGroupsAndPackets(t *testing.T) {
 	if g1.body["claim"].(map[string]any)["id"] != g1again.body["claim"].(map[string]any)["id"] {
 		t.Fatalf("repeated grab: %s vs %s", g1.raw, g1again.raw)
 	}
-	if r := a.do("POST", "/v1/packets/"+pid+"/grab", etok, "grab", nil); r.status != 403 || r.code() != "not_allowed" {
+	if r := a.do("POST", "/v1/packets/"+pid+"/grab", etok, "grab", nil); r.status != 404 || r.code() != "not_found" {
 		t.Fatalf("non-member grab: %s", r.raw)
 	}
 	a.must(a.do("POST", "/v1/packets/"+pid+"/grab", dtok, "grab", nil), 200)
@@ -342,7 +342,7 @@ func TestGroupsAndPackets(t *testing.T) {
 	// A single packet: only its receiver grabs it; nobody grabs as someone else.
 	sp := a.must(a.do("POST", "/v1/packets", otok, "p-2", map[string]any{"kind": "single", "receiver": e, "amount": "1.00"}), 201)
 	spid := sp.body["id"].(string)
-	if r := a.do("POST", "/v1/packets/"+spid+"/grab", ctok, "grab", nil); r.status != 403 {
+	if r := a.do("POST", "/v1/packets/"+spid+"/grab", ctok, "grab", nil); r.status != 404 {
 		t.Fatalf("grab of someone else's packet: %s", r.raw)
 	}
 	a.must(a.do("POST", "/v1/packets/"+spid+"/grab", etok, "grab", nil), 200)

@@ -25,6 +25,9 @@ var (
 	ErrExpired  = errors.New("token expired")
 )
 
+// maxUserID is the largest user id (flow.MaxUserID): 2^53-1.
+const maxUserID = 1<<53 - 1
+
 // MinSecret is the shortest signing secret accepted.
 const MinSecret = 32
 
@@ -35,8 +38,8 @@ func IssueToken(secret []byte, c Claims) (string, error) {
 	if len(secret) < MinSecret {
 		return "", fmt.Errorf("token secret must be at least %d bytes", MinSecret)
 	}
-	if c.User <= 0 && !c.Admin {
-		return "", errors.New("a token is for a user (id > 0) or an admin")
+	if (c.User <= 0 || c.User > maxUserID) && !c.Admin {
+		return "", errors.New("a token is for a user (id 1..2^53-1) or an admin")
 	}
 	body, _ := json.Marshal(c)
 	payload := b64.EncodeToString(body)
@@ -64,7 +67,7 @@ func VerifyToken(secret []byte, token string, now time.Time) (Claims, error) {
 		return Claims{}, ErrBadToken
 	}
 	var c Claims
-	if err := json.Unmarshal(body, &c); err != nil || (c.User <= 0 && !c.Admin) {
+	if err := json.Unmarshal(body, &c); err != nil || (c.User <= 0 && !c.Admin) || c.User > maxUserID || c.User < 0 {
 		return Claims{}, ErrBadToken
 	}
 	if now.Unix() >= c.Expires {

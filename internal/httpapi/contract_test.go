@@ -227,3 +227,31 @@ func TestMessagesHaveNoInternals(t *testing.T) {
 	}
 	_ = u
 }
+
+// Every answer has a request id, the operations endpoints answer a wrong
+// method with 405, and tokens and paths refuse user ids above 2^53-1.
+func TestEdges(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{{"POST", "/healthz", 405}, {"DELETE", "/openapi.json", 405}, {"GET", "/nothing", 404}, {"GET", "/healthz", 200}} {
+		req, _ := http.NewRequest(c.method, a.srv.URL+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("X-Request-Id") == "" {
+			t.Errorf("%s %s: %d, request id %q", c.method, c.path, resp.StatusCode, resp.Header.Get("X-Request-Id"))
+		}
+	}
+	if _, err := httpapi.IssueToken(secret, httpapi.Claims{User: 1 << 53}); err == nil {
+		t.Error("a token for user 2^53 was issued")
+	}
+	adm := token(t, httpapi.Claims{Admin: true})
+	if r := a.do("GET", "/v1/admin/wallets/9007199254740992", adm, "", nil); r.status != 400 {
+		t.Errorf("wallet of user 2^53: %d %s", r.status, r.raw)
+	}
+}

@@ -64,7 +64,9 @@ var errorTable = []struct {
 	{packet.ErrNotActive, http.StatusConflict, "packet_not_active"},
 	{packet.ErrBusy, http.StatusTooManyRequests, "busy"},
 	{packet.ErrFenced, http.StatusServiceUnavailable, "retry"},
-	{packet.ErrNotAllowed, http.StatusForbidden, "not_allowed"},
+	// Someone who may not grab a packet is told it does not exist, as a
+	// read would: its group or receiver is not theirs to learn.
+	{packet.ErrNotAllowed, http.StatusNotFound, "not_found"},
 	{packet.ErrNotGroupMember, http.StatusForbidden, "not_a_member"},
 	{group.ErrGroupFull, http.StatusConflict, "group_full"},
 	{group.ErrBanned, http.StatusForbidden, "banned"},
@@ -86,6 +88,9 @@ func clientMessage(err, sentinel error) string {
 			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it
 		}
 		return msg
+	}
+	if sentinel == packet.ErrNotAllowed {
+		return packet.ErrNotFound.Error()
 	}
 	return sentinel.Error()
 }

@@ -116,6 +116,9 @@ func New(b Backend, o Options) (*Server, error) {
 	}
 	// The routes by path alone: a path served with another method is 405
 	// with Allow, not "no route".
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
+		allowed[p] = []string{"GET"}
+	}
 	paths := http.NewServeMux()
 	for p := range allowed {
 		paths.Handle(p, http.NotFoundHandler())
@@ -127,11 +130,15 @@ func New(b Backend, o Options) (*Server, error) {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, p := paths.Handler(r); p != "" && p != "/" {
 			w.Header().Set("Allow", strings.Join(allowed[p], ", "))
+			s.reqs.WithLabelValues("unmatched", "405").Inc()
 			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
 				Message: fmt.Sprintf("%s is not served at %s: use %s", r.Method, p, strings.Join(allowed[p], ", "))})
 			return
 		}
 		s.reqs.WithLabelValues("unmatched", "404").Inc()
+		if s.o.AccessLog {
+			s.o.Logger.Info("request", "method", r.Method, "route", "unmatched", "status", 404, "request_id", w.Header().Get("X-Request-Id"))
+		}
 		writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + strconv.Quote(r.URL.Path)})
 	})
 	return s, nil
@@ -141,6 +148,7 @@ func New(b Backend, o Options) (*Server, error) {
 // is not redirected: it is no route, answered in JSON like any other.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", requestID(r))
 		if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
 			writeError(w, &apiError{Status: http.StatusNotFound, Code: "no_route", Message: "no such route: " + r.Method + " " + strconv.Quote(p)})
 			return
@@ -153,8 +161,7 @@ func (s *Server) wrap(rt route) http.Handler {
 	name := rt.method + " " + rt.pattern
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := requestID(r)
-		w.Header().Set("X-Request-Id", id)
+		id := w.Header().Get("X-Request-Id")
 		status := s.serve(w, r, rt)
 		took := time.Since(start)
 		s.reqs.WithLabelValues(name, strconv.Itoa(status)).Inc()
@@ -288,7 +295,7 @@ type problem struct {
 
 func pathID(r *http.Request, name string) (int64, error) {
 	v, ok := digitsInt(r.PathValue(name))
-	if !ok || v <= 0 {
+	if !ok || v <= 0 || (name == "user" && v > maxUserID) {
 		return 0, bad("bad_id", fmt.Sprintf("%s %q is not a positive id", name, r.PathValue(name)))
 	}
 	return v, nil

@@ -208,7 +208,9 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	lv.remaining -= share
 	lv.left.Store(int64(lv.count))
 	pc := &pending{
-		c:  Claim{PacketID: lv.p.ID, User: user, Seq: seq, Amount: money.Amount(share), At: s.o.Now()},
+		// The database keeps microseconds: so does the answer, so that a
+		// repeat (read back from the rows) answers byte for byte the same.
+		c:  Claim{PacketID: lv.p.ID, User: user, Seq: seq, Amount: money.Amount(share), At: s.o.Now().Truncate(time.Microsecond)},
 		lv: lv, count: lv.count, remains: lv.remaining, done: make(chan struct{}),
 	}
 	lv.byUser[user] = pc

@@ -107,6 +107,10 @@ func (p Packet) Validate(l Limits) error {
 		return bad("a single packet has exactly 1 share")
 	case p.Kind != Single && p.Group == 0:
 		return bad("a group packet needs a group")
+	case p.Kind == Single && p.Group != 0:
+		return bad("a single packet goes to a receiver, not a group")
+	case p.Kind != Single && p.Receiver != 0:
+		return bad("a group packet goes to a group, not a receiver")
 	case p.Shares < 1 || p.Shares > l.MaxShares:
 		return bad("%d shares: want 1..%d", p.Shares, l.MaxShares)
 	case p.Amount < money.Amount(p.Shares):
