@@ -50,7 +50,7 @@ var commonErrors = []string{"400", "401", "403", "404", "413", "415", "503"}
 
 // errorCodes are every stable code an error may carry.
 var errorCodes = []string{"bad_json", "bad_amount", "bad_id", "bad_query", "bad_idempotency_key", "invalid_request", "idempotency_key_required",
-	"unauthorized", "token_expired", "forbidden", "not_allowed", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
+	"unauthorized", "token_expired", "forbidden", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
 	"insufficient_funds", "balance_limit", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
 	"already_member", "conflict", "cancelled", "too_large", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
 
