@@ -30,11 +30,11 @@ import (
 // server's side frame by frame. While dropping, it swallows every publish
 // ack (a MSG whose payload is a JetStream PubAck) and passes the rest, so
 // the connection stays up and only the acks are lost, as in a leader
-// change.
+// change. It drops the next dropNext acks, whenever they come.
 type natsProxy struct {
 	l        net.Listener
 	target   string
-	dropping atomic.Bool
+	dropNext atomic.Int64
 	Dropped  atomic.Int64
 }
 
@@ -83,7 +83,7 @@ func (p *natsProxy) serverToClient(s io.Reader, c io.Writer) {
 			if _, err := io.ReadFull(r, body); err != nil {
 				return
 			}
-			if p.dropping.Load() && bytes.Contains(body, []byte(`{"stream":"`+bus.Stream+`"`)) {
+			if p.dropNext.Load() > 0 && bytes.Contains(body, []byte(`{"stream":"`+bus.Stream+`"`)) && p.dropNext.Add(-1) >= 0 {
 				p.Dropped.Add(1)
 				continue
 			}
@@ -161,21 +161,46 @@ func TestLostPublishAcks(t *testing.T) {
 	p := newParty(t, sys, 300, 100_000)
 	pk := sendLucky(t, sys, p, 30_000, 300, time.Time{})
 	stormAll(t, sys, pk, p.members, func(i int) {
-		switch i {
-		case 100:
-			proxy.dropping.Store(true)
-		case 250:
-			proxy.dropping.Store(false)
+		if i == 100 {
+			proxy.dropNext.Store(2) // the next two acks, whenever they come
 		}
 	})
 	// The grace is an hour: the reconciler does not help here, the relay does.
 	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	hbtest.WaitFor(t, 10*time.Second, "an ack to be dropped", func() bool { return proxy.Dropped.Load() > 0 })
 	if proxy.Dropped.Load() == 0 {
 		t.Fatal("no ack was dropped: the test proved nothing")
 	}
 	t.Logf("%d publish acks dropped", proxy.Dropped.Load())
 	if n := sys.RelayRestarts.Load(); n != 0 {
 		t.Fatalf("the relay hung until its watchdog restarted it %d times: a wait on the broker was not bounded", n)
+	}
+	reconcile(t, sys)
+}
+
+// A relay whose wait on the broker never ends (an ack timeout of an hour,
+// acks lost) is found stalled by its watchdog and restarted, and every
+// claim is still credited once without the reconciler.
+func TestStalledRelayRestarted(t *testing.T) {
+	t.Parallel()
+	ns := runNATS(t, &server.Options{Port: -1})
+	proxy := newNATSProxy(t, ns.Addr().String())
+	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
+		AckTimeout: time.Hour, RelayStall: time.Second, Grace: time.Hour, Every: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	p := newParty(t, sys, 200, 100_000)
+	pk := sendLucky(t, sys, p, 20_000, 200, time.Time{})
+	stormAll(t, sys, pk, p.members, func(i int) {
+		if i == 50 {
+			proxy.dropNext.Store(1)
+		}
+	})
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	if proxy.Dropped.Load() == 0 || sys.RelayRestarts.Load() == 0 {
+		t.Fatalf("%d acks dropped, %d relay restarts: the watchdog was not exercised", proxy.Dropped.Load(), sys.RelayRestarts.Load())
 	}
 	reconcile(t, sys)
 }

@@ -103,6 +103,9 @@ type NodeOptions struct {
 	// cluster); AckTimeout bounds each wait for a publish ack (default 5 s).
 	NatsReplicas int
 	AckTimeout   time.Duration
+	// RelayStall is how long the relay may have credits and publish none
+	// before it is restarted (default 30 s).
+	RelayStall time.Duration
 	// Grace before the reconciler republishes a credit it has not seen applied.
 	Grace time.Duration
 	// Every is how often sweepers and the reconciler run.
@@ -153,6 +156,9 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	if o.Every == 0 {
 		o.Every = time.Second
+	}
+	if o.RelayStall == 0 {
+		o.RelayStall = DefaultRelayStall
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -316,12 +322,12 @@ func (n *Node) sweepLoop(ctx context.Context) {
 // sweepPass bounds one pass of the sweepers and the reconciler.
 const sweepPass = 30 * time.Second
 
-// RelayStall is how long the relay may have work and publish nothing before
-// it is restarted.
-const RelayStall = 30 * time.Second
+// DefaultRelayStall is how long the relay may have work and publish nothing
+// before it is restarted.
+const DefaultRelayStall = 30 * time.Second
 
 // superviseRelay runs the relay and restarts it when it stalls: with work
-// queued and nothing published for RelayStall. (Every wait on the broker
+// queued and nothing published for o.RelayStall. (Every wait on the broker
 // is bounded, so a stall means the broker is unreachable or refuses; the
 // restart drops the relay's in-hand batch, which the reconciler re-drives.)
 func (n *Node) superviseRelay(ctx context.Context) {
@@ -338,7 +344,7 @@ func (n *Node) superviseRelay(ctx context.Context) {
 			case <-ctx.Done():
 				break watch
 			case <-t.C:
-				if d := n.Relay.Stalled(); d > RelayStall {
+				if d := n.Relay.Stalled(); d > n.o.RelayStall {
 					n.o.Logger.Warn("relay stalled; restarting it", "stalled_for", d.Round(time.Second), "queued", n.Relay.Queued())
 					n.RelayRestarts.Add(1)
 					break watch
