@@ -129,7 +129,7 @@ func Env(name, def string) string {
 func (c *Config) envInt(name string, def int) int {
 	if v, ok := os.LookupEnv(name); ok {
 		x, err := strconv.Atoi(v)
-		if err == nil {
+		if err == nil && !strings.HasPrefix(v, "+") {
 			return x
 		}
 		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number", name, v))

@@ -54,6 +54,7 @@ func TestDemoIgnoresServiceEnvironment(t *testing.T) {
 func TestBadEnvironmentRefused(t *testing.T) {
 	t.Setenv("HONGBAO_LEDGER_SHARDS", "4 ")
 	t.Setenv("HONGBAO_REQUEST_TIMEOUT", "soon")
+	t.Setenv("HONGBAO_PACKET_SETS", "+4")
 	t.Setenv("HONGBAO_TOKEN_SECRET", strings.Repeat("s", 32))
 	t.Setenv("HONGBAO_DATABASE_URLS", "hongbao_packet_9=postgres://x@127.0.0.1:2/p9")
 	var c ServeConfig
@@ -63,7 +64,7 @@ func TestBadEnvironmentRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := c.Validate()
-	for _, want := range []string{"HONGBAO_LEDGER_SHARDS", "HONGBAO_REQUEST_TIMEOUT", "hongbao_packet_9"} {
+	for _, want := range []string{"HONGBAO_LEDGER_SHARDS", "HONGBAO_REQUEST_TIMEOUT", "HONGBAO_PACKET_SETS", "hongbao_packet_9"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate does not report %s: %v", want, err)
 		}

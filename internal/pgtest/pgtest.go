@@ -7,10 +7,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -46,6 +48,7 @@ func Main(m *testing.M) int {
 func Cluster(tb testing.TB) *postgres.Cluster {
 	tb.Helper()
 	clusterOnce.Do(func() {
+		reapOrphans()
 		clusterDir, clusterErr = os.MkdirTemp("", "hongbao-pgtest-")
 		if clusterErr != nil {
 			return
@@ -158,5 +161,21 @@ func Opener(tb testing.TB) func(ctx context.Context, name string, maxConns int32
 		}
 		tb.Cleanup(pool.Close)
 		return pool, nil
+	}
+}
+
+// reapOrphans stops and removes the clusters of test binaries that died
+// without stopping theirs (a test timeout panics past Main): a folder older
+// than a few minutes whose lock no live process holds. (A fresh folder may
+// belong to a binary that is just starting its cluster.)
+func reapOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "hongbao-pgtest-*"))
+	for _, dir := range dirs {
+		if st, err := os.Stat(dir); err != nil || time.Since(st.ModTime()) < 5*time.Minute {
+			continue
+		}
+		if err := postgres.Reap(dir); err == nil {
+			os.RemoveAll(dir)
+		}
 	}
 }

@@ -91,14 +91,8 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{opts: opts, bin: bin, dataDir: filepath.Join(opts.Dir, "data")}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root, the private cluster runs as user postgres, which does not exist (install the postgresql package): %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if c.cred, err = serverCredential(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create cluster folder: %w", err)
@@ -307,4 +301,41 @@ func reachable(dir string, uid int) error {
 			return nil
 		}
 	}
+}
+
+// serverCredential is who runs the server: the postgres user when this
+// process is root (PostgreSQL refuses to run as root), else this process.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, the private cluster runs as user postgres, which does not exist (install the postgresql package): %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// Reap stops the server of a cluster folder that no live process owns (its
+// owner died without stopping it). It returns ErrDirInUse when a live
+// process holds the folder.
+func Reap(dir string) error {
+	lock, err := LockDir(dir, "cluster.lock")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	c := &Cluster{opts: ClusterOptions{Dir: dir}, dataDir: filepath.Join(dir, "data")}
+	if _, alive := runningPostmaster(c.dataDir); !alive {
+		return nil
+	}
+	if c.bin, err = FindBinaries(); err != nil {
+		return err
+	}
+	if c.cred, err = serverCredential(); err != nil {
+		return err
+	}
+	return c.stopServer()
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -38,5 +39,30 @@ func TestMigrationsParse(t *testing.T) {
 		if _, err := Migrations("x", fsys); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// Reap leaves a cluster its live owner holds alone, and does nothing to a
+// folder whose server is not running.
+func TestReapSparesLiveClusters(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "hongbao-reap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dir, 0o755)
+	defer os.RemoveAll(dir)
+	c, err := StartCluster(t.Context(), ClusterOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Reap(dir); !errors.Is(err, ErrDirInUse) {
+		t.Fatalf("reap of a live cluster: %v", err)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Reap(dir); err != nil {
+		t.Fatalf("reap of a stopped cluster: %v", err)
 	}
 }
