@@ -554,8 +554,8 @@ func (n *Node) pools() map[string]*pgxpool.Pool {
 type creditLag struct{ n *Node }
 
 var (
-	uncredited    = prometheus.NewDesc("hongbao_claims_uncredited", "Claims and refunds in the packet sets not yet seen credited (from the databases).", nil, nil)
-	uncreditedAge = prometheus.NewDesc("hongbao_claims_uncredited_oldest_seconds", "Age of the oldest claim or refund not yet seen credited (alert above a few minutes).", nil, nil)
+	uncredited    = prometheus.NewDesc("hongbao_claims_overdue", "Claims and refunds older than the reconciler's grace and still not seen credited, from the databases (alert on any that stay).", nil, nil)
+	uncreditedAge = prometheus.NewDesc("hongbao_claims_overdue_oldest_seconds", "Age of the oldest overdue claim or refund (0 when none).", nil, nil)
 )
 
 func (c *creditLag) Describe(ch chan<- *prometheus.Desc) { ch <- uncredited; ch <- uncreditedAge }
@@ -566,7 +566,9 @@ func (c *creditLag) Collect(ch chan<- prometheus.Metric) {
 	var total int64
 	var oldest time.Time
 	for _, set := range c.n.Sets {
-		k, at, err := set.Uncredited(ctx)
+		// Overdue: older than the reconciler's grace and still not seen
+		// credited (0 when all is well, whatever the load).
+		k, at, err := set.Overdue(ctx, time.Now().Add(-time.Duration(c.n.grace.Load())-5*time.Second))
 		if err != nil {
 			// A database down must not cost the whole scrape: -1 says unknown.
 			ch <- prometheus.MustNewConstMetric(uncredited, prometheus.GaugeValue, -1)

@@ -62,8 +62,8 @@ func TestContract(t *testing.T) {
 	}
 	text, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{"go_goroutines", "process_cpu_seconds_total", "go_build_info", "hongbao_db_connections", "hongbao_claims_uncredited",
-		"hongbao_claims_uncredited_oldest_seconds", "hongbao_credits_applied_total", "hongbao_coordinator_cancelled_total", "hongbao_coordinator_stuck",
+	for _, m := range []string{"go_goroutines", "process_cpu_seconds_total", "go_build_info", "hongbao_db_connections", "hongbao_claims_overdue",
+		"hongbao_claims_overdue_oldest_seconds", "hongbao_credits_applied_total", "hongbao_coordinator_cancelled_total", "hongbao_coordinator_stuck",
 		"hongbao_http_requests_total"} {
 		if !strings.Contains(string(text), "\n"+m) {
 			t.Errorf("/metrics lacks %s", m)

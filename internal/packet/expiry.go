@@ -73,33 +73,27 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 	return ledger.CreditMessage{Key: fmt.Sprint("refund:", r.PacketID), User: r.Sender, Amount: r.Amount, Kind: ledger.KindRefund, From: ledger.ClearingPackets.String()}
 }
 
-// MarkAfter is how old a claim or refund must be before the reconciler
-// looks it up in its ledger to mark it credited: soon after it is made, so
-// that what the database counts as uncredited is what really is.
-const MarkAfter = 2 * time.Second
-
 // Settle is the reconciler's pass over this set: claims and refunds older
-// than MarkAfter (at most grace) and not yet seen credited are looked up in
-// the ledger (applied reports which keys a ledger applied); those applied
-// are marked credited, and those older than grace and still not applied
-// are handed to republish. It returns both counts.
+// than grace and not yet seen credited are looked up in the ledger (applied
+// reports which keys a ledger applied); those applied are marked credited,
+// the others are handed to republish. It returns both counts. (Looking
+// sooner would put a per-claim update on the database while a storm is
+// still grabbing.)
 func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
 	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
 	now := s.o.Now()
-	cutoff := now.Add(-min(grace, MarkAfter))
-	late := now.Add(-grace)
+	cutoff := now.Add(-grace)
 	// Claims and refunds not yet seen credited, each with the message the
 	// relay would have sent for it (one place makes the keys).
 	type owed struct {
 		id     int64 // claim id, or packet id of a refund
 		refund bool
 		msg    ledger.CreditMessage
-		at     time.Time
 	}
 	rows, err := s.db.Query(ctx, `
-		SELECT id, false, user_id, amount, created_at FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL AND created_at <= $1
 		UNION ALL
-		SELECT packet_id, true, sender, amount, created_at FROM refunds WHERE credited_at IS NULL AND created_at <= $1
+		SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL AND created_at <= $1
 		LIMIT 10000`, cutoff)
 	if err != nil {
 		return 0, 0, err
@@ -108,7 +102,7 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		var o owed
 		var user int64
 		var amount money.Amount
-		if err := r.Scan(&o.id, &o.refund, &user, &amount, &o.at); err != nil {
+		if err := r.Scan(&o.id, &o.refund, &user, &amount); err != nil {
 			return o, err
 		}
 		if o.refund {
@@ -133,11 +127,8 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	var missing []ledger.CreditMessage
 	for _, o := range all {
 		switch {
-		case !done[o.msg.Key] && !o.at.After(late):
-			missing = append(missing, o.msg)
 		case !done[o.msg.Key]:
-			// Not applied yet, but not late: the relay's copy is probably on
-			// its way; the next passes look again.
+			missing = append(missing, o.msg)
 		case o.refund:
 			refundIDs = append(refundIDs, o.id)
 		default:

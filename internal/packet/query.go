@@ -162,14 +162,15 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 	return out, rows.Err()
 }
 
-// Uncredited counts the claims and refunds not yet seen credited (the
-// reconciler marks them once their ledger has applied them) and the time
-// of the oldest: what an operator alerts on.
-func (s *Set) Uncredited(ctx context.Context) (n int64, oldest time.Time, err error) {
+// Overdue counts the claims and refunds made before since that are still
+// not seen credited (the reconciler looks at each once it is older than its
+// grace: applied, it is marked; not, it is published again), and gives the
+// time of the oldest: what an operator alerts on.
+func (s *Set) Overdue(ctx context.Context, since time.Time) (n int64, oldest time.Time, err error) {
 	var at *time.Time
 	err = s.db.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (
-		SELECT created_at FROM claims WHERE credited_at IS NULL
-		UNION ALL SELECT created_at FROM refunds WHERE credited_at IS NULL) u`).Scan(&n, &at)
+		SELECT created_at FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		UNION ALL SELECT created_at FROM refunds WHERE credited_at IS NULL AND created_at <= $1) u`, since).Scan(&n, &at)
 	if at != nil {
 		oldest = *at
 	}
