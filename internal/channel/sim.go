@@ -1,0 +1,357 @@
+package channel
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"hongbao/internal/money"
+)
+
+// Knobs are the simulator's faults, each a probability in [0, 1] unless
+// said otherwise. They change at run time (SetKnobs, POST /control/knobs).
+type Knobs struct {
+	Latency     time.Duration `json:"latency"`      // added to every answer
+	LoseAnswer  float64       `json:"lose_answer"`  // do the work, then answer 504 (the answer is lost)
+	Fail5xx     float64       `json:"fail_5xx"`     // answer 503 without doing the work
+	SystemError float64       `json:"system_error"` // answer 200 {"code":"SYSTEMERROR"} without doing the work
+	// Payouts end as PayoutOutcome: succeeded, failed or processing (then
+	// resolved by POST /control/payout/{id}).
+	PayoutOutcome string `json:"payout_outcome"`
+	// Callbacks of paid orders: dropped, sent twice, or late.
+	DropCallback      float64       `json:"drop_callback"`
+	DuplicateCallback float64       `json:"duplicate_callback"`
+	CallbackDelay     time.Duration `json:"callback_delay"`
+	// AutoPay pays every new order after this delay (0: only by
+	// POST /control/pay/{id}, as a payer would).
+	AutoPay time.Duration `json:"auto_pay"`
+}
+
+// Simulator is a payment channel modelled on how WeChat Pay and Alipay
+// behave, served over HTTP (see Handler). Requests must be signed with the
+// merchant secret; callbacks to the notify URL are signed with it too.
+type Simulator struct {
+	secret []byte
+	now    func() time.Time
+	client *http.Client
+
+	mu      sync.Mutex
+	knobs   Knobs
+	pays    map[string]*simPay
+	payouts map[string]*Payout
+	paidOut int // payouts that moved money (a repeat never does)
+	// extra statement lines: discrepancies injected by the control API.
+	extra []Line
+	rng   *rand.Rand
+}
+
+type simPay struct {
+	PayOrder
+	notify string
+}
+
+// NewSimulator returns a simulator signing with secret.
+func NewSimulator(secret []byte, k Knobs) *Simulator {
+	if k.PayoutOutcome == "" {
+		k.PayoutOutcome = PayoutSucceeded
+	}
+	return &Simulator{secret: secret, now: time.Now, client: &http.Client{Timeout: 5 * time.Second}, knobs: k,
+		pays: map[string]*simPay{}, payouts: map[string]*Payout{}, rng: rand.New(rand.NewPCG(1, 2))}
+}
+
+// SetKnobs changes the faults.
+func (s *Simulator) SetKnobs(k Knobs) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k.PayoutOutcome == "" {
+		k.PayoutOutcome = PayoutSucceeded
+	}
+	s.knobs = k
+}
+
+// PaidOut is how many payouts moved money.
+func (s *Simulator) PaidOut() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.paidOut
+}
+
+func (s *Simulator) roll(p float64) bool { return p > 0 && s.rng.Float64() < p }
+
+// Handler serves the channel's API and its control endpoints.
+func (s *Simulator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /pay", s.signed(s.createPay))
+	mux.HandleFunc("GET /pay/{id}", s.signed(s.queryPay))
+	mux.HandleFunc("POST /pay/{id}/close", s.signed(s.closePay))
+	mux.HandleFunc("POST /payout", s.signed(s.payout))
+	mux.HandleFunc("GET /payout/{id}", s.signed(s.queryPayout))
+	mux.HandleFunc("GET /statement", s.signed(s.statement))
+	mux.HandleFunc("POST /control/pay/{id}", s.signed(func(r *http.Request, _ []byte) (int, any) {
+		return s.pay(r.PathValue("id"))
+	}))
+	mux.HandleFunc("POST /control/payout/{id}", s.signed(func(r *http.Request, body []byte) (int, any) {
+		var req struct{ State string }
+		_ = json.Unmarshal(body, &req)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		p, ok := s.payouts[r.PathValue("id")]
+		if !ok {
+			return 404, map[string]string{"code": "ORDERNOTEXIST"}
+		}
+		if p.State == PayoutProcessing && (req.State == PayoutSucceeded || req.State == PayoutFailed) {
+			p.State = req.State
+			if req.State == PayoutSucceeded {
+				s.paidOut++
+			}
+		}
+		return 200, *p
+	}))
+	mux.HandleFunc("POST /control/knobs", s.signed(func(_ *http.Request, body []byte) (int, any) {
+		var k Knobs
+		if err := json.Unmarshal(body, &k); err != nil {
+			return 400, map[string]string{"code": "PARAM_ERROR"}
+		}
+		s.SetKnobs(k)
+		return 200, k
+	}))
+	mux.HandleFunc("POST /control/statement", s.signed(func(_ *http.Request, body []byte) (int, any) {
+		var l Line
+		if err := json.Unmarshal(body, &l); err != nil {
+			return 400, map[string]string{"code": "PARAM_ERROR"}
+		}
+		s.mu.Lock()
+		s.extra = append(s.extra, l)
+		s.mu.Unlock()
+		return 200, l
+	}))
+	return mux
+}
+
+// signed checks the request's signature, applies the faults and writes
+// the answer.
+func (s *Simulator) signed(h func(r *http.Request, body []byte) (int, any)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err := Verify(r.Header, s.secret, body, s.now()); err != nil {
+			writeSim(w, 401, map[string]string{"code": "SIGN_ERROR"})
+			return
+		}
+		s.mu.Lock()
+		k := s.knobs
+		fail, sysErr, lose := s.roll(k.Fail5xx), s.roll(k.SystemError), s.roll(k.LoseAnswer)
+		s.mu.Unlock()
+		if k.Latency > 0 {
+			time.Sleep(k.Latency)
+		}
+		control := len(r.URL.Path) > 9 && r.URL.Path[:9] == "/control/"
+		if !control && fail {
+			writeSim(w, 503, map[string]string{"code": "SERVICE_UNAVAILABLE"})
+			return
+		}
+		if !control && sysErr {
+			writeSim(w, 200, map[string]string{"code": "SYSTEMERROR"})
+			return
+		}
+		status, out := h(r, body)
+		if !control && lose {
+			writeSim(w, 504, map[string]string{"code": "GATEWAY_TIMEOUT"}) // done, but the caller never hears
+			return
+		}
+		writeSim(w, status, out)
+	}
+}
+
+func writeSim(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Simulator) createPay(_ *http.Request, body []byte) (int, any) {
+	var req struct {
+		ID        string       `json:"id"`
+		Amount    money.Amount `json:"amount"`
+		NotifyURL string       `json:"notify_url"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.ID == "" || req.Amount <= 0 {
+		return 400, map[string]string{"code": "PARAM_ERROR"}
+	}
+	s.mu.Lock()
+	p, ok := s.pays[req.ID]
+	if ok && p.Amount != req.Amount {
+		s.mu.Unlock()
+		return 409, map[string]string{"code": "OUT_TRADE_NO_USED"}
+	}
+	if !ok {
+		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "sim://pay/" + req.ID}, notify: req.NotifyURL}
+		s.pays[req.ID] = p
+		if d := s.knobs.AutoPay; d > 0 {
+			time.AfterFunc(d, func() { s.pay(req.ID) })
+		}
+	}
+	out := p.PayOrder
+	s.mu.Unlock()
+	return 200, out
+}
+
+func (s *Simulator) queryPay(r *http.Request, _ []byte) (int, any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pays[r.PathValue("id")]
+	if !ok {
+		return 404, map[string]string{"code": "ORDERNOTEXIST"}
+	}
+	return 200, p.PayOrder
+}
+
+func (s *Simulator) closePay(r *http.Request, _ []byte) (int, any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pays[r.PathValue("id")]
+	if !ok {
+		return 404, map[string]string{"code": "ORDERNOTEXIST"}
+	}
+	if p.State == PayCreated {
+		p.State = PayClosed
+	}
+	return 200, p.PayOrder // paid meanwhile: says so
+}
+
+// pay is the payer paying an order; the channel then calls the notify URL.
+func (s *Simulator) pay(id string) (int, any) {
+	s.mu.Lock()
+	p, ok := s.pays[id]
+	if !ok {
+		s.mu.Unlock()
+		return 404, map[string]string{"code": "ORDERNOTEXIST"}
+	}
+	if p.State == PayCreated {
+		p.State, p.PaidAt = PayPaid, s.now().UTC().Truncate(time.Microsecond)
+		k := s.knobs
+		drop, dup := s.roll(k.DropCallback), s.roll(k.DuplicateCallback)
+		order, notify := p.PayOrder, p.notify
+		s.mu.Unlock()
+		if notify != "" && !drop {
+			go func() {
+				time.Sleep(k.CallbackDelay)
+				s.callback(notify, order)
+				if dup {
+					s.callback(notify, order)
+				}
+			}()
+		}
+		return 200, order
+	}
+	out := p.PayOrder
+	s.mu.Unlock()
+	return 200, out
+}
+
+// callback posts a paid order to the notify URL, signed, retrying a few
+// times until a 2xx (a real channel retries for hours; the order can
+// always be queried).
+func (s *Simulator) callback(url string, o PayOrder) {
+	body, _ := json.Marshal(o)
+	for attempt := range 3 {
+		req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		Sign(req.Header, s.secret, body, s.now())
+		resp, err := s.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return
+			}
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+}
+
+func (s *Simulator) payout(_ *http.Request, body []byte) (int, any) {
+	var req struct {
+		ID     string       `json:"id"`
+		User   int64        `json:"user"`
+		Amount money.Amount `json:"amount"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.ID == "" || req.Amount <= 0 {
+		return 400, map[string]string{"code": "PARAM_ERROR"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.payouts[req.ID]; ok { // the same order id never pays twice
+		if p.Amount != req.Amount || p.User != req.User {
+			return 409, map[string]string{"code": "OUT_TRADE_NO_USED"}
+		}
+		return 200, *p
+	}
+	p := &Payout{ID: req.ID, User: req.User, Amount: req.Amount, State: s.knobs.PayoutOutcome}
+	switch p.State {
+	case PayoutSucceeded:
+		s.paidOut++
+	case PayoutFailed:
+		p.Reason = "account frozen"
+	}
+	s.payouts[req.ID] = p
+	return 200, *p
+}
+
+func (s *Simulator) queryPayout(r *http.Request, _ []byte) (int, any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.payouts[r.PathValue("id")]
+	if !ok {
+		return 404, map[string]string{"code": "ORDERNOTEXIST"}
+	}
+	return 200, *p
+}
+
+// statement answers the day's CSV: kind,id,amount,state,at of every paid
+// order and every payout of the day, plus injected lines.
+func (s *Simulator) statement(r *http.Request, _ []byte) (int, any) {
+	day, err := time.Parse("2006-01-02", r.URL.Query().Get("day"))
+	if err != nil {
+		return 400, map[string]string{"code": "PARAM_ERROR"}
+	}
+	s.mu.Lock()
+	var lines []Line
+	for _, p := range s.pays {
+		if p.State == PayPaid && sameDay(p.PaidAt, day) {
+			lines = append(lines, Line{Kind: "pay", ID: p.ID, Amount: p.Amount, State: p.State, At: p.PaidAt})
+		}
+	}
+	for _, p := range s.payouts {
+		lines = append(lines, Line{Kind: "payout", ID: p.ID, Amount: p.Amount, State: p.State, At: day})
+	}
+	for _, l := range s.extra {
+		if sameDay(l.At, day) {
+			lines = append(lines, l)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(lines, func(i, j int) bool { return lines[i].Kind+lines[i].ID < lines[j].Kind+lines[j].ID })
+	var b bytes.Buffer
+	cw := csv.NewWriter(&b)
+	_ = cw.Write([]string{"kind", "id", "amount", "state", "at"})
+	for _, l := range lines {
+		_ = cw.Write([]string{l.Kind, l.ID, l.Amount.String(), l.State, l.At.UTC().Format(time.RFC3339Nano)})
+	}
+	cw.Flush()
+	return 200, map[string]string{"csv": b.String()}
+}
+
+func sameDay(t, day time.Time) bool {
+	y1, m1, d1 := t.UTC().Date()
+	y2, m2, d2 := day.UTC().Date()
+	return y1 == y2 && m1 == m2 && d1 == d2
+}
+
