@@ -37,6 +37,7 @@ func commands() []command {
 		{"packet", "send, grab, show a red packet; list sent or received", runPacket},
 		{"group", "create, join, show a group; list members", runGroup},
 		{"tx", "inspect global transactions (admin token)", runTx},
+		{"channel-sim", "a payment channel simulator with fault knobs, as its own process", runChannelSim},
 		{"version", "print the version, the commit and the Go it was built with", runVersion},
 	}
 }

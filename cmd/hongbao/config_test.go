@@ -31,8 +31,9 @@ func TestHelpShowsNoSecret(t *testing.T) {
 	t.Setenv("HONGBAO_TOKEN_SECRET", secret)
 	t.Setenv("HONGBAO_DATABASE_URL", dsn)
 	t.Setenv("HONGBAO_TOKEN", "bearer-token-value-xyz")
+	t.Setenv("HONGBAO_CHANNEL_SECRET", secret)
 	for _, args := range [][]string{{"serve", "-h"}, {"token", "-h"}, {"wallet", "-h"}, {"wallet", "--nope"}, {"transfer", "--nope"},
-		{"bench", "spring-festival", "-h"}, {"demo", "-h"}} {
+		{"bench", "spring-festival", "-h"}, {"demo", "-h"}, {"channel-sim", "-h"}, {"channel-sim", "--nope"}} {
 		var out, errOut strings.Builder
 		Main(t.Context(), args, &out, &errOut)
 		all := out.String() + errOut.String()
