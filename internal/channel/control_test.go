@@ -10,7 +10,9 @@ import (
 	"hongbao/internal/channel"
 )
 
-func signedPost(c *channel.Client, path string, out any) error { return signedPostBody(c, path, "", out) }
+func signedPost(c *channel.Client, path string, out any) error {
+	return signedPostBody(c, path, "", out)
+}
 
 // signedPostBody calls a control endpoint of the simulator, as the test's
 // payer or operator.

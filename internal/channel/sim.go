@@ -354,4 +354,3 @@ func sameDay(t, day time.Time) bool {
 	y2, m2, d2 := day.UTC().Date()
 	return y1 == y2 && m1 == m2 && d1 == d2
 }
-
