@@ -135,19 +135,22 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 	}{to, amount}
 	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
 		gid := fmt.Sprintf("transfer:%d:%s", from, key)
-		// A wallet already too full to take it is refused up front (409
-		// balance_limit, the key stays free), on either path.
-		if fresh {
-			if err := f.room(ctx, to, amount); err != nil {
-				return dtx.Result{}, false, err
-			}
-		}
 		if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
+			// The ledger's own move refuses a full wallet (ErrBalanceLimit:
+			// refused, the key stays free) in the same statement.
 			_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount})
 			if err != nil {
 				return definite(gid, err)
 			}
 			return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, true, nil
+		}
+		// Across shards, a wallet already too full to take it is refused up
+		// front too (409 balance_limit, the key stays free), not cancelled
+		// by the receiver's try.
+		if fresh {
+			if err := f.room(ctx, to, amount); err != nil {
+				return dtx.Result{}, false, err
+			}
 		}
 		ctx, cancel := detached(ctx)
 		defer cancel()
