@@ -74,8 +74,8 @@ func (e *world) wantWallet(t *testing.T, u int64, balance money.Amount) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Balance != balance || w.Held != 0 {
-		t.Errorf("user %d: balance %s held %s, want balance %s and nothing held", u, w.Balance, w.Held, balance)
+	if w.Balance != balance || w.Held != 0 || w.Incoming != 0 {
+		t.Errorf("user %d: balance %s held %s incoming %s, want balance %s and nothing held or reserved", u, w.Balance, w.Held, w.Incoming, balance)
 	}
 }
 
