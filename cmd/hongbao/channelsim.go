@@ -17,7 +17,7 @@ import (
 
 // runChannelSim serves the payment channel simulator as its own process
 // until a signal stops it.
-func runChannelSim(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
+func runChannelSim(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("channel-sim", flag.ContinueOnError)
 	addr := fs.String("addr", app.Env("HONGBAO_CHANNEL_ADDR", "127.0.0.1:8090"), "listen address (HONGBAO_CHANNEL_ADDR)")
 	secret := app.SecretString(fs, "secret", "HONGBAO_CHANNEL_SECRET", "merchant secret that signs requests and callbacks, at least 32 characters (HONGBAO_CHANNEL_SECRET)")
@@ -57,14 +57,5 @@ func runChannelSim(ctx context.Context, args []string, out io.Writer, _ *slog.Lo
 	sim := channel.NewSimulator([]byte(*secret), k)
 	hs := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(out, "payment channel simulator on http://%s\n", l.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return hs.Shutdown(sctx)
+	return app.ServeUntilDone(ctx, hs, l, func() {}, log)
 }

@@ -152,7 +152,7 @@ func Serve(ctx context.Context, cfg ServeConfig, out io.Writer, log *slog.Logger
 	}
 	log.Info("hongbao serving", "addr", l.Addr().String(), "ledger_shards", cfg.LedgerShards, "packet_sets", cfg.PacketSets)
 	fmt.Fprintf(out, "hongbao serving on http://%s (OpenAPI at /openapi.json)\n", l.Addr())
-	return serveUntilDone(ctx, srv, l, stop, log)
+	return ServeUntilDone(ctx, srv, l, stop, log)
 }
 
 // startServer starts a node and its API; stop closes both.
@@ -190,11 +190,12 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	return hs, func() { sys.Close(); dbs.Close() }, nil
 }
 
-// serveUntilDone serves until ctx ends, then drains: no new connections,
-// in-flight requests finish (up to 30 s), then the node stops its parts
-// in order (the committer writes what is queued, the relay and consumers
-// stop, the bus and databases close).
-func serveUntilDone(ctx context.Context, hs *http.Server, l net.Listener, stop func(), log *slog.Logger) error {
+// ServeUntilDone serves hs on l until ctx ends, then drains: no new
+// connections, requests in flight finish (up to 30 s), then stop runs (for
+// serve: the node stops its parts in order, the committer writing what is
+// queued, the relay and consumers stopping, the bus and databases closing).
+// Every server of the binary ends this way (serve, channel-sim).
+func ServeUntilDone(ctx context.Context, hs *http.Server, l net.Listener, stop func(), log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
 	select {
