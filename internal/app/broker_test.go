@@ -145,19 +145,27 @@ func stormAll(t *testing.T, sys *Node, pk packet.Packet, members []int64, during
 	wg.Wait()
 }
 
+// proxiedNode is a node whose NATS connection goes through a natsProxy,
+// with the reconciler's grace at an hour so that only the relay delivers.
+func proxiedNode(t *testing.T, ackTimeout, relayStall time.Duration) (*Node, *natsProxy) {
+	t.Helper()
+	ns := runNATS(t, &server.Options{Port: -1})
+	proxy := newNATSProxy(t, ns.Addr().String())
+	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
+		AckTimeout: ackTimeout, RelayStall: relayStall, Grace: time.Hour, Every: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sys.Close)
+	return sys, proxy
+}
+
 // Publish acks lost (the broker stores the messages, its answers never
 // come back, the connection stays up): the relay's waits end, it publishes
 // again, and every claim is credited once without any help.
 func TestLostPublishAcks(t *testing.T) {
 	t.Parallel()
-	ns := runNATS(t, &server.Options{Port: -1})
-	proxy := newNATSProxy(t, ns.Addr().String())
-	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
-		AckTimeout: 300 * time.Millisecond, Grace: time.Hour, Every: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
+	sys, proxy := proxiedNode(t, 300*time.Millisecond, DefaultRelayStall)
 	p := newParty(t, sys, 300, 100_000)
 	pk := sendLucky(t, sys, p, 30_000, 300, time.Time{})
 	stormAll(t, sys, pk, p.members, func(i int) {
@@ -183,14 +191,7 @@ func TestLostPublishAcks(t *testing.T) {
 // claim is still credited once without the reconciler.
 func TestStalledRelayRestarted(t *testing.T) {
 	t.Parallel()
-	ns := runNATS(t, &server.Options{Port: -1})
-	proxy := newNATSProxy(t, ns.Addr().String())
-	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: proxy.URL(),
-		AckTimeout: time.Hour, RelayStall: time.Second, Grace: time.Hour, Every: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
+	sys, proxy := proxiedNode(t, time.Hour, time.Second)
 	p := newParty(t, sys, 200, 100_000)
 	pk := sendLucky(t, sys, p, 20_000, 200, time.Time{})
 	stormAll(t, sys, pk, p.members, func(i int) {
