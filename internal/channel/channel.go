@@ -27,6 +27,14 @@ const (
 	PayoutProcessing = "processing" // not definite yet: query again
 	PayoutSucceeded  = "succeeded"  // the money left: post the hold
 	PayoutFailed     = "failed"     // definitely not paid: void the hold
+	// PayoutReversed: paid, then returned by the bank (seen on a statement).
+	PayoutReversed = "reversed"
+)
+
+// Statement line kinds.
+const (
+	LinePay    = "pay"
+	LinePayout = "payout"
 )
 
 // Errors a caller branches on.
@@ -59,6 +67,8 @@ type Payout struct {
 	Amount money.Amount `json:"amount"`
 	State  string       `json:"state"`
 	Reason string       `json:"reason,omitempty"`
+	// DoneAt is when the payout became definite (the statement's day).
+	DoneAt time.Time `json:"done_at,omitzero"`
 }
 
 // Line is one line of a day's statement: what the channel says moved.

@@ -96,6 +96,12 @@ func (s *Simulator) Handler() http.Handler {
 	mux.HandleFunc("POST /control/pay/{id}", s.signed(func(r *http.Request, _ []byte) (int, any) {
 		return s.pay(r.PathValue("id"))
 	}))
+	// The payer's page: what a client opens at an order's pay URL. It
+	// needs no merchant signature (the payer has none).
+	mux.HandleFunc("POST /checkout/{id}", func(w http.ResponseWriter, r *http.Request) {
+		status, out := s.pay(r.PathValue("id"))
+		writeSim(w, status, out)
+	})
 	mux.HandleFunc("POST /control/payout/{id}", s.signed(func(r *http.Request, body []byte) (int, any) {
 		var req struct{ State string }
 		_ = json.Unmarshal(body, &req)
@@ -106,7 +112,7 @@ func (s *Simulator) Handler() http.Handler {
 			return 404, map[string]string{"code": "ORDERNOTEXIST"}
 		}
 		if p.State == PayoutProcessing && (req.State == PayoutSucceeded || req.State == PayoutFailed) {
-			p.State = req.State
+			p.State, p.DoneAt = req.State, s.now().UTC().Truncate(time.Microsecond)
 			if req.State == PayoutSucceeded {
 				s.paidOut++
 			}
@@ -121,14 +127,16 @@ func (s *Simulator) Handler() http.Handler {
 		s.SetKnobs(k)
 		return 200, k
 	}))
+	// A statement discrepancy: the line replaces the channel's own line of
+	// the same kind and id on its day (another amount, a reversed payout),
+	// is added when there is none (a payment we never heard of), and with
+	// state "absent" removes it (a payment missing from the statement).
 	mux.HandleFunc("POST /control/statement", s.signed(func(_ *http.Request, body []byte) (int, any) {
 		var l Line
-		if err := json.Unmarshal(body, &l); err != nil {
+		if err := json.Unmarshal(body, &l); err != nil || (l.Kind != LinePay && l.Kind != LinePayout) || l.ID == "" {
 			return 400, map[string]string{"code": "PARAM_ERROR"}
 		}
-		s.mu.Lock()
-		s.extra = append(s.extra, l)
-		s.mu.Unlock()
+		s.Inject(l)
 		return 200, l
 	}))
 	return mux
@@ -174,7 +182,7 @@ func writeSim(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (s *Simulator) createPay(_ *http.Request, body []byte) (int, any) {
+func (s *Simulator) createPay(r *http.Request, body []byte) (int, any) {
 	var req struct {
 		ID        string       `json:"id"`
 		Amount    money.Amount `json:"amount"`
@@ -190,7 +198,7 @@ func (s *Simulator) createPay(_ *http.Request, body []byte) (int, any) {
 		return 409, map[string]string{"code": "OUT_TRADE_NO_USED"}
 	}
 	if !ok {
-		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "sim://pay/" + req.ID}, notify: req.NotifyURL}
+		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "http://" + r.Host + "/checkout/" + req.ID}, notify: req.NotifyURL}
 		s.pays[req.ID] = p
 		if d := s.knobs.AutoPay; d > 0 {
 			time.AfterFunc(d, func() { s.pay(req.ID) })
@@ -295,6 +303,9 @@ func (s *Simulator) payout(_ *http.Request, body []byte) (int, any) {
 		return 200, *p
 	}
 	p := &Payout{ID: req.ID, User: req.User, Amount: req.Amount, State: s.knobs.PayoutOutcome}
+	if p.State != PayoutProcessing {
+		p.DoneAt = s.now().UTC().Truncate(time.Microsecond)
+	}
 	switch p.State {
 	case PayoutSucceeded:
 		s.paidOut++
@@ -315,34 +326,57 @@ func (s *Simulator) queryPayout(r *http.Request, _ []byte) (int, any) {
 	return 200, *p
 }
 
-// statement answers the day's CSV: kind,id,amount,state,at of every paid
-// order and every payout of the day, plus injected lines.
+// Inject adds a statement discrepancy (see POST /control/statement).
+func (s *Simulator) Inject(l Line) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extra = append(s.extra, l)
+}
+
+// Lines is the day's statement: every order paid and every payout made
+// definite that day, with the injected discrepancies applied.
+func (s *Simulator) Lines(day time.Time) []Line {
+	s.mu.Lock()
+	byKey := map[string]Line{}
+	for _, p := range s.pays {
+		if p.State == PayPaid && sameDay(p.PaidAt, day) {
+			byKey[LinePay+p.ID] = Line{Kind: LinePay, ID: p.ID, Amount: p.Amount, State: p.State, At: p.PaidAt}
+		}
+	}
+	for _, p := range s.payouts {
+		if p.State != PayoutProcessing && sameDay(p.DoneAt, day) {
+			byKey[LinePayout+p.ID] = Line{Kind: LinePayout, ID: p.ID, Amount: p.Amount, State: p.State, At: p.DoneAt}
+		}
+	}
+	for _, l := range s.extra {
+		if !sameDay(l.At, day) {
+			continue
+		}
+		if l.State == "absent" {
+			delete(byKey, l.Kind+l.ID)
+		} else {
+			byKey[l.Kind+l.ID] = l
+		}
+	}
+	s.mu.Unlock()
+	lines := make([]Line, 0, len(byKey))
+	for _, l := range byKey {
+		lines = append(lines, l)
+	}
+	sort.Slice(lines, func(i, j int) bool { return lines[i].Kind+lines[i].ID < lines[j].Kind+lines[j].ID })
+	return lines
+}
+
+// statement answers the day's CSV: kind,id,amount,state,at (see Lines).
 func (s *Simulator) statement(r *http.Request, _ []byte) (int, any) {
 	day, err := time.Parse("2006-01-02", r.URL.Query().Get("day"))
 	if err != nil {
 		return 400, map[string]string{"code": "PARAM_ERROR"}
 	}
-	s.mu.Lock()
-	var lines []Line
-	for _, p := range s.pays {
-		if p.State == PayPaid && sameDay(p.PaidAt, day) {
-			lines = append(lines, Line{Kind: "pay", ID: p.ID, Amount: p.Amount, State: p.State, At: p.PaidAt})
-		}
-	}
-	for _, p := range s.payouts {
-		lines = append(lines, Line{Kind: "payout", ID: p.ID, Amount: p.Amount, State: p.State, At: day})
-	}
-	for _, l := range s.extra {
-		if sameDay(l.At, day) {
-			lines = append(lines, l)
-		}
-	}
-	s.mu.Unlock()
-	sort.Slice(lines, func(i, j int) bool { return lines[i].Kind+lines[i].ID < lines[j].Kind+lines[j].ID })
 	var b bytes.Buffer
 	cw := csv.NewWriter(&b)
 	_ = cw.Write([]string{"kind", "id", "amount", "state", "at"})
-	for _, l := range lines {
+	for _, l := range s.Lines(day) {
 		_ = cw.Write([]string{l.Kind, l.ID, l.Amount.String(), l.State, l.At.UTC().Format(time.RFC3339Nano)})
 	}
 	cw.Flush()

@@ -61,12 +61,16 @@ const (
 	// ClearingTransfers carries cross-shard transfers: the sender's shard
 	// credits it, the receiver's shard debits it; across shards it nets to zero.
 	ClearingTransfers Account = -5 * stripeSpan
+	// ClearingChannel is the payment channel's side: a top-up is credited
+	// from it, a withdrawal posted to it. Its balance is what the channel
+	// owes us net (negative: it holds top-ups paid to it).
+	ClearingChannel Account = -6 * stripeSpan
 )
 
 const stripeSpan = 1024
 
 // SystemAccounts lists every system account.
-var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees, ClearingTransfers}
+var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees, ClearingTransfers, ClearingChannel}
 
 // User returns the wallet account of a user.
 func User(id int64) Account { return Account(id) }
@@ -105,6 +109,8 @@ func (a Account) String() string {
 		return "fees"
 	case ClearingTransfers:
 		return "clearing:transfers"
+	case ClearingChannel:
+		return "clearing:channel"
 	}
 	if a > 0 {
 		return fmt.Sprintf("user:%d", int64(a))

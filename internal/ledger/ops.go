@@ -21,6 +21,11 @@ const (
 	KindDebit    = "debit"
 	KindRefund   = "refund"
 	KindSettle   = "settle"
+	// Money through the payment channel: a top-up credited, a withdrawal
+	// paid out (a hold post), a withdrawal the channel reversed refunded.
+	KindTopUp      = "topup"
+	KindWithdrawal = "withdrawal"
+	KindReversal   = "reversal"
 )
 
 // TransferRequest moves Amount from one account of this shard to another.
@@ -65,29 +70,49 @@ func (l *Ledger) Transfer(ctx context.Context, req TransferRequest) (TransferRes
 	}
 	var res TransferResult
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
-		var replayed bool
 		var err error
-		res, replayed, err = once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
-			m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
-				capped: req.Kind == KindDeposit || req.Kind == KindTransfer, peer: req.Peer}
-			if req.Reserved {
-				m.incoming = int64(req.Amount)
-			}
-			p, err := l.move(ctx, tx, m)
-			if err != nil {
-				return TransferResult{}, err
-			}
-			return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil
-		}, func(v dtx.Verdict) (TransferResult, error) {
-			return TransferResult{Amount: req.Amount, Empty: v == dtx.EmptyCancel}, nil
-		})
-		res.Replayed = replayed
+		res, err = l.transferIn(ctx, tx, req)
 		return err
 	})
 	if err != nil {
 		return TransferResult{}, fmt.Errorf("transfer %s -> %s (key %q): %w", req.From, req.To, req.Key, err)
 	}
 	return res, nil
+}
+
+// TransferIn is Transfer inside the caller's transaction on this shard's
+// database (a local transaction that also writes the caller's rows).
+func (l *Ledger) TransferIn(ctx context.Context, tx pgx.Tx, req TransferRequest) (TransferResult, error) {
+	if req.Kind == "" {
+		req.Kind = KindTransfer
+	}
+	if err := validMove(req.From, req.To, req.Amount); err != nil {
+		return TransferResult{}, err
+	}
+	res, err := l.transferIn(ctx, tx, req)
+	if err != nil {
+		return TransferResult{}, fmt.Errorf("transfer %s -> %s (key %q): %w", req.From, req.To, req.Key, err)
+	}
+	return res, nil
+}
+
+func (l *Ledger) transferIn(ctx context.Context, tx pgx.Tx, req TransferRequest) (TransferResult, error) {
+	res, replayed, err := once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
+		m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
+			capped: req.Kind == KindDeposit || req.Kind == KindTransfer, peer: req.Peer}
+		if req.Reserved {
+			m.incoming = int64(req.Amount)
+		}
+		p, err := l.move(ctx, tx, m)
+		if err != nil {
+			return TransferResult{}, err
+		}
+		return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil
+	}, func(v dtx.Verdict) (TransferResult, error) {
+		return TransferResult{Amount: req.Amount, Empty: v == dtx.EmptyCancel}, nil
+	})
+	res.Replayed = replayed
+	return res, err
 }
 
 // Deposit credits a user from the external funding account (admin and test
@@ -236,57 +261,62 @@ type HoldResult struct {
 
 // Hold reserves money on a user's wallet: available drops, balance stays.
 func (l *Ledger) Hold(ctx context.Context, req HoldRequest) (HoldResult, error) {
-	if req.User <= 0 {
-		return HoldResult{}, fmt.Errorf("hold: %w: user id %d", ErrInvalid, req.User)
-	}
-	if req.Amount <= 0 {
-		return HoldResult{}, fmt.Errorf("hold: %w: amount %s must be positive", ErrInvalid, req.Amount)
-	}
 	var res HoldResult
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
-		var replayed bool
 		var err error
-		res, replayed, err = once(ctx, tx, req.Key, "hold", req, req.Branch, dtx.OpTry, func() (HoldResult, error) {
-			var expires *time.Time
-			if !req.ExpiresAt.IsZero() {
-				expires = &req.ExpiresAt
-			}
-			// Both statements in one round trip; if the first finds too
-			// little money, the transaction is rolled back with the second.
-			b := &pgx.Batch{}
-			b.Queue(`UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
-				RETURNING balance - held`, req.User, int64(req.Amount))
-			b.Queue(`INSERT INTO holds (key, account_id, amount, expires_at) VALUES ($1, $2, $3, $4) RETURNING id`,
-				req.Key, req.User, int64(req.Amount), expires)
-			br := tx.SendBatch(ctx, b)
-			defer br.Close()
-			var available, id int64
-			err := br.QueryRow().Scan(&available)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return HoldResult{}, ErrInsufficientFunds
-			}
-			if err != nil {
-				return HoldResult{}, err
-			}
-			if err := br.QueryRow().Scan(&id); err != nil {
-				return HoldResult{}, fmt.Errorf("write hold: %w", err)
-			}
-			if err := br.Close(); err != nil {
-				return HoldResult{}, err
-			}
-			return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
-		}, func(dtx.Verdict) (HoldResult, error) {
-			r := HoldResult{Amount: req.Amount}
-			err := tx.QueryRow(ctx, `SELECT id FROM holds WHERE key = $1`, req.Key).Scan(&r.HoldID)
-			return r, err
-		})
-		res.Replayed = replayed
+		res, err = l.HoldIn(ctx, tx, req)
 		return err
 	})
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("hold %s for user %d (key %q): %w", req.Amount, req.User, req.Key, err)
 	}
 	return res, nil
+}
+
+// HoldIn is Hold inside the caller's transaction on this shard's database.
+func (l *Ledger) HoldIn(ctx context.Context, tx pgx.Tx, req HoldRequest) (HoldResult, error) {
+	if req.User <= 0 {
+		return HoldResult{}, fmt.Errorf("hold: %w: user id %d", ErrInvalid, req.User)
+	}
+	if req.Amount <= 0 {
+		return HoldResult{}, fmt.Errorf("hold: %w: amount %s must be positive", ErrInvalid, req.Amount)
+	}
+	res, replayed, err := once(ctx, tx, req.Key, "hold", req, req.Branch, dtx.OpTry, func() (HoldResult, error) {
+		var expires *time.Time
+		if !req.ExpiresAt.IsZero() {
+			expires = &req.ExpiresAt
+		}
+		// Both statements in one round trip; if the first finds too
+		// little money, the transaction is rolled back with the second.
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE accounts SET held = held + $2 WHERE id = $1 AND kind = 'user' AND balance - held >= $2
+				RETURNING balance - held`, req.User, int64(req.Amount))
+		b.Queue(`INSERT INTO holds (key, account_id, amount, expires_at) VALUES ($1, $2, $3, $4) RETURNING id`,
+			req.Key, req.User, int64(req.Amount), expires)
+		br := tx.SendBatch(ctx, b)
+		defer br.Close()
+		var available, id int64
+		err := br.QueryRow().Scan(&available)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return HoldResult{}, ErrInsufficientFunds
+		}
+		if err != nil {
+			return HoldResult{}, err
+		}
+		if err := br.QueryRow().Scan(&id); err != nil {
+			return HoldResult{}, fmt.Errorf("write hold: %w", err)
+		}
+		if err := br.Close(); err != nil {
+			return HoldResult{}, err
+		}
+		return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
+	}, func(dtx.Verdict) (HoldResult, error) {
+		r := HoldResult{Amount: req.Amount}
+		err := tx.QueryRow(ctx, `SELECT id FROM holds WHERE key = $1`, req.Key).Scan(&r.HoldID)
+		return r, err
+	})
+	res.Replayed = replayed
+	return res, err
 }
 
 // PostRequest settles a hold (TCC confirm): Amount (at most the held amount)
@@ -298,6 +328,8 @@ type PostRequest struct {
 	Amount  money.Amount   `json:"amount"`
 	Branch  *dtx.BranchRef `json:"-"`
 	Peer    int64          `json:"-"` // the user on the other side, for statements
+	// Kind of posting (KindHoldPost when empty).
+	Kind string `json:"kind,omitempty"`
 }
 
 // PostResult describes a posted hold.
@@ -320,27 +352,50 @@ func (l *Ledger) Post(ctx context.Context, req PostRequest) (PostResult, error) 
 	}
 	var res PostResult
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
-		var replayed bool
 		var err error
-		res, replayed, err = once(ctx, tx, req.Key, "post", req, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
-			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
-			if err != nil {
-				return PostResult{}, err
-			}
-			p, err := l.move(ctx, tx, move{kind: KindHoldPost, ref: req.Key, from: h.account, to: l.row(req.To, req.Key),
-				amount: int64(req.Amount), release: h.amount, holdID: h.id, peer: req.Peer})
-			if err != nil {
-				return PostResult{}, err
-			}
-			return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
-		}, func(dtx.Verdict) (PostResult, error) { return PostResult{Posted: req.Amount}, nil })
-		res.Replayed = replayed
+		res, err = l.postIn(ctx, tx, req)
 		return err
 	})
 	if err != nil {
 		return PostResult{}, fmt.Errorf("post hold %q (key %q): %w", req.HoldKey, req.Key, err)
 	}
 	return res, nil
+}
+
+// PostIn is Post inside the caller's transaction on this shard's database.
+func (l *Ledger) PostIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostResult, error) {
+	if err := validAccount(req.To); err != nil {
+		return PostResult{}, fmt.Errorf("post hold %q: %w", req.HoldKey, err)
+	}
+	if req.Amount <= 0 {
+		return PostResult{}, fmt.Errorf("post hold %q: %w: amount %s must be positive (void to release all)", req.HoldKey, ErrInvalid, req.Amount)
+	}
+	res, err := l.postIn(ctx, tx, req)
+	if err != nil {
+		return PostResult{}, fmt.Errorf("post hold %q (key %q): %w", req.HoldKey, req.Key, err)
+	}
+	return res, nil
+}
+
+func (l *Ledger) postIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostResult, error) {
+	res, replayed, err := once(ctx, tx, req.Key, "post", req, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
+		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
+		if err != nil {
+			return PostResult{}, err
+		}
+		kind := req.Kind
+		if kind == "" {
+			kind = KindHoldPost
+		}
+		p, err := l.move(ctx, tx, move{kind: kind, ref: req.Key, from: h.account, to: l.row(req.To, req.Key),
+			amount: int64(req.Amount), release: h.amount, holdID: h.id, peer: req.Peer})
+		if err != nil {
+			return PostResult{}, err
+		}
+		return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
+	}, func(dtx.Verdict) (PostResult, error) { return PostResult{Posted: req.Amount}, nil })
+	res.Replayed = replayed
+	return res, err
 }
 
 // VoidRequest releases a hold (TCC cancel).
@@ -363,25 +418,30 @@ type VoidResult struct {
 func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) {
 	var res VoidResult
 	err := l.inTx(ctx, func(tx pgx.Tx) error {
-		var replayed bool
 		var err error
-		res, replayed, err = once(ctx, tx, req.Key, "void", req, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
-			h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
-			if err != nil {
-				return VoidResult{}, err
-			}
-			if err := release(ctx, tx, h.account, h.amount); err != nil {
-				return VoidResult{}, err
-			}
-			return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil
-		}, func(v dtx.Verdict) (VoidResult, error) { return VoidResult{Empty: v == dtx.EmptyCancel}, nil })
-		res.Replayed = replayed
+		res, err = l.VoidIn(ctx, tx, req)
 		return err
 	})
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("void hold %q (key %q): %w", req.HoldKey, req.Key, err)
 	}
 	return res, nil
+}
+
+// VoidIn is Void inside the caller's transaction on this shard's database.
+func (l *Ledger) VoidIn(ctx context.Context, tx pgx.Tx, req VoidRequest) (VoidResult, error) {
+	res, replayed, err := once(ctx, tx, req.Key, "void", req, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
+		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
+		if err != nil {
+			return VoidResult{}, err
+		}
+		if err := release(ctx, tx, h.account, h.amount); err != nil {
+			return VoidResult{}, err
+		}
+		return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil
+	}, func(v dtx.Verdict) (VoidResult, error) { return VoidResult{Empty: v == dtx.EmptyCancel}, nil })
+	res.Replayed = replayed
+	return res, err
 }
 
 type hold struct {

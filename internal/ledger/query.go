@@ -216,6 +216,12 @@ func describe(kind string, in bool, other Account, peer int64) string {
 		return fmt.Sprintf("transfer to user %d", peer)
 	case kind == KindDeposit:
 		return "top-up"
+	case kind == KindTopUp:
+		return "top-up through the payment channel"
+	case kind == KindWithdrawal:
+		return "withdrawal through the payment channel"
+	case kind == KindReversal:
+		return "withdrawal returned by the payment channel"
 	case kind == KindTransfer && other > 0 && in:
 		return fmt.Sprintf("transfer from user %d", int64(other))
 	case kind == KindTransfer && other > 0:
