@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 )
 
@@ -175,4 +176,41 @@ func (s *Set) Overdue(ctx context.Context, since time.Time) (n int64, oldest tim
 		oldest = *at
 	}
 	return n, oldest, err
+}
+
+// Escrow is what the set says clearing:packets should hold for it: the
+// amounts of packets that took money (active, finished, expired) less every
+// claim and refund made, and the claims and refunds not yet seen credited
+// (at most limit; more is reported as more), whose amounts are still in
+// clearing until their ledger applies them.
+func (s *Set) Escrow(ctx context.Context, limit int) (held money.Amount, unmarked []ledger.CreditMessage, more bool, err error) {
+	err = pgx.BeginTxFunc(ctx, s.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT
+			(SELECT coalesce(sum(amount), 0) FROM packets WHERE state IN ('active', 'finished', 'expired'))
+			- (SELECT coalesce(sum(amount), 0) FROM claims) - (SELECT coalesce(sum(amount), 0) FROM refunds)`).Scan(&held); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL
+			UNION ALL SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL LIMIT $1`, limit+1)
+		if err != nil {
+			return err
+		}
+		unmarked, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ledger.CreditMessage, error) {
+			var id, user int64
+			var refund bool
+			var amount money.Amount
+			if err := r.Scan(&id, &refund, &user, &amount); err != nil {
+				return ledger.CreditMessage{}, err
+			}
+			if refund {
+				return RefundMessage(Refund{PacketID: id, Sender: user, Amount: amount}), nil
+			}
+			return ClaimMessage(Claim{ID: id, User: user, Amount: amount}), nil
+		})
+		return err
+	})
+	if len(unmarked) > limit {
+		unmarked, more = unmarked[:limit], true
+	}
+	return held, unmarked, more, err
 }

@@ -21,9 +21,9 @@ var ErrAmountMismatch = errors.New("the channel reports another amount for the o
 
 // Ledger keys of an order's money: one credit per top-up, one hold per
 // withdrawal resolved once, one refund per reversal.
-func topUpKey(id int64) string      { return fmt.Sprintf("topup:%d", id) }
-func holdKey(id int64) string       { return fmt.Sprintf("withdrawal:%d", id) }
-func reversalKey(id int64) string   { return fmt.Sprintf("withdrawal:%d:reversal", id) }
+func topUpKey(id int64) string              { return fmt.Sprintf("topup:%d", id) }
+func holdKey(id int64) string               { return fmt.Sprintf("withdrawal:%d", id) }
+func reversalKey(id int64) string           { return fmt.Sprintf("withdrawal:%d:reversal", id) }
 func resolveKey(id int64, op string) string { return fmt.Sprintf("withdrawal:%d:%s", id, op) }
 
 const orderColumns = `id, kind, user_id, amount, state, pay_url, reason, deadline, channel_at, created_at, updated_at, attempts`
