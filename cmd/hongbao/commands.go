@@ -37,6 +37,10 @@ func commands() []command {
 		{"packet", "send, grab, show a red packet; list sent or received", runPacket},
 		{"group", "create, join, show a group; list members", runGroup},
 		{"tx", "inspect global transactions (admin token)", runTx},
+		{"topup", "top up your wallet through the payment channel; show or list top-ups", runOrder("topup", "/v1/topups")},
+		{"withdraw", "withdraw from your wallet through the payment channel; show or list withdrawals", runOrder("withdraw", "/v1/withdrawals")},
+		{"orders", "payment channel orders not final yet (admin token)", runOpenOrders},
+		{"recon", "reconcile a day against the channel's statement and the books (admin token); exits 1 unless sound", runRecon},
 		{"channel-sim", "a payment channel simulator with fault knobs, as its own process", runChannelSim},
 		{"version", "print the version, the commit and the Go it was built with", runVersion},
 	}

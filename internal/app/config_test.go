@@ -5,12 +5,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hongbao/internal/payment"
 )
 
 func TestServeConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := ServeConfig{Config: Config{DataDir: "d", LedgerShards: 2}, Addr: "127.0.0.1:8080", TokenSecret: strings.Repeat("s", 32),
-		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour, MaxAmount: 100, MaxBalance: 1000, LogFormat: "json", LogLevel: "info"}
+		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour, MaxAmount: 100, MaxBalance: 1000, LogFormat: "json", LogLevel: "info",
+		Limits: payment.DefaultLimits, TopUpTTL: time.Hour, QueryAfter: time.Second, ReconAfter: time.Hour}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -23,11 +26,14 @@ func TestServeConfigValidate(t *testing.T) {
 	bad.PacketSets = 2000
 	bad.TxRetention = time.Minute
 	bad.DatabaseURLs = "hongbao_packet_1=postgres://x/p1 nonsense"
+	bad.ChannelURL = "ftp://channel"
+	bad.Limits.WithdrawalsPerDay = 0
+	bad.TopUpTTL = time.Second
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("a bad configuration was accepted")
 	}
-	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets", "--database-urls", "--tx-retention"} {
+	for _, want := range []string{"--token-secret", "--addr", "--ledger-shards", "{db}", "--packet-sets", "--database-urls", "--tx-retention", "--channel-url", "--channel-secret", "--withdrawals-daily", "--topup-ttl"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"hongbao/internal/bus"
+	"hongbao/internal/channel"
 	"hongbao/internal/dtx"
 	"hongbao/internal/flow"
 	"hongbao/internal/group"
@@ -27,7 +29,9 @@ import (
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
 	"hongbao/internal/postgres"
+	"hongbao/internal/recon"
 	"hongbao/internal/shard"
 )
 
@@ -73,7 +77,7 @@ func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*fl
 	ls := &flow.Ledgers{Table: t}
 	sizes := PoolSizes(n, 0)
 	for i := range n {
-		pool, err := open(ctx, LedgerDB(i), sizes[LedgerDB(i)], ledger.Migrations()...)
+		pool, err := open(ctx, LedgerDB(i), sizes[LedgerDB(i)], append(ledger.Migrations(), payment.Migrations())...)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +120,16 @@ type NodeOptions struct {
 	// a restarted node takes over at once what its dead predecessor was
 	// driving. Empty: a fresh identity, and a predecessor's leases run out.
 	NodeID string
-	Logger *slog.Logger
+	// Channel is the payment channel (nil: top-ups and withdrawals answer
+	// 503 no_channel); ChannelSecret verifies its callbacks. Payments tunes
+	// the orders (its Channel, Secret and shards are filled in here).
+	Channel       channel.Channel
+	ChannelSecret []byte
+	Payments      payment.Options
+	// ReconAfter: reconcile yesterday once a day this long after midnight
+	// UTC (0: no schedule; `hongbao recon` runs one by hand).
+	ReconAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Node is every part of a Hongbao node, started and stopped together.
@@ -129,6 +142,9 @@ type Node struct {
 	Relay   *packet.Relay
 	Flows   *flow.Flows
 	Credits []*bus.Consumer
+	// Payments runs top-ups and withdrawals; Recon reconciles the books.
+	Payments *payment.Service
+	Recon    *recon.Reconciler
 	// DeadCredits counts credits parked on a dead-letter subject;
 	// RelayRestarts the relay's restarts after a stall; Redriven the
 	// credits the reconciler published again.
@@ -202,13 +218,24 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		}
 		n.Sets = append(n.Sets, set)
 	}
-	dpool, err := open(ctx, DtxDB, sizes[DtxDB], dtx.Migrations()...)
+	dpool, err := open(ctx, DtxDB, sizes[DtxDB], append(dtx.Migrations(), recon.Migrations())...)
 	if err != nil {
 		return nil, err
 	}
 	n.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: flow.Participants(n.Ledgers, n.Groups, n.Sets),
 		Retention: o.TxRetention, Logger: o.Logger})
 	n.Flows = flow.New(n.Coord, n.Ledgers, n.Groups, n.Sets, o.Limits, o.MaxAmount)
+	po := o.Payments
+	po.Channel, po.Secret, po.Shards, po.ShardOf, po.Logger = o.Channel, o.ChannelSecret, n.Ledgers.Shards, n.Ledgers.Table.Of, o.Logger
+	if n.Payments, err = payment.New(po); err != nil {
+		return nil, err
+	}
+	n.Flows.Payments = n.Payments
+	n.Recon = recon.New(recon.Options{Channel: o.Channel, Payments: n.Payments, Ledgers: n.Ledgers, Sets: n.Sets, DB: dpool,
+		Grace: o.Grace, Logger: o.Logger, Unfinished: func(ctx context.Context) (int64, error) {
+			all, _, err := n.Coord.Unfinished(ctx, time.Hour)
+			return all, err
+		}})
 
 	for _, l := range n.Ledgers.Shards {
 		c, err := n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: fmt.Sprintf("ledger-%d", l.Shard()),
@@ -231,6 +258,10 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		n.wg.Go(func() { c.Run(run, h) })
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
+	n.wg.Go(func() { n.Payments.Run(run, o.Every) })
+	if o.ReconAfter > 0 {
+		n.wg.Go(func() { n.Recon.Schedule(run, o.ReconAfter, time.Minute) })
+	}
 	ok = true
 	return n, nil
 }
@@ -412,7 +443,41 @@ func (n *Node) sweep(ctx context.Context) {
 // Backend is what the HTTP API serves from: the node's flows, coordinator,
 // readiness and metrics.
 func (n *Node) Backend() httpapi.Backend {
-	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Ready: n.Ready, Collectors: n.collectors()}
+	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
+		Recon: n.Recon, Ready: n.Ready, Collectors: n.collectors()}
+}
+
+// payments serves the API's Payments: creation through the flows (with
+// the user's idempotency key), the rest from the orders.
+type payments struct {
+	f *flow.Flows
+	s *payment.Service
+}
+
+func (p payments) TopUp(ctx context.Context, key string, user int64, a money.Amount) (payment.Order, bool, error) {
+	return p.f.TopUp(ctx, key, user, a)
+}
+
+func (p payments) Withdraw(ctx context.Context, key string, user int64, a money.Amount) (payment.Order, bool, error) {
+	return p.f.Withdraw(ctx, key, user, a)
+}
+
+func (p payments) Get(ctx context.Context, id int64) (payment.Order, error) { return p.s.Get(ctx, id) }
+
+func (p payments) Events(ctx context.Context, id int64) ([]payment.Event, error) {
+	return p.s.Events(ctx, id)
+}
+
+func (p payments) List(ctx context.Context, k payment.Kind, user, before int64, limit int) ([]payment.Order, error) {
+	return p.s.List(ctx, k, user, before, limit)
+}
+
+func (p payments) Open(ctx context.Context, olderThan time.Time, limit int) ([]payment.Order, error) {
+	return p.s.Open(ctx, olderThan, limit)
+}
+
+func (p payments) Notify(ctx context.Context, h http.Header, body []byte) (payment.Order, error) {
+	return p.s.Notify(ctx, h, body)
 }
 
 // Ready reports the first dependency that does not answer: a database of
@@ -457,7 +522,7 @@ func (n *Node) collectors() []prometheus.Collector {
 			return float64(t)
 		}
 	}
-	return []prometheus.Collector{
+	cs := []prometheus.Collector{
 		counter("hongbao_grabs_total", "Claims committed by the grab engines.", sum(func(s *packet.Set) int64 { return s.Grabs.Load() })),
 		counter("hongbao_grabs_rejected_total", "Grabs turned away by admission control.", sum(func(s *packet.Set) int64 { return s.Rejected.Load() })),
 		gauge("hongbao_credits_pending", "Credits committed but not yet published by the relay.", func() float64 { return float64(n.Relay.Queued()) }),
@@ -509,6 +574,8 @@ func (n *Node) collectors() []prometheus.Collector {
 			return float64(n.Redriven.Load())
 		}),
 	}
+	cs = append(cs, n.Payments.Collectors()...)
+	return append(cs, n.Recon.Collectors()...)
 }
 
 // poolCollector reports each database pool's connections.

@@ -10,14 +10,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"hongbao/internal/channel"
 	"hongbao/internal/flow"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
+	"hongbao/internal/payment"
 	"hongbao/internal/postgres"
 )
 
@@ -38,6 +42,16 @@ type ServeConfig struct {
 	AccessLog    bool
 	MaxAmount    money.Amount
 	MaxBalance   money.Amount
+	// The payment channel: its URL (empty: the built-in simulator on a
+	// loopback port), the merchant secret, and the URL the channel calls
+	// back (default: this server's address).
+	ChannelURL    string
+	ChannelSecret string
+	PublicURL     string
+	Limits        payment.Limits
+	TopUpTTL      time.Duration
+	QueryAfter    time.Duration
+	ReconAfter    time.Duration
 }
 
 // Bind registers serve's flags, with HONGBAO_* environment fallbacks.
@@ -57,6 +71,16 @@ func (c *ServeConfig) Bind(fs *flag.FlagSet) {
 	c.MaxAmount, c.MaxBalance = flow.DefaultMaxAmount, ledger.DefaultMaxBalance
 	fs.TextVar(&c.MaxAmount, "max-amount", c.envAmount("HONGBAO_MAX_AMOUNT", flow.DefaultMaxAmount), "largest single transfer, deposit or entry fee, in yuan (HONGBAO_MAX_AMOUNT)")
 	fs.TextVar(&c.MaxBalance, "max-balance", c.envAmount("HONGBAO_MAX_BALANCE", ledger.DefaultMaxBalance), "largest wallet balance, in yuan (HONGBAO_MAX_BALANCE)")
+	fs.StringVar(&c.ChannelURL, "channel-url", Env("HONGBAO_CHANNEL_URL", ""), "payment channel URL; empty starts the built-in simulator on a loopback port (HONGBAO_CHANNEL_URL)")
+	SecretVar(fs, &c.ChannelSecret, "channel-secret", "HONGBAO_CHANNEL_SECRET", "merchant secret shared with the payment channel, at least 32 characters; empty with the built-in simulator: a fresh one (HONGBAO_CHANNEL_SECRET)")
+	fs.StringVar(&c.PublicURL, "public-url", Env("HONGBAO_PUBLIC_URL", ""), "this server's URL as the payment channel reaches it, for callbacks; default http://ADDR (HONGBAO_PUBLIC_URL)")
+	c.Limits = payment.DefaultLimits
+	fs.TextVar(&c.Limits.TopUpPerDay, "topup-daily", c.envAmount("HONGBAO_TOPUP_DAILY", payment.DefaultLimits.TopUpPerDay), "top-ups per user and day (UTC), in yuan (HONGBAO_TOPUP_DAILY)")
+	fs.TextVar(&c.Limits.WithdrawalPerDay, "withdraw-daily", c.envAmount("HONGBAO_WITHDRAW_DAILY", payment.DefaultLimits.WithdrawalPerDay), "withdrawals per user and day (UTC), in yuan (HONGBAO_WITHDRAW_DAILY)")
+	fs.IntVar(&c.Limits.WithdrawalsPerDay, "withdrawals-daily", c.envInt("HONGBAO_WITHDRAWALS_DAILY", payment.DefaultLimits.WithdrawalsPerDay), "number of withdrawals per user and day (HONGBAO_WITHDRAWALS_DAILY)")
+	fs.DurationVar(&c.TopUpTTL, "topup-ttl", c.envDuration("HONGBAO_TOPUP_TTL", 30*time.Minute), "a top-up unpaid this long is closed at the channel (HONGBAO_TOPUP_TTL)")
+	fs.DurationVar(&c.QueryAfter, "channel-query-after", c.envDuration("HONGBAO_CHANNEL_QUERY_AFTER", 10*time.Second), "first wait before asking the channel about an order it has not answered definitely; doubles up to 5 min (HONGBAO_CHANNEL_QUERY_AFTER)")
+	fs.DurationVar(&c.ReconAfter, "recon-after", c.envDuration("HONGBAO_RECON_AFTER", time.Hour), "reconcile yesterday this long after midnight UTC; 0 turns the schedule off (HONGBAO_RECON_AFTER)")
 	fs.DurationVar(&c.TxRetention, "tx-retention", c.envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
@@ -94,6 +118,20 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.NatsReplicas < 0 || c.NatsReplicas > 5 {
 		errs = append(errs, fmt.Errorf("--nats-replicas %d: want 0 (automatic) or 1..5", c.NatsReplicas))
+	}
+	if c.ChannelURL != "" && len(c.ChannelSecret) < 32 {
+		errs = append(errs, errors.New("--channel-secret (HONGBAO_CHANNEL_SECRET) must be at least 32 characters with --channel-url"))
+	}
+	for _, u := range []struct{ flag, v string }{{"--channel-url", c.ChannelURL}, {"--public-url", c.PublicURL}} {
+		if pu, err := url.Parse(u.v); u.v != "" && (err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "") {
+			errs = append(errs, fmt.Errorf("%s %q: want http(s)://host[:port]", u.flag, u.v))
+		}
+	}
+	if c.Limits.TopUpPerDay < 1 || c.Limits.WithdrawalPerDay < 1 || c.Limits.WithdrawalsPerDay < 1 {
+		errs = append(errs, errors.New("--topup-daily, --withdraw-daily and --withdrawals-daily must be positive"))
+	}
+	if c.TopUpTTL < time.Minute || c.QueryAfter < 100*time.Millisecond || c.QueryAfter > 5*time.Minute || c.ReconAfter < 0 || c.ReconAfter >= 24*time.Hour {
+		errs = append(errs, errors.New("--topup-ttl at least 1m, --channel-query-after 100ms..5m, --recon-after 0..24h"))
 	}
 	if c.TxRetention < time.Hour {
 		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
@@ -146,6 +184,9 @@ func Serve(ctx context.Context, cfg ServeConfig, out io.Writer, log *slog.Logger
 		}
 		defer lock.Unlock()
 	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + l.Addr().String()
+	}
 	srv, stop, err := startServer(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -171,10 +212,28 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		host, _ := os.Hostname()
 		nodeID = host + ":" + cfg.DataDir
 	}
+	stopSim := func() {}
+	chURL, chSecret := cfg.ChannelURL, []byte(cfg.ChannelSecret)
+	if chURL == "" {
+		if len(chSecret) < 32 {
+			chSecret = make([]byte, 32)
+			_, _ = rand.Read(chSecret)
+		}
+		var err error
+		if _, chURL, stopSim, err = StartSimulator(chSecret, channel.Knobs{}); err != nil {
+			dbs.Close()
+			return nil, nil, err
+		}
+		log.Warn("payment channel: the built-in simulator (not a real channel; pay an order by POSTing to its pay_url)", "url", chURL)
+	}
+	ch := channel.NewClient(chURL, chSecret, strings.TrimRight(cfg.PublicURL, "/")+"/v1/channel/notify")
 	sys, err := StartNode(ctx, dbs.Open, NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
 		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
-		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log})
+		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log,
+		Channel: ch, ChannelSecret: chSecret, ReconAfter: cfg.ReconAfter,
+		Payments: payment.Options{Limits: cfg.Limits, TopUpTTL: cfg.TopUpTTL, QueryAfter: cfg.QueryAfter}})
 	if err != nil {
+		stopSim()
 		dbs.Close()
 		return nil, nil, err
 	}
@@ -182,12 +241,26 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		Logger: log, AccessLog: cfg.AccessLog})
 	if err != nil {
 		sys.Close()
+		stopSim()
 		dbs.Close()
 		return nil, nil, err
 	}
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
-	return hs, func() { sys.Close(); dbs.Close() }, nil
+	return hs, func() { sys.Close(); stopSim(); dbs.Close() }, nil
+}
+
+// StartSimulator serves a payment channel simulator on a free loopback
+// port (serve without --channel-url, the demo, tests and benchmarks).
+func StartSimulator(secret []byte, k channel.Knobs) (*channel.Simulator, string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	sim := channel.NewSimulator(secret, k)
+	hs := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(l) //nolint:errcheck // ends with Close
+	return sim, "http://" + l.Addr().String(), func() { _ = hs.Close() }, nil
 }
 
 // ServeUntilDone serves hs on l until ctx ends, then drains: no new

@@ -15,6 +15,7 @@ import (
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
 )
 
 // Flows are the operations that span shards, run as global transactions.
@@ -27,8 +28,10 @@ type Flows struct {
 	// MaxAmount bounds a single transfer, deposit or entry fee (default
 	// DefaultMaxAmount).
 	MaxAmount money.Amount
-	requests  *requests
-	next      atomic.Uint64 // round-robin over sets for new packets
+	// Payments are top-ups and withdrawals through the payment channel.
+	Payments *payment.Service
+	requests *requests
+	next     atomic.Uint64 // round-robin over sets for new packets
 }
 
 // New returns the flows over a node's parts.

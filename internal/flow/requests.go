@@ -11,6 +11,7 @@ import (
 	"hongbao/internal/idempotency"
 	"hongbao/internal/ledger"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
 )
 
 // requests keeps every API idempotency key in one place: the record of
@@ -69,7 +70,8 @@ func (r *requests) lock(ctx context.Context, k flightKey) (unlock func(), err er
 func refused(err error) bool {
 	for _, e := range []error{ErrInvalid, ledger.ErrInvalid, ledger.ErrBalanceLimit, ledger.ErrInsufficientFunds,
 		packet.ErrInvalid, packet.ErrNotGroupMember, packet.ErrNotFound,
-		group.ErrInvalid, group.ErrNotFound, group.ErrGroupFull, group.ErrBanned, group.ErrConflict, group.ErrAlreadyMember} {
+		group.ErrInvalid, group.ErrNotFound, group.ErrGroupFull, group.ErrBanned, group.ErrConflict, group.ErrAlreadyMember,
+		payment.ErrInvalid, payment.ErrDailyLimit, payment.ErrNoChannel} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"hongbao/internal/app"
+	"hongbao/internal/channel"
 	"hongbao/internal/hbtest"
 	"hongbao/internal/httpapi"
+	"hongbao/internal/payment"
 	"hongbao/internal/pgtest"
 )
 
@@ -27,12 +29,24 @@ type api struct {
 	srv *httptest.Server
 	sys *app.Node
 	s   *httpapi.Server
+	sim *channel.Simulator
+	ch  *channel.Client
 }
+
+// channelSecret is the merchant secret the tests' simulator shares.
+var channelSecret = []byte("merchant-secret-merchant-secret!")
 
 func newAPI(t testing.TB) *api {
 	t.Helper()
+	sim, simURL, stopSim, err := app.StartSimulator(channelSecret, channel.Knobs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopSim)
+	ch := channel.NewClient(simURL, channelSecret, "") // the notify URL once the server has one
 	sys, err := app.StartNode(t.Context(), pgtest.Opener(t), app.NodeOptions{LedgerShards: 2, PacketSets: 2, BusDir: t.TempDir(),
-		Grace: time.Second, Every: 50 * time.Millisecond})
+		Grace: time.Second, Every: 50 * time.Millisecond, Channel: ch, ChannelSecret: channelSecret,
+		Payments: payment.Options{QueryAfter: 50 * time.Millisecond, QueryCap: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +55,9 @@ func newAPI(t testing.TB) *api {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
+	ch.NotifyURL = srv.URL + "/v1/channel/notify"
 	t.Cleanup(func() { srv.Close(); sys.Close() })
-	return &api{t: t, srv: srv, sys: sys, s: s}
+	return &api{t: t, srv: srv, sys: sys, s: s, sim: sim, ch: ch}
 }
 
 func token(t testing.TB, c httpapi.Claims) string {
@@ -65,6 +80,9 @@ type res struct {
 	raw    string
 }
 
+// signed is a body the payment channel signs (a callback).
+type signed string
+
 func (r res) code() string { s, _ := r.body["code"].(string); return s }
 
 func (a *api) do(method, path, tok, key string, body any) res {
@@ -74,6 +92,8 @@ func (a *api) do(method, path, tok, key string, body any) res {
 	case nil:
 	case string:
 		rd = strings.NewReader(b)
+	case signed:
+		rd = strings.NewReader(string(b))
 	default:
 		j, _ := json.Marshal(b)
 		rd = bytes.NewReader(j)
@@ -87,6 +107,9 @@ func (a *api) do(method, path, tok, key string, body any) res {
 	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
+	}
+	if b, ok := body.(signed); ok {
+		channel.Sign(req.Header, channelSecret, []byte(b), time.Now())
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -53,6 +53,9 @@ type Backend struct {
 	Packets      Packets
 	Groups       Groups
 	Transactions Transactions
+	// Payments and Recon may be nil: their routes are not served then.
+	Payments Payments
+	Recon    Reconciliation
 	// Ready reports whether every dependency answers (nil: ready).
 	Ready func(ctx context.Context) error
 	// Collectors are the metrics of the parts behind the API.

@@ -11,12 +11,15 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"hongbao/internal/channel"
 	"hongbao/internal/dtx"
 	"hongbao/internal/flow"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
+	"hongbao/internal/recon"
 )
 
 // apiError is the JSON body of every error: a stable code and a message.
@@ -72,6 +75,15 @@ var errorTable = []struct {
 	{group.ErrBanned, http.StatusForbidden, "banned"},
 	{group.ErrAlreadyMember, http.StatusConflict, "already_member"},
 	{group.ErrConflict, http.StatusConflict, "conflict"},
+	{payment.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{payment.ErrNotFound, http.StatusNotFound, "not_found"},
+	{payment.ErrDailyLimit, http.StatusConflict, "daily_limit"},
+	{payment.ErrAmountMismatch, http.StatusConflict, "amount_mismatch"},
+	{payment.ErrNoChannel, http.StatusServiceUnavailable, "no_channel"},
+	{channel.ErrBadSignature, http.StatusUnauthorized, "bad_signature"},
+	{channel.ErrUnknown, http.StatusServiceUnavailable, "channel_unavailable"},
+	{recon.ErrNoReport, http.StatusNotFound, "not_found"},
+	{recon.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 }
 
 // clientMessage is what a client is told of err, matched by sentinel: the
@@ -82,7 +94,8 @@ func clientMessage(err, sentinel error) string {
 	switch {
 	case errors.Is(sentinel, money.ErrSyntax), errors.Is(sentinel, money.ErrPrecision), errors.Is(sentinel, money.ErrRange),
 		errors.Is(sentinel, money.ErrNotPositive), errors.Is(sentinel, ledger.ErrInvalid), errors.Is(sentinel, packet.ErrInvalid),
-		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec):
+		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec),
+		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid):
 		msg := err.Error()
 		if i := strings.LastIndex(msg, sentinel.Error()); i >= 0 {
 			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it

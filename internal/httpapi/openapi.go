@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"regexp"
+
+	"hongbao/internal/recon"
 	"slices"
 	"strings"
 )
@@ -43,6 +45,25 @@ var docs = map[string]doc{
 	"GET /v1/admin/wallets/{user}":     {"Any user's wallet (admin).", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
 	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, cursor, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
 	"GET /v1/admin/transactions/{gid}": {"One global transaction with branches, attempts and last error (admin).", nil, map[string]map[string]any{"200": ref("Global")}, nil},
+	"POST /v1/topups": {"Top up the caller's wallet through the payment channel: 201 with the pay URL once the channel has the pay order, 202 while its answer is unknown (ask again with the same key). The wallet is credited once the channel definitely says paid.",
+		obj(map[string]any{"amount": amount}, "amount"), map[string]map[string]any{"201": ref("Order"), "202": ref("Order")}, []string{"409"}},
+	"GET /v1/topups":      {"The caller's top-ups, newest first (query: cursor, limit).", nil, map[string]map[string]any{"200": list("orders", "Order")}, nil},
+	"GET /v1/topups/{id}": {"A top-up with every transition (its user and operators).", nil, map[string]map[string]any{"200": ref("OrderDetail")}, nil},
+	"POST /v1/withdrawals": {"Withdraw from the caller's wallet through the payment channel: the amount is held, then paid out; 201 when the channel's answer is definite (succeeded or failed), 202 while it is unknown (the hold stays until it is).",
+		obj(map[string]any{"amount": amount}, "amount"), map[string]map[string]any{"201": ref("Order"), "202": ref("Order")}, []string{"409"}},
+	"GET /v1/withdrawals":      {"The caller's withdrawals, newest first (query: cursor, limit).", nil, map[string]map[string]any{"200": list("orders", "Order")}, nil},
+	"GET /v1/withdrawals/{id}": {"A withdrawal with every transition (its user and operators).", nil, map[string]map[string]any{"200": ref("OrderDetail")}, nil},
+	"POST /v1/channel/notify": {"The payment channel's callback of a paid order, signed with the merchant secret (X-Channel-Timestamp, X-Channel-Signature); 200 only after the credit has committed; a repeat answers the same.",
+		obj(map[string]any{"id": bigID, "amount": amount, "state": str, "paid_at": when, "pay_url": str}, "id", "amount", "state"),
+		map[string]map[string]any{"200": obj(map[string]any{"code": enum("SUCCESS"), "order": bigID, "state": ref("OrderState")}, "code", "order", "state")}, []string{"409"}},
+	"GET /v1/admin/channel/orders": {"Orders not final yet, oldest first (query: older_than_seconds, limit) (admin): unknown withdrawals, unanswered top-ups.", nil,
+		map[string]map[string]any{"200": obj(map[string]any{"orders": map[string]any{"type": "array", "items": ref("Order")}}, "orders")}, nil},
+	"POST /v1/admin/recon": {"Reconcile a day (UTC) now against the channel's statement and the books; repairs what is safe and answers the stored report (admin).",
+		obj(map[string]any{"day": day}, "day"), map[string]map[string]any{"200": ref("Report")}, nil},
+	"GET /v1/admin/recon/{day}": {"The last reconciliation report of a day (admin).", nil, map[string]map[string]any{"200": ref("Report")}, nil},
+	"POST /v1/admin/recon/{day}/resolutions": {"Record an operator's resolution of one difference of a day; the next run counts it resolved (admin).",
+		obj(map[string]any{"kind": enum(recon.Kinds...), "order": bigID, "note": str}, "kind", "order", "note"),
+		map[string]map[string]any{"200": obj(map[string]any{"day": day, "kind": enum(recon.Kinds...), "order": bigID, "note": str}, "day", "kind", "order", "note")}, nil},
 }
 
 // commonErrors are the statuses of errors any authenticated route may give.
@@ -51,7 +72,7 @@ var commonErrors = []string{"400", "401", "403", "404", "413", "415", "503"}
 // errorCodes are every stable code an error may carry.
 var errorCodes = []string{"bad_json", "bad_amount", "bad_id", "bad_query", "bad_idempotency_key", "invalid_request", "idempotency_key_required",
 	"unauthorized", "token_expired", "forbidden", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
-	"insufficient_funds", "balance_limit", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
+	"insufficient_funds", "balance_limit", "daily_limit", "amount_mismatch", "no_channel", "bad_signature", "channel_unavailable", "bad_day", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
 	"already_member", "conflict", "cancelled", "too_large", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
 
 var (
@@ -63,6 +84,7 @@ var (
 	boolean  = map[string]any{"type": "boolean"}
 	when     = map[string]any{"type": "string", "format": "date-time"}
 	count    = map[string]any{"type": "integer", "minimum": 0}
+	day      = map[string]any{"type": "string", "format": "date", "description": "a day, YYYY-MM-DD (UTC)"}
 	greeting = map[string]any{"type": "string", "maxLength": 64, "description": "one line of visible text, at most 64 characters"}
 )
 
@@ -94,7 +116,7 @@ var schemas = map[string]any{
 	"Problem": obj(map[string]any{"type": str, "title": str, "status": integer(400, 599), "detail": str, "code": enum(errorCodes...), "message": str},
 		"type", "title", "status", "detail", "code"),
 	"Wallet": obj(map[string]any{"user": userID, "balance": amount, "held": amount, "available": amount, "incoming": amount}, "user", "balance", "held", "available"),
-	"Entry": obj(map[string]any{"posting_id": count, "kind": enum("deposit", "transfer", "hold_post", "credit", "debit", "refund", "settle"), "ref": str,
+	"Entry": obj(map[string]any{"posting_id": count, "kind": enum("deposit", "transfer", "hold_post", "credit", "debit", "refund", "settle", "topup", "withdrawal", "reversal"), "ref": str,
 		"amount": amount, "balance": amount, "counterparty": str, "description": str, "at": when}, "posting_id", "kind", "amount", "balance", "counterparty", "description", "at"),
 	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(cursor)}, "entries", "next"),
 	"Result": obj(map[string]any{"gid": str, "outcome": enum("committed", "cancelled", "pending"),
@@ -110,8 +132,22 @@ var schemas = map[string]any{
 	"Detail": obj(map[string]any{"packet": ref("Packet"), "claims": map[string]any{"type": "array", "items": ref("Claim")}, "best_luck": ref("Claim")}, "packet", "claims"),
 	"Group": obj(map[string]any{"id": groupID, "owner": userID, "capacity": integer(1, 2147483647), "fee": amount, "member_count": count, "created_at": when},
 		"id", "owner", "capacity", "fee", "member_count", "created_at"),
-	"Member": obj(map[string]any{"group_id": groupID, "user": userID, "joined_at": when}, "group_id", "user", "joined_at"),
-	"Branch": obj(map[string]any{"participant": str, "payload": map[string]any{}, "retryable": boolean}, "participant", "payload"),
+	"Member":     obj(map[string]any{"group_id": groupID, "user": userID, "joined_at": when}, "group_id", "user", "joined_at"),
+	"Branch":     obj(map[string]any{"participant": str, "payload": map[string]any{}, "retryable": boolean}, "participant", "payload"),
+	"OrderState": enum("created", "pending", "unknown", "paid", "closed", "succeeded", "failed", "reversed"),
+	"Order": obj(map[string]any{"id": bigID, "kind": enum("topup", "withdrawal"), "user": userID, "amount": amount, "state": ref("OrderState"),
+		"pay_url": str, "reason": str, "deadline": when, "channel_at": when, "created_at": when, "updated_at": when, "attempts": count},
+		"id", "kind", "user", "amount", "state", "deadline", "created_at", "updated_at", "attempts"),
+	"OrderEvent":  obj(map[string]any{"from": str, "to": ref("OrderState"), "note": str, "at": when}, "to", "at"),
+	"OrderDetail": obj(map[string]any{"order": ref("Order"), "events": map[string]any{"type": "array", "items": ref("OrderEvent")}}, "order", "events"),
+	"Difference": obj(map[string]any{"kind": enum(recon.Kinds...), "order": str, "user": userID, "amount": amount, "ours": str, "channel": str,
+		"repaired": boolean, "resolved": boolean, "note": str}, "kind", "order", "amount", "ours", "channel", "repaired", "resolved"),
+	"Check": obj(map[string]any{"name": str, "ok": boolean, "skipped": boolean, "detail": map[string]any{"type": "array", "items": str}}, "name", "ok"),
+	"Side":  obj(map[string]any{"pays": count, "paid": amount, "payouts": count, "paid_out": amount}, "pays", "paid", "payouts", "paid_out"),
+	"Report": obj(map[string]any{"id": bigID, "day": day, "ran_at": when, "channel": ref("Side"), "ours": ref("Side"),
+		"differences": map[string]any{"type": "array", "items": ref("Difference")}, "checks": map[string]any{"type": "array", "items": ref("Check")},
+		"repaired": count, "unresolved": count, "sound": boolean},
+		"id", "day", "ran_at", "channel", "ours", "differences", "checks", "repaired", "unresolved", "sound"),
 	"Global": obj(map[string]any{"gid": str, "kind": enum("tcc", "saga"), "state": enum("trying", "confirming", "cancelling", "committed", "cancelled"),
 		"branches": map[string]any{"type": "array", "items": ref("Branch")}, "reason": str, "attempts": count, "last_error": str,
 		"next_attempt": when, "owner": str, "created_at": when, "updated_at": when, "finished_at": when},
@@ -151,6 +187,9 @@ func (s *Server) OpenAPI() map[string]any {
 			"responses":   responses,
 			"security":    []any{map[string]any{"bearer": []any{}}},
 		}
+		if rt.auth == public {
+			op["security"] = []any{}
+		}
 		var params []any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.pattern, -1) {
 			schema := bigID
@@ -159,6 +198,8 @@ func (s *Server) OpenAPI() map[string]any {
 				schema = userID
 			case "gid":
 				schema = map[string]any{"type": "string", "maxLength": 512}
+			case "day":
+				schema = day
 			}
 			if strings.HasPrefix(rt.pattern, "/v1/groups/") {
 				schema = groupID

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"hongbao/internal/httpapi"
@@ -120,6 +121,10 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 	g := a.must(a.do("POST", "/v1/groups", otok, "g", map[string]any{"capacity": 5, "fee": "1.00"}), 201).body["id"].(float64)
 	gp := fmt.Sprintf("/v1/groups/%.0f", g)
 	pk := a.must(a.do("POST", "/v1/packets", otok, "p", map[string]any{"kind": "single", "receiver": u, "amount": "2.00", "greeting": "hi"}), 201).body["id"].(string)
+	top := a.must(a.do("POST", "/v1/topups", utok, "top", map[string]any{"amount": "5.00"}), 201).body
+	wd := a.must(a.do("POST", "/v1/withdrawals", otok, "wd", map[string]any{"amount": "1.00"}), 201).body
+	today := time.Now().UTC().Format("2006-01-02")
+	paid := signed(fmt.Sprintf(`{"id":%q,"amount":"5.00","state":"paid","paid_at":%q}`, top["id"], time.Now().UTC().Format(time.RFC3339)))
 	tests := []struct {
 		pattern, method, path, tok, key string
 		body                            any
@@ -145,6 +150,25 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 		{"/v1/admin/transactions", "get", "/v1/admin/transactions?limit=5", adm, "", nil},
 		{"/v1/admin/transactions", "get", "/v1/admin/transactions", utok, "", nil},
 		{"/v1/admin/transactions/{gid}", "get", "/v1/admin/transactions/nope", adm, "", nil},
+		{"/v1/topups", "post", "/v1/topups", utok, "top2", map[string]any{"amount": "999999.99"}},
+		{"/v1/topups", "post", "/v1/topups", utok, "top3", map[string]any{"amount": "0"}},
+		{"/v1/topups", "get", "/v1/topups", utok, "", nil},
+		{"/v1/topups/{id}", "get", "/v1/topups/" + top["id"].(string), utok, "", nil},
+		{"/v1/topups/{id}", "get", "/v1/topups/" + top["id"].(string), otok, "", nil},
+		{"/v1/channel/notify", "post", "/v1/channel/notify", "", "", paid},
+		{"/v1/channel/notify", "post", "/v1/channel/notify", "", "", `{"id":"1","amount":"5.00","state":"paid"}`},
+		{"/v1/channel/notify", "post", "/v1/channel/notify", "", "", signed(`{"id":"12345","amount":"5.00","state":"paid"}`)},
+		{"/v1/withdrawals", "post", "/v1/withdrawals", otok, "wd2", map[string]any{"amount": "500.00"}},
+		{"/v1/withdrawals", "get", "/v1/withdrawals?limit=1", otok, "", nil},
+		{"/v1/withdrawals/{id}", "get", "/v1/withdrawals/" + wd["id"].(string), otok, "", nil},
+		{"/v1/withdrawals/{id}", "get", "/v1/withdrawals/" + top["id"].(string), utok, "", nil},
+		{"/v1/admin/channel/orders", "get", "/v1/admin/channel/orders", adm, "", nil},
+		{"/v1/admin/recon", "post", "/v1/admin/recon", adm, "", map[string]any{"day": today}},
+		{"/v1/admin/recon", "post", "/v1/admin/recon", adm, "", map[string]any{"day": "2026-13-01"}},
+		{"/v1/admin/recon/{day}", "get", "/v1/admin/recon/" + today, adm, "", nil},
+		{"/v1/admin/recon/{day}", "get", "/v1/admin/recon/2001-01-01", adm, "", nil},
+		{"/v1/admin/recon/{day}/resolutions", "post", "/v1/admin/recon/" + today + "/resolutions", adm, "", map[string]any{"kind": "unknown_order", "order": "777", "note": "checked"}},
+		{"/v1/admin/recon/{day}/resolutions", "post", "/v1/admin/recon/" + today + "/resolutions", adm, "", map[string]any{"kind": "x", "order": "777", "note": "checked"}},
 	}
 	seen := map[string]bool{}
 	for _, c := range tests {

@@ -27,6 +27,7 @@ import (
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
 )
 
 // Options configure the API.
@@ -108,6 +109,25 @@ func New(b Backend, o Options) (*Server, error) {
 		{"GET", "/v1/admin/wallets/{user}", admin, false, s.adminWallet},
 		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
 		{"GET", "/v1/admin/transactions/{gid}", admin, false, s.transaction},
+	}
+	if b.Payments != nil {
+		s.routes = append(s.routes,
+			route{"POST", "/v1/topups", user, true, s.createOrder(payment.TopUp)},
+			route{"GET", "/v1/topups", user, false, s.listOrders(payment.TopUp)},
+			route{"GET", "/v1/topups/{id}", party, false, s.getOrder(payment.TopUp)},
+			route{"POST", "/v1/withdrawals", user, true, s.createOrder(payment.Withdrawal)},
+			route{"GET", "/v1/withdrawals", user, false, s.listOrders(payment.Withdrawal)},
+			route{"GET", "/v1/withdrawals/{id}", party, false, s.getOrder(payment.Withdrawal)},
+			route{"POST", "/v1/channel/notify", public, false, s.notify},
+			route{"GET", "/v1/admin/channel/orders", admin, false, s.openOrders},
+		)
+	}
+	if b.Recon != nil {
+		s.routes = append(s.routes,
+			route{"POST", "/v1/admin/recon", admin, false, s.runRecon},
+			route{"GET", "/v1/admin/recon/{day}", admin, false, s.latestRecon},
+			route{"POST", "/v1/admin/recon/{day}/resolutions", admin, false, s.resolveRecon},
+		)
 	}
 	allowed := map[string][]string{}
 	for _, rt := range s.routes {

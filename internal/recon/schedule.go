@@ -76,7 +76,11 @@ var (
 	lastDesc   = prometheus.NewDesc("hongbao_recon_last_run_timestamp_seconds", "When this node last ran a reconciliation (0: never).", nil, nil)
 )
 
-func (c lastReport) Describe(ch chan<- *prometheus.Desc) { ch <- diffDesc; ch <- checksDesc; ch <- lastDesc }
+func (c lastReport) Describe(ch chan<- *prometheus.Desc) {
+	ch <- diffDesc
+	ch <- checksDesc
+	ch <- lastDesc
+}
 
 func (c lastReport) Collect(ch chan<- prometheus.Metric) {
 	c.r.last.Lock()
