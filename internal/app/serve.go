@@ -212,28 +212,34 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		host, _ := os.Hostname()
 		nodeID = host + ":" + cfg.DataDir
 	}
-	stopSim := func() {}
+	public := strings.TrimRight(cfg.PublicURL, "/")
 	chURL, chSecret := cfg.ChannelURL, []byte(cfg.ChannelSecret)
+	var sim *channel.Simulator
 	if chURL == "" {
+		// The built-in simulator, served under /sim on this server, its
+		// orders kept in the data folder so that it survives a restart.
 		if len(chSecret) < 32 {
 			chSecret = make([]byte, 32)
 			_, _ = rand.Read(chSecret)
 		}
-		var err error
-		if _, chURL, stopSim, err = StartSimulator(chSecret, channel.Knobs{}); err != nil {
-			dbs.Close()
-			return nil, nil, err
+		sim = channel.NewSimulator(chSecret, channel.Knobs{})
+		sim.Prefix = "/sim"
+		if cfg.DataDir != "" {
+			if err := sim.Persist(filepath.Join(cfg.DataDir, "channel-sim.json")); err != nil {
+				dbs.Close()
+				return nil, nil, err
+			}
 		}
-		log.Warn("payment channel: the built-in simulator (not a real channel; pay an order by POSTing to its pay_url)", "url", chURL)
+		chURL = public + "/sim"
+		log.Warn("payment channel: the built-in simulator (not a real channel: a payer pays an order by POSTing to its pay_url; use --channel-url for a real one)", "url", chURL)
 	}
-	ch := channel.NewClient(chURL, chSecret, strings.TrimRight(cfg.PublicURL, "/")+"/v1/channel/notify")
+	ch := channel.NewClient(chURL, chSecret, public+"/v1/channel/notify")
 	sys, err := StartNode(ctx, dbs.Open, NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
 		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
 		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log,
 		Channel: ch, ChannelSecret: chSecret, ReconAfter: cfg.ReconAfter,
 		Payments: payment.Options{Limits: cfg.Limits, TopUpTTL: cfg.TopUpTTL, QueryAfter: cfg.QueryAfter}})
 	if err != nil {
-		stopSim()
 		dbs.Close()
 		return nil, nil, err
 	}
@@ -241,13 +247,19 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		Logger: log, AccessLog: cfg.AccessLog})
 	if err != nil {
 		sys.Close()
-		stopSim()
 		dbs.Close()
 		return nil, nil, err
 	}
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
+	handler := api.Handler()
+	if sim != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/sim/", http.StripPrefix("/sim", sim.Handler()))
+		mux.Handle("/", handler)
+		handler = mux
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
-	return hs, func() { sys.Close(); stopSim(); dbs.Close() }, nil
+	return hs, func() { sys.Close(); dbs.Close() }, nil
 }
 
 // StartSimulator serves a payment channel simulator on a free loopback
@@ -300,7 +312,12 @@ func LocalAPI(n *Node, log *slog.Logger) (url string, secret []byte, stop func()
 	if err != nil {
 		return "", nil, nil, err
 	}
+	url = "http://" + l.Addr().String()
+	// A channel client without a notify URL calls back to this API.
+	if c, ok := n.o.Channel.(*channel.Client); ok && c.NotifyURL == "" {
+		c.NotifyURL = url + "/v1/channel/notify"
+	}
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(l) //nolint:errcheck // ends with Shutdown
-	return "http://" + l.Addr().String(), secret, func() { _ = hs.Shutdown(context.Background()) }, nil
+	return url, secret, func() { _ = hs.Shutdown(context.Background()) }, nil
 }

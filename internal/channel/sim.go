@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -49,6 +52,64 @@ type Simulator struct {
 	// extra statement lines: discrepancies injected by the control API.
 	extra []Line
 	rng   *rand.Rand
+	// path, when set, is the file the state is kept in (Persist).
+	path string
+	// Prefix is the path the simulator is mounted under (pay URLs carry it).
+	Prefix string
+}
+
+// simState is what Persist keeps.
+type simState struct {
+	Pays    map[string]PayOrder `json:"pays"`
+	Notify  map[string]string   `json:"notify"`
+	Payouts map[string]*Payout  `json:"payouts"`
+	PaidOut int                 `json:"paid_out"`
+	Extra   []Line              `json:"extra"`
+}
+
+// Persist keeps the simulator's orders in a file, so that a process that
+// serves it can be killed and restarted like a real channel that never
+// forgets: the file is loaded now if it exists and rewritten (write, then
+// rename) after every change.
+func (s *Simulator) Persist(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.path = path
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st simState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("channel simulator state %s: %w", path, err)
+	}
+	for id, p := range st.Pays {
+		s.pays[id] = &simPay{PayOrder: p, notify: st.Notify[id]}
+	}
+	for id, p := range st.Payouts {
+		s.payouts[id] = p
+	}
+	s.paidOut, s.extra = st.PaidOut, st.Extra
+	return nil
+}
+
+// save writes the state when persisted; s.mu is held.
+func (s *Simulator) save() {
+	if s.path == "" {
+		return
+	}
+	st := simState{Pays: map[string]PayOrder{}, Notify: map[string]string{}, Payouts: s.payouts, PaidOut: s.paidOut, Extra: s.extra}
+	for id, p := range s.pays {
+		st.Pays[id], st.Notify[id] = p.PayOrder, p.notify
+	}
+	b, _ := json.Marshal(st)
+	tmp := s.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		_ = os.Rename(tmp, s.path)
+	}
 }
 
 type simPay struct {
@@ -116,6 +177,7 @@ func (s *Simulator) Handler() http.Handler {
 			if req.State == PayoutSucceeded {
 				s.paidOut++
 			}
+			s.save()
 		}
 		return 200, *p
 	}))
@@ -198,8 +260,9 @@ func (s *Simulator) createPay(r *http.Request, body []byte) (int, any) {
 		return 409, map[string]string{"code": "OUT_TRADE_NO_USED"}
 	}
 	if !ok {
-		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "http://" + r.Host + "/checkout/" + req.ID}, notify: req.NotifyURL}
+		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "http://" + r.Host + s.Prefix + "/checkout/" + req.ID}, notify: req.NotifyURL}
 		s.pays[req.ID] = p
+		s.save()
 		if d := s.knobs.AutoPay; d > 0 {
 			time.AfterFunc(d, func() { s.pay(req.ID) })
 		}
@@ -228,6 +291,7 @@ func (s *Simulator) closePay(r *http.Request, _ []byte) (int, any) {
 	}
 	if p.State == PayCreated {
 		p.State = PayClosed
+		s.save()
 	}
 	return 200, p.PayOrder // paid meanwhile: says so
 }
@@ -242,6 +306,7 @@ func (s *Simulator) pay(id string) (int, any) {
 	}
 	if p.State == PayCreated {
 		p.State, p.PaidAt = PayPaid, s.now().UTC().Truncate(time.Microsecond)
+		s.save()
 		k := s.knobs
 		drop, dup := s.roll(k.DropCallback), s.roll(k.DuplicateCallback)
 		order, notify := p.PayOrder, p.notify
@@ -313,6 +378,7 @@ func (s *Simulator) payout(_ *http.Request, body []byte) (int, any) {
 		p.Reason = "account frozen"
 	}
 	s.payouts[req.ID] = p
+	s.save()
 	return 200, *p
 }
 
@@ -331,6 +397,7 @@ func (s *Simulator) Inject(l Line) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.extra = append(s.extra, l)
+	s.save()
 }
 
 // Lines is the day's statement: every order paid and every payout made

@@ -14,8 +14,8 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/money"
-	"hongbao/internal/text"
 	"hongbao/internal/postgres"
+	"hongbao/internal/text"
 )
 
 //go:embed sql/*.sql

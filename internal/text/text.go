@@ -34,4 +34,3 @@ func BadRune(s string) (rune, bool) {
 	}
 	return 0, false
 }
-
