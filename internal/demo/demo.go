@@ -2,17 +2,23 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"hongbao/internal/app"
 	"hongbao/internal/client"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"hongbao/internal/channel"
+	"hongbao/internal/payment"
+	"hongbao/internal/recon"
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/group"
@@ -63,8 +69,19 @@ func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) e
 	}
 	defer dbs.Close()
 	limits := packet.DefaultLimits
+	// The payment channel: the simulator on a loopback port, unreliable
+	// for part of the demo.
+	chSecret := make([]byte, 32)
+	_, _ = rand.Read(chSecret)
+	sim, simURL, stopSim, err := app.StartSimulator(chSecret, channel.Knobs{})
+	if err != nil {
+		return err
+	}
+	defer stopSim()
 	sys, err := app.StartNode(ctx, dbs.Open, app.NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: *sets, Limits: limits,
-		BusDir: filepath.Join(dir, "nats"), Grace: 2 * time.Second, Every: 200 * time.Millisecond, Logger: log})
+		BusDir: filepath.Join(dir, "nats"), Grace: 2 * time.Second, Every: 200 * time.Millisecond, Logger: log,
+		Channel: channel.NewClient(simURL, chSecret, ""), ChannelSecret: chSecret,
+		Payments: payment.Options{QueryAfter: 200 * time.Millisecond, QueryCap: time.Second}})
 	if err != nil {
 		return err
 	}
@@ -76,7 +93,7 @@ func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) e
 	}
 	defer stop()
 	fmt.Fprintf(out, "  HTTP API on %s; everything below goes through it\n", url)
-	d := &demo{sys: sys, out: out, users: int64(*users), Users: client.NewUsers(url, secret, 32)}
+	d := &demo{sys: sys, sim: sim, out: out, users: int64(*users), Users: client.NewUsers(url, secret, 32)}
 	if err := d.run(ctx); err != nil {
 		return err
 	}
@@ -87,6 +104,7 @@ func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) e
 type demo struct {
 	*client.Users
 	sys       *app.Node
+	sim       *channel.Simulator
 	out       io.Writer
 	users     int64
 	deposited money.Amount
@@ -301,7 +319,13 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.step("an equal packet of 100.00 in 7 shares; 5 packets of 50.00 grabbed 4 of 10 shares, expiring in 2 s")
 
-	// 7. Wait for the credits and the refunds, then reconcile.
+	// 7. Money in and out through a payment channel that loses answers,
+	// fails, answers "system error" and drops or repeats callbacks.
+	if err := d.channel(ctx); err != nil {
+		return err
+	}
+
+	// 8. Wait for the credits and the refunds, then reconcile.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		pending, refunded, err := d.outstanding(ctx, expiring)
@@ -320,6 +344,112 @@ func (d *demo) run(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return d.reconcile(ctx)
+}
+
+// channel tops up and withdraws through the API while the channel is
+// unreliable, then waits until every order is final.
+func (d *demo) channel(ctx context.Context) error {
+	d.sim.SetKnobs(channel.Knobs{LoseAnswer: 0.2, Fail5xx: 0.1, SystemError: 0.1, DropCallback: 0.3, DuplicateCallback: 0.3})
+	const topUps, topUp = 100, money.Amount(100_00)
+	var unknown atomic.Int64
+	var orders []string
+	var mu sync.Mutex
+	if err := d.parallel("top-ups (unreliable channel)", topUps, func(i int) error {
+		u := int64(1 + i)
+		var o payment.Order
+		// 202: the channel's answer was lost; the same key asks again.
+		for attempt := 0; ; attempt++ {
+			status, err := d.Call(ctx, "POST", "/v1/topups", u, "topup", map[string]any{"amount": topUp}, &o)
+			if err != nil {
+				return err
+			}
+			if status == 201 {
+				break
+			}
+			unknown.Add(1)
+			if attempt > 50 {
+				return fmt.Errorf("top-up of user %d: still unknown", u)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		mu.Lock()
+		orders = append(orders, "/v1/topups/"+o.ChannelID())
+		mu.Unlock()
+		resp, err := http.Post(o.PayURL, "application/json", nil) // the payer pays
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	}); err != nil {
+		return err
+	}
+	d.sim.SetKnobs(channel.Knobs{LoseAnswer: 0.3, Fail5xx: 0.1, SystemError: 0.1})
+	const withdrawals, withdrawal = 60, money.Amount(30_00)
+	var pendingW atomic.Int64
+	if err := d.parallel("withdrawals (unreliable channel)", withdrawals, func(i int) error {
+		var o payment.Order
+		status, err := d.Call(ctx, "POST", "/v1/withdrawals", int64(101+i), "withdraw", map[string]any{"amount": withdrawal}, &o)
+		if status == 202 {
+			pendingW.Add(1)
+		}
+		mu.Lock()
+		orders = append(orders, "/v1/withdrawals/"+o.ChannelID())
+		mu.Unlock()
+		return err
+	}); err != nil {
+		return err
+	}
+	// The bank refuses the last ten payouts.
+	d.sim.SetKnobs(channel.Knobs{PayoutOutcome: channel.PayoutFailed})
+	for i := range 10 {
+		var o payment.Order
+		if _, err := d.Call(ctx, "POST", "/v1/withdrawals", int64(161+i), "withdraw", map[string]any{"amount": withdrawal}, &o); err != nil {
+			return err
+		}
+		orders = append(orders, "/v1/withdrawals/"+o.ChannelID())
+	}
+	d.sim.SetKnobs(channel.Knobs{})
+	deadline := time.Now().Add(60 * time.Second)
+	var paid, succeeded, failed int
+	for {
+		paid, succeeded, failed = 0, 0, 0
+		open := 0
+		for _, path := range orders {
+			var det struct{ Order payment.Order }
+			if _, err := d.Call(ctx, "GET", path, 0, "", nil, &det); err != nil {
+				return err
+			}
+			switch det.Order.State {
+			case payment.Paid:
+				paid++
+			case payment.Succeeded:
+				succeeded++
+			case payment.Failed:
+				failed++
+			default:
+				open++
+			}
+		}
+		d.bar("orders final (callbacks or queries)", int64(len(orders)-open), int64(len(orders)))
+		if open == 0 {
+			fmt.Fprintln(d.out)
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(d.out)
+			return fmt.Errorf("%d channel orders still not final after a minute", open)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := d.sim.PaidOut(); n != succeeded {
+		return fmt.Errorf("the channel paid out %d times for %d withdrawals that succeeded", n, succeeded)
+	}
+	d.deposited += money.Amount(paid)*topUp - money.Amount(succeeded)*withdrawal
+	d.step("%d top-ups of %s paid and credited once (%d answers lost and asked again with the same key; dropped callbacks completed by queries)",
+		paid, topUp, unknown.Load())
+	d.step("%d withdrawals of %s paid out once (%d answered 202 unknown, then settled by query), %d refused by the bank and released",
+		succeeded, withdrawal, pendingW.Load(), failed)
+	return nil
 }
 
 // send sends a packet as user through the API and insists that it went out.
@@ -464,13 +594,33 @@ func (d *demo) reconcile(ctx context.Context) error {
 	}
 	d.step("reconciliation:")
 	d.step("  ledger invariants on %d shards, %d packets balanced, %d of %d claims credited exactly once", len(sys.Ledgers.Shards), len(d.packets), credited, claims)
-	d.step("  wallets %s + live packet escrow %s = deposits %s; clearing:groups and clearing:transfers net to zero", wallets, escrow, d.deposited)
+	d.step("  wallets %s + live packet escrow %s = deposits + top-ups - withdrawals %s; clearing:groups and clearing:transfers net to zero", wallets, escrow, d.deposited)
 	d.step("  coordinator: %d started, %d committed, %d cancelled; credits dead-lettered: %d", sys.Coord.Metrics.Started.Load(), sys.Coord.Metrics.Committed.Load(), sys.Coord.Metrics.Cancelled.Load(), sys.DeadCredits.Load())
+	// T+1 reconciliation of today against the channel's statement, with
+	// the internal checks of the books, through the API.
+	var rep recon.Report
+	if _, err := d.Call(ctx, "POST", "/v1/admin/recon", 0, "", map[string]any{"day": time.Now().UTC().Format("2006-01-02")}, &rep); err != nil {
+		return err
+	}
+	d.step("  channel statement of %s: %d paid %s, %d paid out %s; ours: %d paid %s, %d paid out %s; %d differences, %d unresolved",
+		rep.Day, rep.Channel.Pays, rep.Channel.Paid, rep.Channel.Payouts, rep.Channel.PaidOut, rep.Ours.Pays, rep.Ours.Paid, rep.Ours.Payouts, rep.Ours.PaidOut,
+		len(rep.Differences), rep.Unresolved)
+	for _, c := range rep.Checks {
+		if !c.OK && !c.Skipped {
+			violations = append(violations, fmt.Sprintf("recon check %s: %v", c.Name, c.Detail))
+		}
+	}
 	if len(violations) > 0 {
 		for _, v := range violations {
 			d.step("VIOLATION %s", v)
 		}
 		return fmt.Errorf("the books do not reconcile: %d violations", len(violations))
+	}
+	if !rep.Sound {
+		for _, x := range rep.Differences {
+			d.step("DIFFERENCE %s order %s: ours %s, channel %s", x.Kind, x.Order, x.Ours, x.Channel)
+		}
+		return fmt.Errorf("the reconciliation with the channel is not sound: %d unresolved", rep.Unresolved)
 	}
 	d.step("  everything reconciles")
 	return nil
