@@ -215,20 +215,15 @@ func (s *Service) change(ctx context.Context, id int64, fn func(tx pgx.Tx, l *le
 	return out, nil
 }
 
-// setPayURL records that the channel has the pay order (created -> pending).
+// pending records that the channel has the pay order and where the payer
+// pays (created -> pending).
 func (s *Service) pending(ctx context.Context, id int64, url string) (Order, error) {
-	l, ok := s.shardOfOrder(id)
-	if !ok {
-		return Order{}, ErrNotFound
-	}
-	if _, err := l.DB().Exec(ctx, `UPDATE channel_orders SET pay_url = $2 WHERE id = $1 AND pay_url = ''`, id, url); err != nil {
-		return Order{}, err
-	}
-	return s.change(ctx, id, func(_ pgx.Tx, _ *ledger.Ledger, o Order) (State, string, *time.Time, error) {
+	return s.change(ctx, id, func(tx pgx.Tx, _ *ledger.Ledger, o Order) (State, string, *time.Time, error) {
 		if o.State != Created {
 			return o.State, "", nil, nil
 		}
-		return Pending, "the channel has the pay order", nil, nil
+		_, err := tx.Exec(ctx, `UPDATE channel_orders SET pay_url = $2 WHERE id = $1`, id, url)
+		return Pending, "the channel has the pay order", nil, err
 	})
 }
 
