@@ -215,7 +215,7 @@ func describe(kind string, in bool, other Account, peer int64) string {
 	case sys == ClearingTransfers && peer > 0:
 		return fmt.Sprintf("transfer to user %d", peer)
 	case kind == KindDeposit:
-		return "top-up"
+		return "deposit by an operator"
 	case kind == KindTopUp:
 		return "top-up through the payment channel"
 	case kind == KindWithdrawal:
