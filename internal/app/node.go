@@ -22,6 +22,7 @@ import (
 	"hongbao/internal/bus"
 	"hongbao/internal/channel"
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/flow"
 	"hongbao/internal/group"
 	"hongbao/internal/httpapi"
@@ -40,8 +41,9 @@ type OpenDB func(ctx context.Context, name string, maxConns int32, migrations ..
 
 // Database names of a node's shards.
 const (
-	GroupDB = "hongbao_group_0"
-	DtxDB   = "hongbao_dtx"
+	GroupDB  = "hongbao_group_0"
+	DtxDB    = "hongbao_dtx"
+	EventsDB = "hongbao_events"
 )
 
 // LedgerDB is the database of ledger shard n.
@@ -53,7 +55,7 @@ func PacketDB(n int) string { return fmt.Sprintf("hongbao_packet_%d", n) }
 // PoolSizes is every database a node opens with the largest pool it wants
 // for it; a connection budget per server scales them down (Databases).
 func PoolSizes(ledgerShards, packetSets int) map[string]int32 {
-	m := map[string]int32{GroupDB: 32, DtxDB: 64}
+	m := map[string]int32{GroupDB: 32, DtxDB: 64, EventsDB: 32}
 	for i := range ledgerShards {
 		m[LedgerDB(i)] = 64
 	}
@@ -145,6 +147,12 @@ type Node struct {
 	// Payments runs top-ups and withdrawals; Recon reconciles the books.
 	Payments *payment.Service
 	Recon    *recon.Reconciler
+	// The message side: a relay per database's outbox, the conversations'
+	// feeds (with the sequencer's consumer) and the webhooks.
+	EventRelays []*events.Relay
+	Feeds       *events.Feeds
+	Webhooks    *events.Webhooks
+	feedIn      *bus.Consumer
 	// DeadCredits counts credits parked on a dead-letter subject;
 	// RelayRestarts the relay's restarts after a stall; Redriven the
 	// credits the reconciler published again.
@@ -237,6 +245,25 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 			return all, err
 		}})
 
+	epool, err := open(ctx, EventsDB, sizes[EventsDB], events.FeedMigrations())
+	if err != nil {
+		return nil, err
+	}
+	pub := eventPublisher{n.Bus}
+	n.Feeds = events.NewFeeds(epool, pub, o.Logger)
+	n.Webhooks = events.NewWebhooks(epool, o.Logger)
+	for _, l := range n.Ledgers.Shards {
+		n.EventRelays = append(n.EventRelays, events.NewRelay(l.DB(), fmt.Sprintf("ledger-%d", l.Shard()), pub, o.Logger))
+	}
+	for _, set := range n.Sets {
+		n.EventRelays = append(n.EventRelays, events.NewRelay(set.DB(), fmt.Sprintf("packet-%d", set.Number()), pub, o.Logger))
+	}
+	n.EventRelays = append(n.EventRelays, events.NewRelay(n.Groups.DB(), "group-0", pub, o.Logger))
+	if n.feedIn, err = n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: "events-feed", Subject: events.SourceSubject(">"),
+		DeadSubject: "hb.dead.events"}); err != nil {
+		return nil, err
+	}
+
 	for _, l := range n.Ledgers.Shards {
 		c, err := n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: fmt.Sprintf("ledger-%d", l.Shard()),
 			Subject: creditSubject(l.Shard()), DeadSubject: deadCreditSubject(l.Shard())})
@@ -259,11 +286,63 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
 	n.wg.Go(func() { n.Payments.Run(run, o.Every) })
+	for _, r := range n.EventRelays {
+		n.wg.Go(func() { r.Run(run, eventEvery(o.Every)) })
+	}
+	n.wg.Go(func() { n.feedIn.Run(run, n.feedHandler) })
+	n.wg.Go(func() { n.Webhooks.Run(run, o.Every) })
 	if o.ReconAfter > 0 {
 		n.wg.Go(func() { n.Recon.Schedule(run, o.ReconAfter, time.Minute) })
 	}
 	ok = true
 	return n, nil
+}
+
+// eventEvery is how often the event relays look at their outboxes: often,
+// events are messages people wait for.
+func eventEvery(every time.Duration) time.Duration { return min(every, 100*time.Millisecond) }
+
+// eventPublisher carries events on the bus.
+type eventPublisher struct{ b *bus.Bus }
+
+func (p eventPublisher) Publish(ctx context.Context, msgs []events.Message) error {
+	out := make([]bus.Msg, len(msgs))
+	for i, m := range msgs {
+		out[i] = bus.Msg(m)
+	}
+	return p.b.Publish(ctx, out)
+}
+
+// feedHandler is the sequencer: relayed events into the conversations'
+// feeds (once each, in order, gapless), then out to the IM side.
+func (n *Node) feedHandler(ctx context.Context, ds []bus.Delivery) []bus.Verdict {
+	out := make([]bus.Verdict, len(ds))
+	var evs []events.Event
+	var idx []int
+	for i, d := range ds {
+		e, err := events.Decode(d.Data)
+		if err != nil {
+			out[i] = bus.Dead
+			continue
+		}
+		evs = append(evs, e)
+		idx = append(idx, i)
+	}
+	added, err := n.Feeds.Append(ctx, evs)
+	for _, i := range idx {
+		out[i] = bus.Done
+		if err != nil {
+			out[i] = bus.Retry
+		}
+	}
+	if err != nil {
+		n.o.Logger.Warn("events not sequenced; redelivered", "events", len(evs), "err", err)
+		return out
+	}
+	if err := n.Feeds.Publish(ctx, added); err != nil {
+		n.o.Logger.Warn("events sequenced, not published yet; republished later", "events", len(added), "err", err)
+	}
+	return out
 }
 
 // publisher carries the relay's messages on the bus.
@@ -426,6 +505,14 @@ func (n *Node) sweep(ctx context.Context) {
 		set.Evict()
 	}
 	n.members.Evict(5 * time.Minute)
+	if _, err := n.Feeds.Republish(ctx, time.Now().Add(-5*time.Second)); err != nil && ctx.Err() == nil {
+		n.o.Logger.Warn("event republish failed", "err", err)
+	}
+	for _, r := range n.EventRelays {
+		if _, err := r.Purge(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+			n.o.Logger.Warn("event outbox purge failed", "err", err)
+		}
+	}
 	keep := n.o.TxRetention
 	if keep == 0 {
 		keep = 7 * 24 * time.Hour
@@ -575,6 +662,7 @@ func (n *Node) collectors() []prometheus.Collector {
 		}),
 	}
 	cs = append(cs, n.Payments.Collectors()...)
+	cs = append(cs, n.Webhooks.Collectors()...)
 	return append(cs, n.Recon.Collectors()...)
 }
 
@@ -606,7 +694,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 
 // pools are the node's database pools by database name.
 func (n *Node) pools() map[string]*pgxpool.Pool {
-	m := map[string]*pgxpool.Pool{GroupDB: n.Groups.DB(), DtxDB: n.Coord.DB()}
+	m := map[string]*pgxpool.Pool{GroupDB: n.Groups.DB(), DtxDB: n.Coord.DB(), EventsDB: n.Feeds.DB()}
 	for _, l := range n.Ledgers.Shards {
 		m[LedgerDB(l.Shard())] = l.DB()
 	}

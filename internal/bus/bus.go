@@ -20,6 +20,10 @@ import (
 // Stream is the JetStream stream that carries every subject under "hb.".
 const Stream = "HONGBAO"
 
+// EventStream holds the value events for the IM side: events.conversation.<id>
+// and events.user.<id>, each event once (its id is the Nats-Msg-Id).
+const EventStream = "HONGBAO_EVENTS"
+
 // Options configure the bus.
 type Options struct {
 	// URL of a NATS cluster; empty runs a server in this process.
@@ -119,22 +123,27 @@ func (b *Bus) ensureStream(ctx context.Context, replicas int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if st, err := b.js.Stream(ctx, Stream); err == nil {
-		if have := st.CachedInfo().Config.Replicas; have > replicas {
-			b.log.Info("stream keeps the replicas it has", "stream", Stream, "replicas", have, "asked", replicas)
-			replicas = have
+	for _, sc := range []struct{ name, subjects string }{{Stream, "hb.>"}, {EventStream, "events.>"}} {
+		r := replicas
+		if st, err := b.js.Stream(ctx, sc.name); err == nil {
+			if have := st.CachedInfo().Config.Replicas; have > r {
+				b.log.Info("stream keeps the replicas it has", "stream", sc.name, "replicas", have, "asked", r)
+				r = have
+			}
+		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("bus: look up stream %s: %w", sc.name, err)
 		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("bus: look up stream %s: %w", Stream, err)
+		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: sc.name, Subjects: []string{sc.subjects}, Storage: jetstream.FileStorage,
+			Duplicates: 2 * time.Minute, Replicas: r, MaxAge: 7 * 24 * time.Hour,
+		})
+		if err != nil {
+			return fmt.Errorf("bus: create stream %s with %d replicas: %w", sc.name, r, err)
+		}
+		if sc.name == Stream {
+			b.replicas = r
+		}
 	}
-	_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: Stream, Subjects: []string{"hb.>"}, Storage: jetstream.FileStorage,
-		Duplicates: 2 * time.Minute, Replicas: replicas, MaxAge: 7 * 24 * time.Hour,
-	})
-	if err != nil {
-		return fmt.Errorf("bus: create stream %s with %d replicas: %w", Stream, replicas, err)
-	}
-	b.replicas = replicas
 	return nil
 }
 

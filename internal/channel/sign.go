@@ -25,14 +25,24 @@ var ErrBadSignature = errors.New("channel: bad or stale signature")
 // Sign sets the timestamp and the HMAC-SHA256 signature of body (over
 // timestamp, a newline and the body) on h.
 func Sign(h http.Header, secret, body []byte, now time.Time) {
+	SignAs(h, HeaderTimestamp, HeaderSignature, secret, body, now)
+}
+
+// SignAs is Sign with other header names (webhooks sign the same way).
+func SignAs(h http.Header, tsHeader, sigHeader string, secret, body []byte, now time.Time) {
 	ts := strconv.FormatInt(now.Unix(), 10)
-	h.Set(HeaderTimestamp, ts)
-	h.Set(HeaderSignature, mac(secret, ts, body))
+	h.Set(tsHeader, ts)
+	h.Set(sigHeader, mac(secret, ts, body))
 }
 
 // Verify checks the signature and that the timestamp is within MaxSkew.
 func Verify(h http.Header, secret, body []byte, now time.Time) error {
-	ts := h.Get(HeaderTimestamp)
+	return VerifyAs(h, HeaderTimestamp, HeaderSignature, secret, body, now)
+}
+
+// VerifyAs is Verify with other header names.
+func VerifyAs(h http.Header, tsHeader, sigHeader string, secret, body []byte, now time.Time) error {
+	ts := h.Get(tsHeader)
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
 		return ErrBadSignature
@@ -41,7 +51,7 @@ func Verify(h http.Header, secret, body []byte, now time.Time) error {
 		return ErrBadSignature
 	}
 	want := mac(secret, ts, body)
-	if !hmac.Equal([]byte(h.Get(HeaderSignature)), []byte(want)) {
+	if !hmac.Equal([]byte(h.Get(sigHeader)), []byte(want)) {
 		return ErrBadSignature
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/group"
 	"hongbao/internal/ids"
 	"hongbao/internal/ledger"
@@ -141,7 +142,8 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
 			// The ledger's own move refuses a full wallet (ErrBalanceLimit:
 			// refused, the key stays free) in the same statement.
-			_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount})
+			_, err := f.Ledgers.For(from).Transfer(ctx, ledger.TransferRequest{Key: gid, From: ledger.User(from), To: ledger.User(to), Amount: amount,
+				Events: []events.Event{ledger.TransferEvent("transfer.received:"+gid, from, to, amount, time.Now())}})
 			if err != nil {
 				return definite(gid, err)
 			}

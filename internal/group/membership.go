@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 )
 
 // Every change to a group's membership first takes the lock of the group
@@ -107,7 +108,10 @@ func join(ctx context.Context, tx pgx.Tx, groupID, user int64, now time.Time) (a
 		groupID, user, now); err != nil {
 		return false, fmt.Errorf("add member: %w", err)
 	}
-	return false, nil
+	// Joined, told to the group in the same transaction. A member who left
+	// and joins again is a new event (the join time tells them apart).
+	return false, events.Write(ctx, tx, events.New(fmt.Sprintf("group.joined:%d:%d:%d", groupID, user, now.UnixMicro()), events.GroupJoined,
+		events.GroupConversation(groupID), 0, map[string]int64{"group": groupID, "user": user}, now))
 }
 
 // LeaveRequest removes User from a group.

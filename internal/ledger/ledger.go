@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/idempotency"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
@@ -28,7 +29,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a ledger shard database.
 func Migrations() [][]postgres.Migration {
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("ledger", sqlFS, "sql")}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("ledger", sqlFS, "sql"), events.OutboxMigrations()}
 }
 
 // Errors a caller branches on.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/money"
 )
 
@@ -46,6 +47,8 @@ type TransferRequest struct {
 	// Peer is the user on the other side, when the money goes through a
 	// clearing account (for statements).
 	Peer int64 `json:"-"`
+	// Events are written with the posting, in the same transaction.
+	Events []events.Event `json:"-"`
 }
 
 // TransferResult is what a transfer did.
@@ -105,6 +108,9 @@ func (l *Ledger) transferIn(ctx context.Context, tx pgx.Tx, req TransferRequest)
 		}
 		p, err := l.move(ctx, tx, m)
 		if err != nil {
+			return TransferResult{}, err
+		}
+		if err := events.Write(ctx, tx, req.Events...); err != nil {
 			return TransferResult{}, err
 		}
 		return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil

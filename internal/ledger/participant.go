@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/money"
 )
 
@@ -86,13 +88,19 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 		err = l.reserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionReceive && c.Op == dtx.OpConfirm:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindCredit,
-			Branch: &ref, Op: dtx.OpConfirm, Reserved: true, Peer: p.Peer})
+			Branch: &ref, Op: dtx.OpConfirm, Reserved: true, Peer: p.Peer,
+			Events: []events.Event{TransferEvent("transfer.received:"+c.GID, p.Peer, p.User, p.Amount, l.now())}})
 	case p.Action == ActionReceive && c.Op == dtx.OpCancel:
 		err = l.unreserve(ctx, ref, p.User, p.Amount)
 	case p.Action == ActionDebit && c.Op == dtx.OpTry:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: User(p.User), To: sys, Amount: p.Amount, Kind: KindDebit, Branch: &ref, Op: dtx.OpTry})
 	case p.Action == ActionDebit && c.Op == dtx.OpCancel:
-		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindRefund, Branch: &ref, Op: dtx.OpCancel})
+		var evs []events.Event
+		if sys == ClearingGroups { // a paid entry refused: its fee comes back
+			evs = []events.Event{events.New("group.entry_refunded:"+c.GID, events.EntryRefunded, events.UserConversation(p.User), p.User,
+				map[string]any{"user": p.User, "amount": p.Amount}, l.now())}
+		}
+		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindRefund, Branch: &ref, Op: dtx.OpCancel, Events: evs})
 	case p.Action == ActionCredit && c.Op == dtx.OpTry:
 		_, err = l.Transfer(ctx, TransferRequest{Key: c.Key(), From: sys, To: User(p.User), Amount: p.Amount, Kind: KindSettle, Branch: &ref, Op: dtx.OpTry})
 	case p.Action == ActionCredit && c.Op == dtx.OpCancel:
@@ -105,4 +113,10 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 		return dtx.Fail(err)
 	}
 	return err
+}
+
+// TransferEvent is a transfer received by to from another user, told to
+// the receiver.
+func TransferEvent(id string, from, to int64, amount money.Amount, at time.Time) events.Event {
+	return events.New(id, events.TransferReceived, events.UserConversation(to), to, map[string]any{"from": from, "to": to, "amount": amount}, at)
 }

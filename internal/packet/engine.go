@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hongbao/internal/events"
 	"hongbao/internal/ids"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
@@ -635,12 +636,25 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END,
 				closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
 			FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[]) AS v(id, epoch, count, remain)
-			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' RETURNING p.id`, pids, epochs, counts, remains, s.o.Now())
+			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' RETURNING p.id, p.state = 'finished'`, pids, epochs, counts, remains, s.o.Now())
 		if err != nil {
 			return fmt.Errorf("move packet remainders: %w", err)
 		}
-		updated, err := pgx.CollectRows(res, pgx.RowTo[int64])
-		if err != nil {
+		var updated, finished []int64
+		for res.Next() {
+			var id int64
+			var done bool
+			if err := res.Scan(&id, &done); err != nil {
+				res.Close()
+				return err
+			}
+			updated = append(updated, id)
+			if done {
+				finished = append(finished, id)
+			}
+		}
+		res.Close()
+		if err := res.Err(); err != nil {
 			return err
 		}
 		if len(updated) < len(order) {
@@ -662,7 +676,38 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 			pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("insert claims: %w", err)
 		}
-		return nil
+		// The events of the batch, in the same transaction: each claim an
+		// "opened" for its packet's sender, each packet now empty "finished"
+		// with its best luck.
+		evs := make([]events.Event, 0, len(batch)+len(finished))
+		for _, pc := range batch {
+			evs = append(evs, openedEvent(pc.lv.p, pc.c))
+		}
+		if len(finished) > 0 {
+			best, err := tx.Query(ctx, `SELECT DISTINCT ON (packet_id) packet_id, user_id, amount FROM claims
+				WHERE packet_id = ANY($1) ORDER BY packet_id, amount DESC, seq`, finished)
+			if err != nil {
+				return err
+			}
+			byID := map[int64]Packet{}
+			for _, pc := range batch {
+				byID[pc.lv.p.ID] = pc.lv.p
+			}
+			for best.Next() {
+				var id, user int64
+				var amount money.Amount
+				if err := best.Scan(&id, &user, &amount); err != nil {
+					best.Close()
+					return err
+				}
+				evs = append(evs, finishedEvent(byID[id], user, amount, s.o.Now()))
+			}
+			best.Close()
+			if err := best.Err(); err != nil {
+				return err
+			}
+		}
+		return events.Copy(ctx, tx, evs)
 	})
 	return fenced, err
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"hongbao/internal/events"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
@@ -17,6 +18,7 @@ type Refund struct {
 	PacketID int64
 	Sender   int64
 	Amount   money.Amount
+	packet   Packet // what its event needs: kind, sender, receiver, group
 }
 
 // Expire closes up to limit active packets past their expiry and, in the
@@ -31,13 +33,15 @@ func (s *Set) Expire(ctx context.Context, limit int) ([]Refund, error) {
 		rows, err := tx.Query(ctx, `UPDATE packets SET state = 'expired', refunded = remaining_amount, remaining_amount = 0,
 				remaining_count = 0, closed_at = $1
 			WHERE id IN (SELECT id FROM packets WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-			RETURNING id, sender, refunded`, now, limit)
+			RETURNING id, sender, refunded, kind, coalesce(receiver, 0), coalesce(group_id, 0)`, now, limit)
 		if err != nil {
 			return err
 		}
 		all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Refund, error) {
 			var f Refund
-			return f, r.Scan(&f.PacketID, &f.Sender, &f.Amount)
+			err := r.Scan(&f.PacketID, &f.Sender, &f.Amount, &f.packet.Kind, &f.packet.Receiver, &f.packet.Group)
+			f.packet.ID, f.packet.Sender = f.PacketID, f.Sender
+			return f, err
 		})
 		if err != nil {
 			return err
@@ -48,6 +52,9 @@ func (s *Set) Expire(ctx context.Context, limit int) ([]Refund, error) {
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO refunds (packet_id, sender, amount, created_at) VALUES ($1, $2, $3, $4)`,
 				f.PacketID, f.Sender, int64(f.Amount), now); err != nil {
+				return err
+			}
+			if err := events.Write(ctx, tx, refundedEvent(f.packet, f.Amount, now)); err != nil {
 				return err
 			}
 			out = append(out, f)

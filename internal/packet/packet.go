@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
 	"hongbao/internal/text"
@@ -23,7 +24,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a packet set database.
 func Migrations() [][]postgres.Migration {
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("packet", sqlFS, "sql")}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("packet", sqlFS, "sql"), events.OutboxMigrations()}
 }
 
 // Kind of packet.

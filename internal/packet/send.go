@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/postgres"
 )
 
@@ -57,8 +58,18 @@ func (s *Set) do(ctx context.Context, c dtx.Call) error {
 			}
 			return err
 		case dtx.OpConfirm:
-			_, err = tx.Exec(ctx, `UPDATE packets SET state = 'active' WHERE id = $1 AND state = 'pending'`, p.ID)
-			return err
+			rows, err := tx.Query(ctx, `UPDATE packets SET state = 'active' WHERE id = $1 AND state = 'pending'
+				RETURNING `+packetCols, p.ID)
+			if err != nil {
+				return err
+			}
+			ps, err := pgx.CollectRows(rows, scanPacket)
+			if err != nil || len(ps) == 0 {
+				return err
+			}
+			q := ps[0]
+			// The red packet message, in the same transaction as the activation.
+			return events.Write(ctx, tx, events.New(fmt.Sprint("packet.sent:", q.ID), events.PacketSent, q.Conversation(), 0, SentPayload(q), s.o.Now()))
 		default:
 			_, err = tx.Exec(ctx, `UPDATE packets SET state = 'cancelled', closed_at = $2 WHERE id = $1 AND state = 'pending'`, p.ID, s.o.Now())
 			return err

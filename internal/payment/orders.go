@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/channel"
+	"hongbao/internal/events"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/postgres"
@@ -204,7 +205,19 @@ func (s *Service) change(ctx context.Context, id int64, fn func(tx pgx.Tx, l *le
 		if err != nil {
 			return err
 		}
-		return event(ctx, tx, id, o.State, to, note)
+		if err := event(ctx, tx, id, o.State, to, note); err != nil {
+			return err
+		}
+		// The result for the user's app, in the same transaction.
+		kind := map[State]string{Paid: events.TopUpPaid, Closed: events.TopUpClosed, Succeeded: events.WithdrawalDone}[to]
+		if to == Failed && o.Kind == Withdrawal {
+			kind = events.WithdrawalFailed
+		}
+		if kind == "" {
+			return nil
+		}
+		return events.Write(ctx, tx, events.New(fmt.Sprintf("%s:%d", kind, id), kind, events.UserConversation(o.User), o.User,
+			map[string]any{"order": fmt.Sprint(id), "amount": o.Amount, "state": to}, s.o.Now()))
 	})
 	if err != nil {
 		return Order{}, err

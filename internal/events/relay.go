@@ -1,0 +1,125 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Message is one message for the broker (its ID is the Nats-Msg-Id).
+type Message struct {
+	Subject, ID string
+	Data        []byte
+}
+
+// Publisher carries messages to the broker and waits, bounded, until it
+// stored them; an error means they are published again (ids dedupe).
+type Publisher interface {
+	Publish(ctx context.Context, msgs []Message) error
+}
+
+// SourceSubject is where the relay of a database publishes its events for
+// the sequencer.
+func SourceSubject(source string) string { return "hb.events." + source }
+
+// Relay publishes a database's outbox. One relay at a time works on a
+// database (an advisory lock), so its events reach the bus in the order
+// they were written; a relay that cannot reach the bus leaves them for
+// the next pass: the money paths never wait for it.
+type Relay struct {
+	db     *pgxpool.Pool
+	source string
+	pub    Publisher
+	log    *slog.Logger
+	lock   int64
+}
+
+// NewRelay returns the relay of the outbox in db, named source.
+func NewRelay(db *pgxpool.Pool, source string, pub Publisher, log *slog.Logger) *Relay {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := fnv.New64a()
+	h.Write([]byte("hongbao-events-relay"))
+	return &Relay{db: db, source: source, pub: pub, log: log, lock: int64(h.Sum64() >> 1)}
+}
+
+// Run relays every tick until ctx ends.
+func (r *Relay) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			pass, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := r.Step(pass, 2000)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn("event relay: not published; the next pass tries again", "source", r.source, "err", err)
+			}
+			if err != nil || n < 2000 {
+				break
+			}
+		}
+	}
+}
+
+// Step publishes up to limit unpublished events in the order written and
+// marks them, in one transaction; it returns how many.
+func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
+	n := 0
+	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		n = 0
+		var mine bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, r.lock).Scan(&mine); err != nil || !mine {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT seq, id, kind, conversation, user_id, payload, at FROM event_outbox
+			WHERE published_at IS NULL ORDER BY seq LIMIT $1`, limit)
+		if err != nil {
+			return err
+		}
+		var seqs []int64
+		var msgs []Message
+		for rows.Next() {
+			var e Event
+			var seq int64
+			if err := rows.Scan(&seq, &e.ID, &e.Kind, &e.Conversation, &e.User, &e.Payload, &e.At); err != nil {
+				rows.Close()
+				return err
+			}
+			data, _ := json.Marshal(e)
+			seqs = append(seqs, seq)
+			msgs = append(msgs, Message{Subject: SourceSubject(r.source), ID: "ev:" + e.ID, Data: data})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(msgs) == 0 {
+			return err
+		}
+		if err := r.pub.Publish(ctx, msgs); err != nil {
+			return fmt.Errorf("publish %d events: %w", len(msgs), err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE event_outbox SET published_at = now() WHERE seq = ANY($1)`, seqs); err != nil {
+			return err
+		}
+		n = len(msgs)
+		return nil
+	})
+	return n, err
+}
+
+// Purge deletes published events older than before.
+func (r *Relay) Purge(ctx context.Context, before time.Time) (int64, error) {
+	tag, err := r.db.Exec(ctx, `DELETE FROM event_outbox WHERE published_at < $1`, before)
+	return tag.RowsAffected(), err
+}
