@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -531,7 +532,29 @@ func (n *Node) sweep(ctx context.Context) {
 // readiness and metrics.
 func (n *Node) Backend() httpapi.Backend {
 	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
-		Recon: n.Recon, Ready: n.Ready, Collectors: n.collectors()}
+		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors()}
+}
+
+// feeds serves the API's conversation feeds: read from the events
+// database, woken by the events the sequencer publishes.
+type feeds struct{ n *Node }
+
+func (f feeds) Read(ctx context.Context, conv string, after int64, limit int) ([]events.Event, error) {
+	return f.n.Feeds.Read(ctx, conv, after, limit)
+}
+
+func (f feeds) Wake(conv string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	sub, err := f.n.Bus.Conn().Subscribe(events.ConversationSubject(conv), func(*nats.Msg) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return ch, func() {} // the stream polls
+	}
+	return ch, func() { _ = sub.Unsubscribe() }
 }
 
 // payments serves the API's Payments: creation through the flows (with

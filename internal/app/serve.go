@@ -259,6 +259,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	}
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+	hs.RegisterOnShutdown(api.Stop)
 	return hs, func() { sys.Close(); dbs.Close() }, nil
 }
 
@@ -318,6 +319,7 @@ func LocalAPI(n *Node, log *slog.Logger) (url string, secret []byte, stop func()
 		c.NotifyURL = url + "/v1/channel/notify"
 	}
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	hs.RegisterOnShutdown(api.Stop)
 	go hs.Serve(l) //nolint:errcheck // ends with Shutdown
 	return url, secret, func() { _ = hs.Shutdown(context.Background()) }, nil
 }

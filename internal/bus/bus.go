@@ -53,6 +53,7 @@ type Bus struct {
 	log        *slog.Logger
 	ackTimeout time.Duration
 	replicas   int
+	port       int // of the embedded server while it is stopped
 }
 
 // Start connects (starting the embedded server when no URL is given) and
@@ -154,14 +155,29 @@ func (b *Bus) Replicas() int { return b.replicas }
 // port and store, as an operator restarting NATS would; the connection
 // reconnects by itself. Only for a server that listens on a port.
 func (b *Bus) RestartServer() error {
-	if b.srv == nil || b.sopt.DontListen {
-		return errors.New("bus: no listening embedded server to restart")
+	if err := b.StopServer(); err != nil {
+		return err
 	}
-	port := b.srv.Addr().(*net.TCPAddr).Port
+	return b.StartServer()
+}
+
+// StopServer stops the embedded server (the connection keeps trying to
+// reconnect), as an outage of NATS would; StartServer brings it back on
+// the same port and store.
+func (b *Bus) StopServer() error {
+	if b.srv == nil || b.sopt.DontListen {
+		return errors.New("bus: no listening embedded server to stop")
+	}
+	b.port = b.srv.Addr().(*net.TCPAddr).Port
 	b.srv.Shutdown()
 	b.srv.WaitForShutdown()
+	return nil
+}
+
+// StartServer starts the embedded server StopServer stopped.
+func (b *Bus) StartServer() error {
 	so := *b.sopt
-	so.Port = port
+	so.Port = b.port
 	srv, err := server.NewServer(&so)
 	if err != nil {
 		return err

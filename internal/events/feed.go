@@ -27,7 +27,8 @@ type Feeds struct {
 	db  *pgxpool.Pool
 	pub Publisher
 	log *slog.Logger
-	now func() time.Time
+	// Now is the clock deliveries are scheduled by (tests inject one).
+	Now func() time.Time
 }
 
 // NewFeeds returns the feeds over the events database.
@@ -35,7 +36,7 @@ func NewFeeds(db *pgxpool.Pool, pub Publisher, log *slog.Logger) *Feeds {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Feeds{db: db, pub: pub, log: log, now: time.Now}
+	return &Feeds{db: db, pub: pub, log: log, Now: time.Now}
 }
 
 // DB is the events database.
@@ -101,7 +102,7 @@ func (f *Feeds) Append(ctx context.Context, evs []Event) ([]Event, error) {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"feed"}, []string{"conversation", "seq", "id", "kind", "user_id", "payload", "at"}, pgx.CopyFromRows(cp)); err != nil {
 			return fmt.Errorf("append to feeds: %w", err)
 		}
-		if err := deliver(ctx, tx, fresh, f.now()); err != nil {
+		if err := deliver(ctx, tx, fresh, f.Now()); err != nil {
 			return err
 		}
 		added = fresh

@@ -56,6 +56,9 @@ type Backend struct {
 	// Payments and Recon may be nil: their routes are not served then.
 	Payments Payments
 	Recon    Reconciliation
+	// Feeds and Webhooks may be nil too.
+	Feeds    Feeds
+	Webhooks Webhooks
 	// Ready reports whether every dependency answers (nil: ready).
 	Ready func(ctx context.Context) error
 	// Collectors are the metrics of the parts behind the API.

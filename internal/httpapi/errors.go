@@ -13,6 +13,7 @@ import (
 
 	"hongbao/internal/channel"
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/flow"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
@@ -83,6 +84,8 @@ var errorTable = []struct {
 	{channel.ErrBadSignature, http.StatusUnauthorized, "bad_signature"},
 	{channel.ErrUnknown, http.StatusServiceUnavailable, "channel_unavailable"},
 	{recon.ErrNoReport, http.StatusNotFound, "not_found"},
+	{events.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{events.ErrNotFound, http.StatusNotFound, "not_found"},
 	{recon.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 }
 
@@ -95,7 +98,7 @@ func clientMessage(err, sentinel error) string {
 	case errors.Is(sentinel, money.ErrSyntax), errors.Is(sentinel, money.ErrPrecision), errors.Is(sentinel, money.ErrRange),
 		errors.Is(sentinel, money.ErrNotPositive), errors.Is(sentinel, ledger.ErrInvalid), errors.Is(sentinel, packet.ErrInvalid),
 		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec),
-		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid):
+		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid), errors.Is(sentinel, events.ErrInvalid):
 		msg := err.Error()
 		if i := strings.LastIndex(msg, sentinel.Error()); i >= 0 {
 			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"regexp"
 
+	"hongbao/internal/events"
 	"hongbao/internal/recon"
 	"slices"
 	"strings"
@@ -60,6 +61,18 @@ var docs = map[string]doc{
 		map[string]map[string]any{"200": obj(map[string]any{"orders": map[string]any{"type": "array", "items": ref("Order")}}, "orders")}, nil},
 	"POST /v1/admin/recon": {"Reconcile a day (UTC) now against the channel's statement and the books; repairs what is safe and answers the stored report (admin).",
 		obj(map[string]any{"day": day}, "day"), map[string]map[string]any{"200": ref("Report")}, nil},
+	"GET /v1/conversations/{id}/events": {"A conversation's value events in order after a sequence number (query: after, limit); id is g<group>, d<user>-<user> (smaller first) or u<user> (its members, its two users, the user; and operators).", nil,
+		map[string]map[string]any{"200": obj(map[string]any{"events": map[string]any{"type": "array", "items": ref("Event")}, "next": nullable(cursor)}, "events", "next")}, nil},
+	"GET /v1/conversations/{id}/stream": {"The conversation's live events as Server-Sent Events (id: the sequence number, event: the kind, data: the Event as JSON); reconnect with Last-Event-ID (or ?after=) to resume with nothing lost or repeated.", nil,
+		map[string]map[string]any{"200": {"type": "string", "description": "text/event-stream"}}, nil},
+	"POST /v1/admin/webhooks": {"Register an application's webhook: events of the kinds given (none: all) are POSTed to url, signed with secret (admin).",
+		obj(map[string]any{"url": str, "secret": map[string]any{"type": "string", "minLength": 16, "maxLength": 256}, "kinds": map[string]any{"type": "array", "items": enum(events.Kinds...)}}, "url", "secret"),
+		map[string]map[string]any{"201": ref("Webhook")}, nil},
+	"GET /v1/admin/webhooks": {"The registered webhooks (admin).", nil, map[string]map[string]any{"200": obj(map[string]any{"webhooks": map[string]any{"type": "array", "items": ref("Webhook")}}, "webhooks")}, nil},
+	"GET /v1/admin/deliveries": {"Webhook deliveries, newest first (query: state pending|delivered|given_up, cursor, limit) (admin).", nil,
+		map[string]map[string]any{"200": list("deliveries", "Delivery")}, nil},
+	"POST /v1/admin/deliveries/{id}/resend": {"Put a delivery (e.g. given up) back on its way now with a fresh schedule (admin).", nil,
+		map[string]map[string]any{"200": ref("Delivery")}, nil},
 	"GET /v1/admin/recon/{day}": {"The last reconciliation report of a day (admin).", nil, map[string]map[string]any{"200": ref("Report")}, nil},
 	"POST /v1/admin/recon/{day}/resolutions": {"Record an operator's resolution of one difference of a day; the next run counts it resolved (admin).",
 		obj(map[string]any{"kind": enum(recon.Kinds...), "order": bigID, "note": str}, "kind", "order", "note"),
@@ -148,6 +161,11 @@ var schemas = map[string]any{
 		"differences": map[string]any{"type": "array", "items": ref("Difference")}, "checks": map[string]any{"type": "array", "items": ref("Check")},
 		"repaired": count, "unresolved": count, "sound": boolean},
 		"id", "day", "ran_at", "channel", "ours", "differences", "checks", "repaired", "unresolved", "sound"),
+	"Event": obj(map[string]any{"id": str, "kind": enum(events.Kinds...), "conversation": str, "seq": count, "user": userID, "payload": map[string]any{"type": "object"}, "at": when},
+		"id", "kind", "conversation", "payload", "at"),
+	"Webhook": obj(map[string]any{"id": bigID, "url": str, "kinds": map[string]any{"type": "array", "items": enum(events.Kinds...)}, "created_at": when}, "id", "url", "kinds", "created_at"),
+	"Delivery": obj(map[string]any{"id": bigID, "webhook": bigID, "event_id": str, "state": enum("pending", "delivered", "given_up"), "attempts": count,
+		"next_at": when, "last_error": str, "created_at": when, "done_at": when}, "id", "webhook", "event_id", "state", "attempts", "created_at"),
 	"Global": obj(map[string]any{"gid": str, "kind": enum("tcc", "saga"), "state": enum("trying", "confirming", "cancelling", "committed", "cancelled"),
 		"branches": map[string]any{"type": "array", "items": ref("Branch")}, "reason": str, "attempts": count, "last_error": str,
 		"next_attempt": when, "owner": str, "created_at": when, "updated_at": when, "finished_at": when},
@@ -168,7 +186,11 @@ func (s *Server) OpenAPI() map[string]any {
 		d := docs[key]
 		responses := map[string]any{}
 		for status, schema := range d.ok {
-			r := map[string]any{"description": statusText[status], "content": map[string]any{"application/json": map[string]any{"schema": schema}}}
+			ctype := "application/json"
+			if strings.HasSuffix(rt.pattern, "/stream") {
+				ctype = "text/event-stream"
+			}
+			r := map[string]any{"description": statusText[status], "content": map[string]any{ctype: map[string]any{"schema": schema}}}
 			if status == "201" {
 				r["headers"] = map[string]any{"Location": map[string]any{"schema": str, "description": "the path of what was created"}}
 			}
@@ -203,6 +225,9 @@ func (s *Server) OpenAPI() map[string]any {
 			}
 			if strings.HasPrefix(rt.pattern, "/v1/groups/") {
 				schema = groupID
+			}
+			if strings.HasPrefix(rt.pattern, "/v1/conversations/") {
+				schema = map[string]any{"type": "string", "pattern": `^(g[1-9][0-9]*|d[1-9][0-9]*-[1-9][0-9]*|u[1-9][0-9]*)$`}
 			}
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": schema})
 		}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -53,7 +54,14 @@ type Server struct {
 	reg     *prometheus.Registry
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// stop ends the live streams when the server shuts down (Stop).
+	stop     chan struct{}
+	stopOnce sync.Once
 }
+
+// Stop ends the live streams (register it with http.Server.RegisterOnShutdown,
+// so that a drain does not wait for them).
+func (s *Server) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 type route struct {
 	method, pattern string
@@ -90,7 +98,7 @@ func New(b Backend, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	s := &Server{b: b, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
 	s.metrics()
 	s.routes = []route{
 		{"GET", "/v1/wallet", user, false, s.wallet},
@@ -120,6 +128,20 @@ func New(b Backend, o Options) (*Server, error) {
 			route{"GET", "/v1/withdrawals/{id}", party, false, s.getOrder(payment.Withdrawal)},
 			route{"POST", "/v1/channel/notify", public, false, s.notify},
 			route{"GET", "/v1/admin/channel/orders", admin, false, s.openOrders},
+		)
+	}
+	if b.Feeds != nil {
+		s.routes = append(s.routes,
+			route{"GET", "/v1/conversations/{id}/events", party, false, s.feed},
+			route{"GET", "/v1/conversations/{id}/stream", party, false, s.stream},
+		)
+	}
+	if b.Webhooks != nil {
+		s.routes = append(s.routes,
+			route{"POST", "/v1/admin/webhooks", admin, false, s.registerWebhook},
+			route{"GET", "/v1/admin/webhooks", admin, false, s.webhooks},
+			route{"GET", "/v1/admin/deliveries", admin, false, s.deliveries},
+			route{"POST", "/v1/admin/deliveries/{id}/resend", admin, false, s.resend},
 		)
 	}
 	if b.Recon != nil {
@@ -218,6 +240,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 			writeError(w, &apiError{Status: status, Code: "internal", Message: "internal error"})
 		}
 	}()
+	long := r.Context() // a live stream lasts as long as its client
 	ctx, cancel := context.WithTimeout(r.Context(), s.o.Timeout)
 	defer cancel()
 	r = r.WithContext(ctx)
@@ -250,6 +273,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 			s.o.Logger.Error("request failed", "route", rt.pattern, "err", err, "request_id", w.Header().Get("X-Request-Id"))
 		}
 		return writeError(w, ae)
+	}
+	if st, ok := body.(streamer); ok {
+		st(long, w)
+		return 200
 	}
 	if cr, ok := body.(created); ok {
 		w.Header().Set("Location", cr.location)
