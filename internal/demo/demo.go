@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
-	"hongbao/internal/app"
-	"hongbao/internal/client"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,15 +14,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"hongbao/internal/app"
 	"hongbao/internal/channel"
-	"hongbao/internal/payment"
-	"hongbao/internal/recon"
-
+	"hongbao/internal/client"
 	"hongbao/internal/dtx"
+	"hongbao/internal/events"
 	"hongbao/internal/group"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
+	"hongbao/internal/payment"
+	"hongbao/internal/recon"
 )
 
 func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
@@ -182,6 +182,17 @@ type txAnswer struct {
 
 func (d *demo) run(ctx context.Context) error {
 	const funding = money.Amount(500_00)
+	// An application's webhook: every red packet sent and finished, pushed
+	// to a receiver on a loopback port that checks each signature.
+	hook, err := startReceiver()
+	if err != nil {
+		return err
+	}
+	defer hook.stop()
+	if _, err := d.Call(ctx, "POST", "/v1/admin/webhooks", 0, "", map[string]any{"url": hook.url, "secret": hook.secret,
+		"kinds": []string{events.PacketSent, events.PacketFinished}}, nil); err != nil {
+		return err
+	}
 	// 1. Everyone gets a red envelope budget (admin deposits).
 	if err := d.parallel("funding wallets", int(d.users), func(i int) error {
 		u := int64(i + 1)
@@ -293,6 +304,9 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.step("lucky packet %s in %d shares: %d grab requests, %d claims (repeats answered with the same claim), %d told sold out, %d told busy and retried; best luck %s to user %d",
 		hot.Amount, hot.Shares, attempts, len(det.Claims), soldOut.Load(), busy.Load(), det.Best.Amount, det.Best.User)
+	if err := d.conversation(ctx, family.ID, hot.ID, len(det.Claims)); err != nil {
+		return err
+	}
 
 	// 6. An equal packet and packets that expire half grabbed.
 	eq, err := d.send(ctx, 2, "equal", map[string]any{"kind": "equal", "group": family.ID, "amount": "100.00", "shares": 7})
@@ -342,6 +356,20 @@ func (d *demo) run(ctx context.Context) error {
 			return fmt.Errorf("%d packets still have claims not credited after a minute", pending)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	want := 0
+	for _, id := range d.packets {
+		det, err := d.detail(ctx, id)
+		if err != nil {
+			return err
+		}
+		want++ // sent
+		if det.Packet.State == packet.StateFinished {
+			want++
+		}
+	}
+	if err := d.webhooks(ctx, hook, want); err != nil {
+		return err
 	}
 	return d.reconcile(ctx)
 }
