@@ -609,6 +609,9 @@ func (n *Node) Ready(ctx context.Context) error {
 	if err := n.Coord.DB().Ping(ctx); err != nil {
 		return errors.New("coordinator log: database unreachable")
 	}
+	if err := n.Feeds.DB().Ping(ctx); err != nil {
+		return errors.New("events: database unreachable")
+	}
 	if !n.Bus.Conn().IsConnected() {
 		return errors.New("NATS: not connected")
 	}
