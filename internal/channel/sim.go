@@ -52,64 +52,78 @@ type Simulator struct {
 	// extra statement lines: discrepancies injected by the control API.
 	extra []Line
 	rng   *rand.Rand
-	// path, when set, is the file the state is kept in (Persist).
-	path string
+	// file, when set, is where every change is appended (Persist).
+	file *os.File
 	// Prefix is the path the simulator is mounted under (pay URLs carry it).
 	Prefix string
 }
 
-// simState is what Persist keeps.
-type simState struct {
-	Pays    map[string]PayOrder `json:"pays"`
-	Notify  map[string]string   `json:"notify"`
-	Payouts map[string]*Payout  `json:"payouts"`
-	PaidOut int                 `json:"paid_out"`
-	Extra   []Line              `json:"extra"`
+// simRecord is one line of the file Persist keeps: what one change left.
+type simRecord struct {
+	Pay     *PayOrder `json:"pay,omitempty"`
+	Notify  string    `json:"notify,omitempty"`
+	Payout  *Payout   `json:"payout,omitempty"`
+	Extra   *Line     `json:"extra,omitempty"`
+	PaidOut int       `json:"paid_out,omitempty"`
 }
 
 // Persist keeps the simulator's orders in a file, so that a process that
 // serves it can be killed and restarted like a real channel that never
-// forgets: the file is loaded now if it exists and rewritten (write, then
-// rename) after every change.
+// forgets: the file is replayed now if it exists, and every change is
+// appended to it (one JSON line) before it is answered.
 func (s *Simulator) Persist(path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.path = path
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	if b, err := os.ReadFile(path); err == nil {
+		for _, line := range bytes.Split(b, []byte{'\n'}) {
+			var r simRecord
+			if len(line) == 0 || json.Unmarshal(line, &r) != nil {
+				continue // a line cut short by a crash changed nothing
+			}
+			switch {
+			case r.Pay != nil:
+				s.pays[r.Pay.ID] = &simPay{PayOrder: *r.Pay, notify: r.Notify}
+			case r.Payout != nil:
+				p := *r.Payout
+				s.payouts[p.ID] = &p
+			case r.Extra != nil:
+				s.extra = append(s.extra, *r.Extra)
+			}
+			if r.PaidOut > 0 {
+				s.paidOut = r.PaidOut
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	var st simState
-	if err := json.Unmarshal(b, &st); err != nil {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
 		return fmt.Errorf("channel simulator state %s: %w", path, err)
 	}
-	for id, p := range st.Pays {
-		s.pays[id] = &simPay{PayOrder: p, notify: st.Notify[id]}
-	}
-	for id, p := range st.Payouts {
-		s.payouts[id] = p
-	}
-	s.paidOut, s.extra = st.PaidOut, st.Extra
+	s.file = f
 	return nil
 }
 
-// save writes the state when persisted; s.mu is held.
-func (s *Simulator) save() {
-	if s.path == "" {
+// save appends a change when persisted; s.mu is held.
+func (s *Simulator) save(r simRecord) {
+	if s.file == nil {
 		return
 	}
-	st := simState{Pays: map[string]PayOrder{}, Notify: map[string]string{}, Payouts: s.payouts, PaidOut: s.paidOut, Extra: s.extra}
-	for id, p := range s.pays {
-		st.Pays[id], st.Notify[id] = p.PayOrder, p.notify
+	r.PaidOut = s.paidOut
+	b, _ := json.Marshal(r)
+	_, _ = s.file.Write(append(b, '\n'))
+}
+
+// Close closes the state file.
+func (s *Simulator) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return nil
 	}
-	b, _ := json.Marshal(st)
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		_ = os.Rename(tmp, s.path)
-	}
+	err := s.file.Close()
+	s.file = nil
+	return err
 }
 
 type simPay struct {
@@ -177,7 +191,7 @@ func (s *Simulator) Handler() http.Handler {
 			if req.State == PayoutSucceeded {
 				s.paidOut++
 			}
-			s.save()
+			s.save(simRecord{Payout: p})
 		}
 		return 200, *p
 	}))
@@ -262,7 +276,7 @@ func (s *Simulator) createPay(r *http.Request, body []byte) (int, any) {
 	if !ok {
 		p = &simPay{PayOrder: PayOrder{ID: req.ID, Amount: req.Amount, State: PayCreated, PayURL: "http://" + r.Host + s.Prefix + "/checkout/" + req.ID}, notify: req.NotifyURL}
 		s.pays[req.ID] = p
-		s.save()
+		s.save(simRecord{Pay: &p.PayOrder, Notify: p.notify})
 		if d := s.knobs.AutoPay; d > 0 {
 			time.AfterFunc(d, func() { s.pay(req.ID) })
 		}
@@ -291,7 +305,7 @@ func (s *Simulator) closePay(r *http.Request, _ []byte) (int, any) {
 	}
 	if p.State == PayCreated {
 		p.State = PayClosed
-		s.save()
+		s.save(simRecord{Pay: &p.PayOrder, Notify: p.notify})
 	}
 	return 200, p.PayOrder // paid meanwhile: says so
 }
@@ -306,7 +320,7 @@ func (s *Simulator) pay(id string) (int, any) {
 	}
 	if p.State == PayCreated {
 		p.State, p.PaidAt = PayPaid, s.now().UTC().Truncate(time.Microsecond)
-		s.save()
+		s.save(simRecord{Pay: &p.PayOrder, Notify: p.notify})
 		k := s.knobs
 		drop, dup := s.roll(k.DropCallback), s.roll(k.DuplicateCallback)
 		order, notify := p.PayOrder, p.notify
@@ -378,7 +392,7 @@ func (s *Simulator) payout(_ *http.Request, body []byte) (int, any) {
 		p.Reason = "account frozen"
 	}
 	s.payouts[req.ID] = p
-	s.save()
+	s.save(simRecord{Payout: p})
 	return 200, *p
 }
 
@@ -397,7 +411,7 @@ func (s *Simulator) Inject(l Line) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.extra = append(s.extra, l)
-	s.save()
+	s.save(simRecord{Extra: &l})
 }
 
 // Lines is the day's statement: every order paid and every payout made

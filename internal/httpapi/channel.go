@@ -154,7 +154,7 @@ type reconRequest struct {
 func reconDay(s string) (time.Time, error) {
 	d, err := recon.ParseDay(s)
 	if err != nil {
-		return d, bad("bad_day", "day must be a date YYYY-MM-DD (UTC)")
+		return d, bad("bad_day", "day must be a date YYYY-MM-DD (UTC) from 2000-01-01 to today")
 	}
 	return d, nil
 }

@@ -1,7 +1,9 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -42,6 +44,12 @@ func TestTopUpAndWithdrawalOverHTTP(t *testing.T) {
 		if c := a.do("POST", "/v1/topups", tok, fmt.Sprintf("bad-%x", body), body); c.status != 400 {
 			t.Errorf("%q: %d %s", body, c.status, c.raw)
 		}
+	}
+	if c := a.raw("POST", "/v1/topups", "application/json; charset=latin1", `{"amount":"1.00"}`, tok, adm); c.status != 415 {
+		t.Fatalf("a body declared latin1: %d %s", c.status, c.raw)
+	}
+	if c := a.rawAuth("GET", "/v1/topups/"+id, "bearer "+tok); c.status != 200 {
+		t.Fatalf("the scheme in lower case: %d %s", c.status, c.raw)
 	}
 	if c := a.do("GET", "/v1/topups/"+id, other, "", nil); c.status != 404 {
 		t.Fatalf("another user's top-up: %d %s", c.status, c.raw)
@@ -110,4 +118,20 @@ func TestTopUpAndWithdrawalOverHTTP(t *testing.T) {
 		t.Fatalf("%s", rep.raw)
 	}
 	_ = u
+}
+
+// rawAuth sends a request with the Authorization header as given.
+func (a *api) rawAuth(method, path, auth string) res {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.srv.URL+path, nil)
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := res{status: resp.StatusCode, raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
 }

@@ -59,7 +59,11 @@ func readBody(r *http.Request) ([]byte, error) {
 		return body, nil
 	}
 	ct := r.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
+	mt, params, err := mime.ParseMediaType(ct)
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return nil, &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: fmt.Sprintf("Content-Type %q: JSON is UTF-8 (charset=utf-8 or none)", ct)}
+	}
 	if err != nil || mt != "application/json" {
 		return nil, &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: fmt.Sprintf("Content-Type %q: send application/json", ct)}

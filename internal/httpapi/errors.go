@@ -87,6 +87,7 @@ var errorTable = []struct {
 	{events.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{events.ErrNotFound, http.StatusNotFound, "not_found"},
 	{recon.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{recon.ErrNoDifference, http.StatusNotFound, "not_found"},
 }
 
 // clientMessage is what a client is told of err, matched by sentinel: the

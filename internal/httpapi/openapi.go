@@ -161,7 +161,7 @@ var schemas = map[string]any{
 		"differences": map[string]any{"type": "array", "items": ref("Difference")}, "checks": map[string]any{"type": "array", "items": ref("Check")},
 		"repaired": count, "unresolved": count, "sound": boolean},
 		"id", "day", "ran_at", "channel", "ours", "differences", "checks", "repaired", "unresolved", "sound"),
-	"Event": obj(map[string]any{"id": str, "kind": enum(events.Kinds...), "conversation": str, "seq": count, "user": userID, "payload": map[string]any{"type": "object"}, "at": when},
+	"Event": obj(map[string]any{"id": str, "kind": enum(events.Kinds...), "conversation": str, "seq": count, "user": userID, "payload": map[string]any{"type": "object", "required": []string{}, "description": "what happened, by kind (see the README)"}, "at": when},
 		"id", "kind", "conversation", "payload", "at"),
 	"Webhook": obj(map[string]any{"id": bigID, "url": str, "kinds": map[string]any{"type": "array", "items": enum(events.Kinds...)}, "created_at": when}, "id", "url", "kinds", "created_at"),
 	"Delivery": obj(map[string]any{"id": bigID, "webhook": bigID, "event_id": str, "state": enum("pending", "delivered", "given_up"), "attempts": count,

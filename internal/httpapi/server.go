@@ -288,8 +288,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 
 func (s *Server) authenticate(r *http.Request) (Claims, error) {
 	h := r.Header.Get("Authorization")
-	const prefix = "Bearer "
-	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
+	const prefix = "Bearer " // the scheme is case-insensitive (RFC 9110)
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return Claims{}, ErrNoToken
 	}
 	return VerifyToken(s.o.Secret, h[len(prefix):], s.o.Now())

@@ -147,7 +147,10 @@ func (s *Service) countLimit(ctx context.Context, tx pgx.Tx, kind Kind, user int
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: %s would pass %s in %d %ss today (UTC)", ErrDailyLimit, amount, maxAmount, maxOrders, kind)
+		if kind == Withdrawal {
+			return fmt.Errorf("%w: %s more would pass %s or %d withdrawals today (UTC)", ErrDailyLimit, amount, maxAmount, maxOrders)
+		}
+		return fmt.Errorf("%w: %s more would pass %s of top-ups today (UTC)", ErrDailyLimit, amount, maxAmount)
 	}
 	return nil
 }

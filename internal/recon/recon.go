@@ -145,18 +145,32 @@ func New(o Options) *Reconciler {
 	}
 }
 
-// ParseDay reads YYYY-MM-DD (UTC).
+// ParseDay reads YYYY-MM-DD (UTC): a day from 2000 on that has begun
+// (today's reconciliation covers what happened so far).
 func ParseDay(s string) (time.Time, error) {
 	d, err := time.Parse("2006-01-02", s)
 	if err != nil || d.Format("2006-01-02") != s {
-		return time.Time{}, fmt.Errorf("day %q: want YYYY-MM-DD", s)
+		return time.Time{}, fmt.Errorf("%w: day %q: want YYYY-MM-DD", ErrInvalid, s)
+	}
+	if err := validDay(d); err != nil {
+		return time.Time{}, err
 	}
 	return d, nil
+}
+
+func validDay(d time.Time) error {
+	if d.Year() < 2000 || d.After(time.Now().UTC()) {
+		return fmt.Errorf("%w: day %s: want a day from 2000-01-01 to today (UTC)", ErrInvalid, d.Format("2006-01-02"))
+	}
+	return nil
 }
 
 // Run reconciles a day (UTC), repairs what is safe, stores the report and
 // returns it.
 func (r *Reconciler) Run(ctx context.Context, day time.Time) (Report, error) {
+	if err := validDay(day); err != nil {
+		return Report{}, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep, err := r.run(ctx, day)
@@ -498,8 +512,11 @@ func (r *Reconciler) store(ctx context.Context, rep *Report) error {
 // ErrNoReport: no reconciliation of that day has run.
 var (
 	ErrNoReport = errors.New("no reconciliation report for that day")
-	// ErrInvalid: a resolution without a known kind, an order or a note.
-	ErrInvalid = errors.New("invalid resolution")
+	// ErrInvalid: a day that is not a day to reconcile, a resolution
+	// without a known kind, an order or a note.
+	ErrInvalid = errors.New("invalid reconciliation request")
+	// ErrNoDifference: a resolution for a difference no report lists.
+	ErrNoDifference = errors.New("no such difference")
 )
 
 // Latest is the last stored report of a day.
@@ -531,7 +548,20 @@ func (r *Reconciler) Resolve(ctx context.Context, day time.Time, kind, order, no
 	if !known || order == "" || strings.TrimSpace(note) == "" {
 		return fmt.Errorf("%w: a resolution needs a known kind, the order and a note", ErrInvalid)
 	}
-	_, err := r.o.DB.Exec(ctx, `INSERT INTO recon_resolutions (day, kind, ref, note) VALUES ($1, $2, $3, $4)
+	// Only a difference the last report of the day lists may be resolved:
+	// a resolution recorded ahead could hide one found later.
+	last, err := r.Latest(ctx, day)
+	if err != nil {
+		return err
+	}
+	listed := false
+	for _, d := range last.Differences {
+		listed = listed || (d.Kind == kind && d.Order == order && !d.Repaired)
+	}
+	if !listed {
+		return fmt.Errorf("%w: the last report of %s lists no %s difference for order %s", ErrNoDifference, day.Format("2006-01-02"), kind, order)
+	}
+	_, err = r.o.DB.Exec(ctx, `INSERT INTO recon_resolutions (day, kind, ref, note) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (day, kind, ref) DO UPDATE SET note = excluded.note, at = now()`, day.Format("2006-01-02"), kind, order, note)
 	return err
 }

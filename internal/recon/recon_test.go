@@ -2,6 +2,7 @@ package recon_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -171,7 +172,6 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 			t.Fatalf("check %+v", c)
 		}
 	}
-	_ = a
 	wallets := map[int64]money.Amount{1: 10_00, 2: 20_00, 3: 30_00, 4: 40_00, 5: 100_00, 6: 40_00, 7: 100_00}
 	check := func() {
 		t.Helper()
@@ -201,6 +201,21 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 	}
 	if err := rc.Resolve(ctx, day, "nonsense", "1", "x"); err == nil {
 		t.Fatal("an unknown kind must be refused")
+	}
+	// A resolution ahead of a difference no report lists could hide it.
+	if err := rc.Resolve(ctx, day, recon.MissingHere, a.ChannelID(), "x"); !errors.Is(err, recon.ErrNoDifference) {
+		t.Fatalf("a resolution of a clean order: %v", err)
+	}
+	if err := rc.Resolve(ctx, day.AddDate(0, 0, -1), recon.UnknownOrder, "777", "x"); !errors.Is(err, recon.ErrNoReport) {
+		t.Fatalf("a resolution of a day without a report: %v", err)
+	}
+	for _, bad := range []string{"0000-01-01", "1999-12-31", time.Now().UTC().AddDate(0, 0, 1).Format("2006-01-02"), "2026-02-30", "2026-1-1"} {
+		if _, err := recon.ParseDay(bad); !errors.Is(err, recon.ErrInvalid) {
+			t.Fatalf("day %q: %v", bad, err)
+		}
+	}
+	if _, err := rc.Run(ctx, day.AddDate(0, 0, 2)); !errors.Is(err, recon.ErrInvalid) {
+		t.Fatalf("a future day: %v", err)
 	}
 	rep3, err := rc.Run(ctx, day)
 	if err != nil || !rep3.Sound || rep3.Unresolved != 0 {
