@@ -260,7 +260,13 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 	hs.RegisterOnShutdown(api.Stop)
-	return hs, func() { sys.Close(); dbs.Close() }, nil
+	return hs, func() {
+		sys.Close()
+		if sim != nil {
+			_ = sim.Close()
+		}
+		dbs.Close()
+	}, nil
 }
 
 // StartSimulator serves a payment channel simulator on a free loopback
