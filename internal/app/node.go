@@ -260,8 +260,8 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		n.EventRelays = append(n.EventRelays, events.NewRelay(set.DB(), fmt.Sprintf("packet-%d", set.Number()), pub, o.Logger))
 	}
 	n.EventRelays = append(n.EventRelays, events.NewRelay(n.Groups.DB(), "group-0", pub, o.Logger))
-	if n.feedIn, err = n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: "events-feed", Subject: events.SourceSubject(">"),
-		DeadSubject: "hb.dead.events"}); err != nil {
+	if n.feedIn, err = n.Bus.NewConsumer(ctx, bus.ConsumerOptions{Name: "events-feed", Stream: bus.EventStream, Subject: events.SourceSubject(">"),
+		Batch: 20, DeadSubject: "events.dead"}); err != nil {
 		return nil, err
 	}
 
@@ -321,12 +321,12 @@ func (n *Node) feedHandler(ctx context.Context, ds []bus.Delivery) []bus.Verdict
 	var evs []events.Event
 	var idx []int
 	for i, d := range ds {
-		e, err := events.Decode(d.Data)
+		batch, err := events.Decode(d.Data)
 		if err != nil {
 			out[i] = bus.Dead
 			continue
 		}
-		evs = append(evs, e)
+		evs = append(evs, batch...)
 		idx = append(idx, i)
 	}
 	added, err := n.Feeds.Append(ctx, evs)

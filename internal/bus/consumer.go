@@ -36,6 +36,7 @@ type Handler func(ctx context.Context, batch []Delivery) []Verdict
 // ConsumerOptions configure a durable pull consumer.
 type ConsumerOptions struct {
 	Name    string // durable name
+	Stream  string // the stream (default Stream)
 	Subject string // filter subject
 	Batch   int    // messages per fetch (default 500)
 	// DeadSubject receives messages a handler declared dead.
@@ -68,7 +69,10 @@ func (b *Bus) NewConsumer(ctx context.Context, o ConsumerOptions) (*Consumer, er
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 10 * time.Second
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
+	if o.Stream == "" {
+		o.Stream = Stream
+	}
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, o.Stream, jetstream.ConsumerConfig{
 		Durable: o.Name, FilterSubject: o.Subject, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 10 * time.Second, MaxDeliver: -1, MaxAckPending: 20 * o.Batch,
 	})

@@ -173,11 +173,16 @@ func (f *Feeds) Read(ctx context.Context, conv string, after int64, limit int) (
 // ErrBadEvent: a relayed message that is not an event (parked, never applied).
 var ErrBadEvent = errors.New("not an event")
 
-// Decode reads a relayed event.
-func Decode(data []byte) (Event, error) {
-	var e Event
-	if err := json.Unmarshal(data, &e); err != nil || e.ID == "" || e.Conversation == "" || e.Kind == "" {
-		return e, fmt.Errorf("%w: %.80q", ErrBadEvent, data)
+// Decode reads a relayed message: its events in order.
+func Decode(data []byte) ([]Event, error) {
+	var b Batch
+	if err := json.Unmarshal(data, &b); err != nil || len(b.Events) == 0 {
+		return nil, fmt.Errorf("%w: %.80q", ErrBadEvent, data)
 	}
-	return e, nil
+	for _, e := range b.Events {
+		if e.ID == "" || e.Conversation == "" || e.Kind == "" {
+			return nil, fmt.Errorf("%w: %.80q", ErrBadEvent, data)
+		}
+	}
+	return b.Events, nil
 }

@@ -25,8 +25,17 @@ type Publisher interface {
 }
 
 // SourceSubject is where the relay of a database publishes its events for
-// the sequencer.
-func SourceSubject(source string) string { return "hb.events." + source }
+// the sequencer (internal: the IM side reads events.conversation.* and
+// events.user.*).
+func SourceSubject(source string) string { return "events.source." + source }
+
+// perMessage is how many events travel in one relayed message.
+const perMessage = 200
+
+// Batch is what a relayed message carries: events in the order written.
+type Batch struct {
+	Events []Event `json:"events"`
+}
 
 // Relay publishes a database's outbox. One relay at a time works on a
 // database (an advisory lock), so its events reach the bus in the order
@@ -90,7 +99,7 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 			return err
 		}
 		var seqs []int64
-		var msgs []Message
+		var evs []Event
 		for rows.Next() {
 			var e Event
 			var seq int64
@@ -98,13 +107,19 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 				rows.Close()
 				return err
 			}
-			data, _ := json.Marshal(e)
 			seqs = append(seqs, seq)
-			msgs = append(msgs, Message{Subject: SourceSubject(r.source), ID: "ev:" + e.ID, Data: data})
+			evs = append(evs, e)
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil || len(msgs) == 0 {
+		if err := rows.Err(); err != nil || len(evs) == 0 {
 			return err
+		}
+		var msgs []Message
+		for i := 0; i < len(evs); i += perMessage {
+			chunk := evs[i:min(i+perMessage, len(evs))]
+			data, _ := json.Marshal(Batch{Events: chunk})
+			msgs = append(msgs, Message{Subject: SourceSubject(r.source), Data: data,
+				ID: fmt.Sprintf("ev:%s:%d:%s", r.source, len(chunk), chunk[0].ID)})
 		}
 		if err := r.pub.Publish(ctx, msgs); err != nil {
 			return fmt.Errorf("publish %d events: %w", len(msgs), err)
@@ -112,7 +127,7 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 		if _, err := tx.Exec(ctx, `UPDATE event_outbox SET published_at = now() WHERE seq = ANY($1)`, seqs); err != nil {
 			return err
 		}
-		n = len(msgs)
+		n = len(evs)
 		return nil
 	})
 	return n, err
