@@ -124,25 +124,33 @@ func (f *Feeds) Publish(ctx context.Context, evs []Event) error {
 	for _, e := range evs {
 		data, _ := json.Marshal(e)
 		msgs = append(msgs, Message{Subject: ConversationSubject(e.Conversation), ID: e.ID, Data: data})
-		if e.User > 0 && UserConversation(e.User) != e.Conversation {
+		if e.User > 0 && UserConversation(e.User) == e.Conversation {
 			msgs = append(msgs, Message{Subject: UserSubject(e.User), ID: e.ID + ":user", Data: data})
 		}
 	}
 	if err := f.pub.Publish(ctx, msgs); err != nil {
 		return err
 	}
-	ids := make([]string, len(evs))
-	for i, e := range evs {
-		ids[i] = e.ID
+	top := map[string]int64{}
+	for _, e := range evs {
+		top[e.Conversation] = max(top[e.Conversation], e.Seq)
 	}
-	_, err := f.db.Exec(ctx, `UPDATE feed SET published_at = now() WHERE id = ANY($1)`, ids)
+	convs := make([]string, 0, len(top))
+	seqs := make([]int64, 0, len(top))
+	for c, q := range top {
+		convs, seqs = append(convs, c), append(seqs, q)
+	}
+	_, err := f.db.Exec(ctx, `UPDATE conversations c SET published_seq = greatest(c.published_seq, v.seq)
+		FROM unnest($1::text[], $2::bigint[]) AS v(id, seq) WHERE c.id = v.id`, convs, seqs)
 	return err
 }
 
 // Republish publishes events sequenced before `before` and not yet marked
 // published (their sequencer stopped between the commit and the publish).
 func (f *Feeds) Republish(ctx context.Context, before time.Time) (int, error) {
-	rows, err := f.db.Query(ctx, `SELECT `+feedColumns+` FROM feed WHERE published_at IS NULL AND at < $1 ORDER BY conversation, seq LIMIT 2000`, before)
+	rows, err := f.db.Query(ctx, `SELECT f.id, f.kind, f.conversation, f.seq, f.user_id, f.payload, f.at
+		FROM conversations c JOIN feed f ON f.conversation = c.id AND f.seq > c.published_seq
+		WHERE c.published_seq < c.last_seq AND f.at < $1 ORDER BY f.conversation, f.seq LIMIT 2000`, before)
 	if err != nil {
 		return 0, err
 	}

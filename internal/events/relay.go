@@ -71,20 +71,23 @@ func (r *Relay) Run(ctx context.Context, every time.Duration) {
 		}
 		for ctx.Err() == nil {
 			pass, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n, err := r.Step(pass, 2000)
+			n, err := r.Step(pass, 5000)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("event relay: not published; the next pass tries again", "source", r.source, "err", err)
 			}
-			if err != nil || n < 2000 {
+			if err != nil || n < 5000 {
 				break
 			}
 		}
 	}
 }
 
-// Step publishes up to limit unpublished events in the order written and
-// marks them, in one transaction; it returns how many.
+// Step publishes up to limit events in the order written and moves the
+// relay's cursor past them, in one transaction; it returns how many. It
+// takes only events of transactions older than every transaction still
+// running (the snapshot's xmin), so an event committed later can never
+// land behind the cursor.
 func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 	n := 0
 	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
@@ -93,21 +96,22 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, r.lock).Scan(&mine); err != nil || !mine {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT seq, id, kind, conversation, user_id, payload, at FROM event_outbox
-			WHERE published_at IS NULL ORDER BY seq LIMIT $1`, limit)
+		rows, err := tx.Query(ctx, `SELECT e.txid::text, e.seq, e.id, e.kind, e.conversation, e.user_id, e.payload, e.at
+			FROM event_outbox e, event_relay c
+			WHERE c.id = 1 AND (e.txid, e.seq) > (c.txid, c.seq) AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+			ORDER BY e.txid, e.seq LIMIT $1`, limit)
 		if err != nil {
 			return err
 		}
-		var seqs []int64
+		var lastTx string
+		var lastSeq int64
 		var evs []Event
 		for rows.Next() {
 			var e Event
-			var seq int64
-			if err := rows.Scan(&seq, &e.ID, &e.Kind, &e.Conversation, &e.User, &e.Payload, &e.At); err != nil {
+			if err := rows.Scan(&lastTx, &lastSeq, &e.ID, &e.Kind, &e.Conversation, &e.User, &e.Payload, &e.At); err != nil {
 				rows.Close()
 				return err
 			}
-			seqs = append(seqs, seq)
 			evs = append(evs, e)
 		}
 		rows.Close()
@@ -122,9 +126,9 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 				ID: fmt.Sprintf("ev:%s:%d:%s", r.source, len(chunk), chunk[0].ID)})
 		}
 		if err := r.pub.Publish(ctx, msgs); err != nil {
-			return fmt.Errorf("publish %d events: %w", len(msgs), err)
+			return fmt.Errorf("publish %d events: %w", len(evs), err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE event_outbox SET published_at = now() WHERE seq = ANY($1)`, seqs); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE event_relay SET txid = $1::xid8, seq = $2 WHERE id = 1`, lastTx, lastSeq); err != nil {
 			return err
 		}
 		n = len(evs)
@@ -133,8 +137,9 @@ func (r *Relay) Step(ctx context.Context, limit int) (int, error) {
 	return n, err
 }
 
-// Purge deletes published events older than before.
+// Purge deletes published events older than before, at most 10,000 a call.
 func (r *Relay) Purge(ctx context.Context, before time.Time) (int64, error) {
-	tag, err := r.db.Exec(ctx, `DELETE FROM event_outbox WHERE published_at < $1`, before)
+	tag, err := r.db.Exec(ctx, `DELETE FROM event_outbox WHERE seq IN (
+		SELECT e.seq FROM event_outbox e, event_relay c WHERE c.id = 1 AND (e.txid, e.seq) <= (c.txid, c.seq) AND e.at < $1 LIMIT 10000)`, before)
 	return tag.RowsAffected(), err
 }
