@@ -43,7 +43,7 @@ func (d *demo) conversation(ctx context.Context, group, packetID int64, claims i
 		for _, e := range all {
 			if ofPacket(e) {
 				if e.Kind == events.PacketOpened {
-					opened++
+					opened += len(openings(e))
 				}
 				finished = finished || e.Kind == events.PacketFinished
 			}
@@ -61,7 +61,7 @@ func (d *demo) conversation(ctx context.Context, group, packetID int64, claims i
 			return fmt.Errorf("conversation %s: event %d has seq %d", conv, i+1, e.Seq)
 		}
 	}
-	d.step("conversation %s through GET /v1/conversations/%s/events: %d events, seq 1..%d without a gap; the red packet's lines:", conv, conv, len(all), len(all))
+	d.step("conversation %s through GET /v1/conversations/%s/events: %d events, seq 1..%d without a gap (openings come a commit at a time); the red packet's lines:", conv, conv, len(all), len(all))
 	shown := 0
 	for _, e := range all {
 		if !ofPacket(e) {
@@ -73,13 +73,29 @@ func (d *demo) conversation(ctx context.Context, group, packetID int64, claims i
 		case e.Kind == events.PacketSent:
 			d.step("  #%d  user %v sent a red packet: %q, %v in %v shares", e.Seq, p["sender"], p["greeting"], p["amount"], p["shares"])
 		case e.Kind == events.PacketOpened && shown < 3:
-			shown++
-			d.step("  #%d  user %v opened it: %v", e.Seq, p["user"], p["amount"])
+			for _, o := range openings(e) {
+				if shown++; shown > 3 {
+					break
+				}
+				d.step("  #%d  user %d opened it: %s", e.Seq, o.User, o.Amount)
+			}
 		case e.Kind == events.PacketFinished:
 			d.step("  ... #%d  all %v shares taken; best luck: user %v with %v", e.Seq, p["shares"], p["best_luck_user"], p["best_luck_amount"])
 		}
 	}
 	return nil
+}
+
+type opening struct {
+	User   int64
+	Amount string
+}
+
+// openings are the shares an opened event reports.
+func openings(e events.Event) []opening {
+	var p struct{ Opened []opening }
+	_ = json.Unmarshal(e.Payload, &p)
+	return p.Opened
 }
 
 // receiver is a webhook endpoint that verifies signatures and counts.

@@ -115,16 +115,17 @@ func New(id, kind, conversation string, user int64, payload any, at time.Time) E
 	return Event{ID: id, Kind: kind, Conversation: conversation, User: user, Payload: b, At: at.UTC()}
 }
 
-// Write records events in the caller's transaction (the outbox). An event
-// already written (the same id) is not written again.
+// Write records events in the caller's transaction (the outbox). Each
+// change writes its events once (the change's own guard sees to it); a
+// repeat would be dropped by the feed anyway.
 func Write(ctx context.Context, tx pgx.Tx, evs ...Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	for _, e := range evs {
-		b.Queue(`INSERT INTO event_outbox (id, kind, conversation, user_id, payload, at) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (id) DO NOTHING`, e.ID, e.Kind, e.Conversation, e.User, []byte(e.Payload), e.At)
+		b.Queue(`INSERT INTO event_outbox (id, kind, conversation, user_id, payload, at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			e.ID, e.Kind, e.Conversation, e.User, string(e.Payload), e.At)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("write events: %w", err)
@@ -140,7 +141,7 @@ func Copy(ctx context.Context, tx pgx.Tx, evs []Event) error {
 	}
 	rows := make([][]any, len(evs))
 	for i, e := range evs {
-		rows[i] = []any{e.ID, e.Kind, e.Conversation, e.User, []byte(e.Payload), e.At}
+		rows[i] = []any{e.ID, e.Kind, e.Conversation, e.User, string(e.Payload), e.At}
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"event_outbox"}, []string{"id", "kind", "conversation", "user_id", "payload", "at"}, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("write events: %w", err)

@@ -97,7 +97,7 @@ func (f *Feeds) Append(ctx context.Context, evs []Event) ([]Event, error) {
 		}
 		cp := make([][]any, len(fresh))
 		for i, e := range fresh {
-			cp[i] = []any{e.Conversation, e.Seq, e.ID, e.Kind, e.User, []byte(e.Payload), e.At}
+			cp[i] = []any{e.Conversation, e.Seq, e.ID, e.Kind, e.User, string(e.Payload), e.At}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"feed"}, []string{"conversation", "seq", "id", "kind", "user_id", "payload", "at"}, pgx.CopyFromRows(cp)); err != nil {
 			return fmt.Errorf("append to feeds: %w", err)

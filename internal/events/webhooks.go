@@ -275,7 +275,7 @@ func (w *Webhooks) send(ctx context.Context, hook int64) error {
 	// The lease: a sender that dies leaves them due again a minute later.
 	rows, err := w.db.Query(ctx, `UPDATE deliveries d SET next_at = $3, attempts = attempts + 1
 		WHERE id IN (SELECT id FROM deliveries WHERE webhook_id = $1 AND state = 'pending' AND next_at <= $2 ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
-		RETURNING d.id, d.event_id, d.attempts, (SELECT json_build_object('id', id, 'kind', kind, 'conversation', conversation, 'seq', seq, 'user', user_id, 'payload', payload, 'at', at)
+		RETURNING d.id, d.event_id, d.attempts, (SELECT json_build_object('id', id, 'kind', kind, 'conversation', conversation, 'seq', seq, 'user', user_id, 'payload', payload::json, 'at', at)
 			FROM feed WHERE feed.id = d.event_id)::text`,
 		hook, now, now.Add(time.Minute), max(w.PerEndpoint, 1))
 	if err != nil {

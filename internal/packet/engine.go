@@ -615,6 +615,9 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 		a := last[id]
 		pids[i], epochs[i], counts[i], remains[i] = id, a.epoch, int32(a.count), a.remain
 	}
+	// The "opened" events of the batch, made before the transaction (their
+	// ids name packet and seq, known already).
+	opened := openedEvents(batch)
 	var fenced map[int64]bool
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		// Claim ids come from the set's sequence, times 1024 plus the set
@@ -679,10 +682,7 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 		// The events of the batch, in the same transaction: each claim an
 		// "opened" for its packet's sender, each packet now empty "finished"
 		// with its best luck.
-		evs := make([]events.Event, 0, len(batch)+len(finished))
-		for _, pc := range batch {
-			evs = append(evs, openedEvent(pc.lv.p, pc.c))
-		}
+		evs := append(make([]events.Event, 0, len(opened)+len(finished)), opened...)
 		if len(finished) > 0 {
 			best, err := tx.Query(ctx, `SELECT DISTINCT ON (packet_id) packet_id, user_id, amount FROM claims
 				WHERE packet_id = ANY($1) ORDER BY packet_id, amount DESC, seq`, finished)

@@ -29,13 +29,17 @@ type (
 		Shares   int          `json:"shares"`
 		Greeting string       `json:"greeting"`
 	}
+	// openedPayload is the shares of one packet taken in one commit: a
+	// storm of grabs is a few events of many openings, not an event each.
 	openedPayload struct {
-		Packet int64        `json:"packet,string"`
-		Claim  int64        `json:"claim,string"`
+		Packet int64     `json:"packet,string"`
+		Sender int64     `json:"sender"`
+		Opened []opening `json:"opened"`
+	}
+	opening struct {
 		User   int64        `json:"user"`
 		Seq    int          `json:"seq"`
 		Amount money.Amount `json:"amount"`
-		Sender int64        `json:"sender"`
 	}
 	finishedPayload struct {
 		Packet   int64        `json:"packet,string"`
@@ -57,10 +61,25 @@ func SentPayload(p Packet) any {
 	return sentPayload{Packet: p.ID, Kind: p.Kind, Sender: p.Sender, Receiver: p.Receiver, Group: p.Group, Amount: p.Amount, Shares: p.Shares, Greeting: p.Greeting}
 }
 
-// openedEvent: someone opened p (addressed to its sender).
-func openedEvent(p Packet, c Claim) events.Event {
-	return events.New(fmt.Sprint("packet.opened:", c.ID), events.PacketOpened, p.Conversation(), p.Sender,
-		openedPayload{Packet: p.ID, Claim: c.ID, User: c.User, Seq: c.Seq, Amount: c.Amount, Sender: p.Sender}, c.At)
+// openedEvents: who opened which packet in one commit, an event per packet
+// (addressed to its sender), in the order of the batch.
+func openedEvents(batch []*pending) []events.Event {
+	var order []*live
+	by := map[*live][]opening{}
+	for _, pc := range batch {
+		if _, ok := by[pc.lv]; !ok {
+			order = append(order, pc.lv)
+		}
+		by[pc.lv] = append(by[pc.lv], opening{User: pc.c.User, Seq: pc.c.Seq, Amount: pc.c.Amount})
+	}
+	out := make([]events.Event, len(order))
+	for i, lv := range order {
+		os := by[lv]
+		p := lv.p
+		out[i] = events.New(fmt.Sprintf("packet.opened:%d:%d-%d", p.ID, os[0].Seq, os[len(os)-1].Seq), events.PacketOpened, p.Conversation(), p.Sender,
+			openedPayload{Packet: p.ID, Sender: p.Sender, Opened: os}, time.Now())
+	}
+	return out
 }
 
 func finishedEvent(p Packet, bestUser int64, best money.Amount, at time.Time) events.Event {
