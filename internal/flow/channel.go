@@ -40,9 +40,13 @@ func (f *Flows) channelOrder(ctx context.Context, key string, user int64, amount
 	}{amount}
 	// The order id is chosen before the key is claimed and stored with it,
 	// so that every replay names the same order.
+	id, err := f.Payments.NewID(ctx, user)
+	if err != nil {
+		return payment.Order{}, false, err
+	}
 	params := &struct {
 		Order int64 `json:"order"`
-	}{f.Payments.NewID(user)}
+	}{id}
 	type answer struct {
 		Order payment.Order `json:"order"`
 		Final bool          `json:"final"`

@@ -333,7 +333,11 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 	}
 	set := f.Sets[f.next.Add(1)%uint64(len(f.Sets))]
 	now := time.Now()
-	params := &sendParams{ID: set.NewID(), ExpiresAt: now.Add(expiresIn), CreatedAt: now}
+	id, err := set.NewID(ctx)
+	if err != nil {
+		return packet.Packet{}, dtx.Result{}, err
+	}
+	params := &sendParams{ID: id, ExpiresAt: now.Add(expiresIn), CreatedAt: now}
 	r, err := once(ctx, f.requests, p.Sender, key, "send", req, params, func(ctx context.Context, fresh bool) (SendResult, bool, error) {
 		p.ID, p.ExpiresAt, p.CreatedAt = params.ID, params.ExpiresAt, params.CreatedAt
 		set, err := f.Set(p.ID)

@@ -8,6 +8,7 @@
 package ids
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -70,4 +71,45 @@ func Shard(id int64) int { return int(id >> seqBits & MaxShard) }
 // Time returns when an id was made (to the millisecond).
 func Time(id int64) time.Time {
 	return Epoch.Add(time.Duration(id>>(shardBits+seqBits)) * time.Millisecond)
+}
+
+// Blocks makes ids that carry a shard and are unique across processes:
+// the time field of each block of 4096 ids comes from a database sequence
+// (one round trip per block) instead of the clock, so two processes
+// minting ids for the same shard never collide. The sequence starts at
+// the milliseconds since Epoch when it was created (BlockSequenceSQL), so
+// these ids are larger than any a Generator made before and keep growing
+// (see the packet set's 003_packet_ids.sql).
+type Blocks struct {
+	next  func(ctx context.Context) (int64, error)
+	shard int64
+
+	mu    sync.Mutex
+	block int64
+	seq   int64
+}
+
+// NewBlocks returns an allocator for shard whose blocks come from next
+// (a nextval of the sequence).
+func NewBlocks(shard int, next func(ctx context.Context) (int64, error)) (*Blocks, error) {
+	if shard < 0 || shard > MaxShard {
+		return nil, fmt.Errorf("ids: shard %d out of range 0..%d", shard, MaxShard)
+	}
+	return &Blocks{next: next, shard: int64(shard), seq: seqMask + 1}, nil
+}
+
+// Next returns a new id.
+func (b *Blocks) Next(ctx context.Context) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seq > seqMask {
+		blk, err := b.next(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("ids: next block: %w", err)
+		}
+		b.block, b.seq = blk, 0
+	}
+	id := b.block<<(shardBits+seqBits) | b.shard<<seqBits | b.seq
+	b.seq++
+	return id, nil
 }

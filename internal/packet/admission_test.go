@@ -25,7 +25,7 @@ func TestAdmissionControl(t *testing.T) {
 	}
 	s.Start()
 	defer s.Close()
-	p := Packet{ID: s.NewID(), Kind: Lucky, Sender: 1, Group: 2, Amount: 100, Shares: 3, ExpiresAt: time.Now().Add(time.Hour)}
+	p := Packet{ID: mustID(t, s), Kind: Lucky, Sender: 1, Group: 2, Amount: 100, Shares: 3, ExpiresAt: time.Now().Add(time.Hour)}
 	for _, op := range []dtx.Op{dtx.OpTry, dtx.OpConfirm} {
 		if err := s.Participant().Do(t.Context(), dtx.Call{GID: "adm", Branch: "2", Op: op, Payload: Payload(p)}); err != nil {
 			t.Fatal(err)
@@ -60,4 +60,13 @@ func TestAdmissionControl(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].PacketID != p.ID {
 		t.Fatalf("received = %+v, %v", got, err)
 	}
+}
+
+func mustID(t testing.TB, s *Set) int64 {
+	t.Helper()
+	id, err := s.NewID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -52,7 +52,7 @@ type Options struct {
 type Set struct {
 	db  *pgxpool.Pool
 	o   Options
-	ids *ids.Generator
+	ids *ids.Blocks
 	log *slog.Logger
 
 	mu      sync.RWMutex            // guards live and loading
@@ -115,7 +115,9 @@ func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	if o.OnCommit == nil {
 		o.OnCommit = func([]Claim) {}
 	}
-	g, err := ids.NewGenerator(o.Set, o.Now)
+	g, err := ids.NewBlocks(o.Set, func(ctx context.Context) (n int64, err error) {
+		return n, db.QueryRow(ctx, `SELECT nextval('packet_id_blocks')`).Scan(&n)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +148,8 @@ func (s *Set) Number() int { return s.o.Set }
 // DB is the set's database.
 func (s *Set) DB() *pgxpool.Pool { return s.db }
 
-// NewID makes a packet id that routes to this set.
-func (s *Set) NewID() int64 { return s.ids.Next() }
+// NewID makes a packet id that routes to this set, unique across processes.
+func (s *Set) NewID(ctx context.Context) (int64, error) { return s.ids.Next(ctx) }
 
 // Grab claims one share of a packet for user. A repeated grab by the same
 // user returns the same claim (Duplicate set). It answers only after the

@@ -58,7 +58,7 @@ var gids atomic.Int64
 // send creates an active packet through the participant, as the send TCC does.
 func send(t testing.TB, s *packet.Set, p packet.Packet, c *clock) packet.Packet {
 	t.Helper()
-	p.ID = s.NewID()
+	p.ID = mustID(t, s)
 	if p.ExpiresAt.IsZero() {
 		p.ExpiresAt = c.now().Add(time.Hour)
 	}
@@ -219,7 +219,7 @@ func TestGrabRules(t *testing.T) {
 	}
 
 	// A packet whose send is not confirmed cannot be grabbed.
-	pend := packet.Packet{ID: s.NewID(), Kind: packet.Lucky, Sender: 1, Group: 4, Amount: 100, Shares: 2, ExpiresAt: c.now().Add(time.Hour)}
+	pend := packet.Packet{ID: mustID(t, s), Kind: packet.Lucky, Sender: 1, Group: 4, Amount: 100, Shares: 2, ExpiresAt: c.now().Add(time.Hour)}
 	if err := s.Participant().Do(ctx, dtx.Call{GID: "pending-1", Branch: "2", Op: dtx.OpTry, Payload: packet.Payload(pend)}); err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestParticipantConformance(t *testing.T) {
 	dtxtest.Run(t, dtxtest.Subject{
 		Participant: s.Participant(),
 		Fresh: func(t *testing.T) json.RawMessage {
-			return packet.Payload(packet.Packet{ID: s.NewID(), Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 300, Shares: 3,
+			return packet.Payload(packet.Packet{ID: mustID(t, s), Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 300, Shares: 3,
 				ExpiresAt: c.now().Add(time.Hour)})
 		},
 		State: func(t *testing.T, payload json.RawMessage) any {
@@ -467,4 +467,47 @@ func TestParticipantConformance(t *testing.T) {
 		},
 	})
 	check(t, s)
+}
+
+func mustID(t testing.TB, s *packet.Set) int64 {
+	t.Helper()
+	id, err := s.NewID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Two processes serving the same set (two nodes, or an old owner and a new
+// one) never mint the same packet id, and every id routes to the set. With
+// ids from the clock and the set number they did (issue 14: 593 sends
+// cancelled with "packet id already used").
+func TestIDsUniqueAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	a, b := newSet(t, db, c), newSet(t, db, c)
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for _, s := range []*packet.Set{a, b, a, b} {
+		wg.Go(func() {
+			for range 5000 {
+				id := mustID(t, s)
+				mu.Lock()
+				if seen[id] {
+					t.Errorf("id %d minted twice", id)
+				}
+				seen[id] = true
+				mu.Unlock()
+				if ids.Shard(id) != 3 {
+					t.Errorf("id %d routes to set %d", id, ids.Shard(id))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != 20000 {
+		t.Fatalf("%d ids", len(seen))
+	}
 }

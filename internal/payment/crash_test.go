@@ -65,7 +65,7 @@ func TestCrashMatrix(t *testing.T) {
 				o := r.o
 				o.Hook = d.hook
 				first := r.start(o)
-				id := first.NewID(user)
+				id := mustNewID(t, first, user)
 				ctx := context.Background()
 				// The first process's life, until it dies or the order ends.
 				var ord payment.Order

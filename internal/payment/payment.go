@@ -150,7 +150,7 @@ type Options struct {
 // Service runs top-ups and withdrawals.
 type Service struct {
 	o    Options
-	gens []*ids.Generator
+	gens []*ids.Blocks
 
 	transitions *prometheus.CounterVec
 	unknown     *prometheus.CounterVec
@@ -197,8 +197,11 @@ func New(o Options) (*Service, error) {
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hongbao_channel_callbacks_total",
 			Help: "Channel callbacks by result (applied, repeat, rejected_signature, rejected_order, rejected_amount, rejected_body, failed)."}, []string{"result"}),
 	}
-	for i := range o.Shards {
-		g, err := ids.NewGenerator(i, o.Now)
+	for i, l := range o.Shards {
+		db := l.DB()
+		g, err := ids.NewBlocks(i, func(ctx context.Context) (n int64, err error) {
+			return n, db.QueryRow(ctx, `SELECT nextval('channel_order_id_blocks')`).Scan(&n)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -210,8 +213,11 @@ func New(o Options) (*Service, error) {
 // HasChannel reports whether a channel is configured.
 func (s *Service) HasChannel() bool { return s.o.Channel != nil }
 
-// NewID is a new order id for user: it carries the user's ledger shard.
-func (s *Service) NewID(user int64) int64 { return s.gens[s.o.ShardOf(user)].Next() }
+// NewID is a new order id for user: it carries the user's ledger shard and
+// is unique across processes.
+func (s *Service) NewID(ctx context.Context, user int64) (int64, error) {
+	return s.gens[s.o.ShardOf(user)].Next(ctx)
+}
 
 // shardOfOrder is the ledger shard of an order id (false: no shard has it).
 func (s *Service) shardOfOrder(id int64) (*ledger.Ledger, bool) {

@@ -150,11 +150,11 @@ func (r *rig) sound() {
 }
 
 func (r *rig) topUp(svc *payment.Service, user int64, a money.Amount) (payment.Order, error) {
-	return svc.CreateTopUp(context.Background(), svc.NewID(user), user, a)
+	return svc.CreateTopUp(context.Background(), mustNewID(r.t, svc, user), user, a)
 }
 
 func (r *rig) withdraw(svc *payment.Service, user int64, a money.Amount) (payment.Order, error) {
-	return svc.CreateWithdrawal(context.Background(), svc.NewID(user), user, a)
+	return svc.CreateWithdrawal(context.Background(), mustNewID(r.t, svc, user), user, a)
 }
 
 func TestTopUpByCallbackOnce(t *testing.T) {
@@ -508,4 +508,13 @@ func signedPost(c *channel.Client, path, body string, out any) error {
 		return fmt.Errorf("%s: %d", path, resp.StatusCode)
 	}
 	return nil
+}
+
+func mustNewID(t testing.TB, svc *payment.Service, user int64) int64 {
+	t.Helper()
+	id, err := svc.NewID(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

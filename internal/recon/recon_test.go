@@ -92,7 +92,7 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 		resp.Body.Close()
 	}
 	paidTopUp := func(u int64, a money.Amount) payment.Order {
-		o, err := svc.CreateTopUp(ctx, svc.NewID(u), u, a)
+		o, err := svc.CreateTopUp(ctx, mustNewID(t, svc, u), u, a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 	}
 	a := paidTopUp(1, 10_00) // matches
 	sim.SetKnobs(channel.Knobs{DropCallback: 1})
-	b, err := svc.CreateTopUp(ctx, svc.NewID(2), 2, 20_00)
+	b, err := svc.CreateTopUp(ctx, mustNewID(t, svc, 2), 2, 20_00)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +115,13 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e, err := svc.CreateWithdrawal(ctx, svc.NewID(5), 5, 50_00) // succeeds, then reversed
+	e, err := svc.CreateWithdrawal(ctx, mustNewID(t, svc, 5), 5, 50_00) // succeeds, then reversed
 	if err != nil || e.State != payment.Succeeded {
 		t.Fatalf("%+v %v", e, err)
 	}
 	sim.SetKnobs(channel.Knobs{PayoutOutcome: channel.PayoutProcessing})
-	f, _ := svc.CreateWithdrawal(ctx, svc.NewID(6), 6, 60_00) // paid at the channel later; we never asked
-	g, _ := svc.CreateWithdrawal(ctx, svc.NewID(7), 7, 70_00) // failed at the channel later
+	f, _ := svc.CreateWithdrawal(ctx, mustNewID(t, svc, 6), 6, 60_00) // paid at the channel later; we never asked
+	g, _ := svc.CreateWithdrawal(ctx, mustNewID(t, svc, 7), 7, 70_00) // failed at the channel later
 	if f.State != payment.Unknown || g.State != payment.Unknown {
 		t.Fatalf("%+v %+v", f, g)
 	}
@@ -228,4 +228,13 @@ func TestDayWithEveryDiscrepancy(t *testing.T) {
 	if _, err := rc.Latest(ctx, day.AddDate(0, 0, -3)); err != recon.ErrNoReport {
 		t.Fatalf("%v", err)
 	}
+}
+
+func mustNewID(t testing.TB, svc *payment.Service, user int64) int64 {
+	t.Helper()
+	id, err := svc.NewID(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
