@@ -6,11 +6,13 @@ package app
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,7 @@ import (
 
 	"hongbao/internal/bus"
 	"hongbao/internal/channel"
+	"hongbao/internal/cluster"
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/flow"
@@ -132,7 +135,12 @@ type NodeOptions struct {
 	// ReconAfter: reconcile yesterday once a day this long after midnight
 	// UTC (0: no schedule; `hongbao recon` runs one by hand).
 	ReconAfter time.Duration
-	Logger     *slog.Logger
+	// URL is where other nodes reach this node's API (grabs for the sets it
+	// owns are forwarded there); LeaseTTL bounds how long a dead node keeps
+	// its sets (default 6 s).
+	URL      string
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
 }
 
 // Node is every part of a Hongbao node, started and stopped together.
@@ -150,6 +158,10 @@ type Node struct {
 	Recon    *recon.Reconciler
 	// The message side: a relay per database's outbox, the conversations'
 	// feeds (with the sequencer's consumer) and the webhooks.
+	// Cluster is this node's membership: which packet sets it owns.
+	Cluster *cluster.Member
+	// Forwarded counts grabs sent on to the node owning their set.
+	Forwarded   atomic.Int64
 	EventRelays []*events.Relay
 	Feeds       *events.Feeds
 	Webhooks    *events.Webhooks
@@ -227,7 +239,7 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		}
 		n.Sets = append(n.Sets, set)
 	}
-	dpool, err := open(ctx, DtxDB, sizes[DtxDB], append(dtx.Migrations(), recon.Migrations())...)
+	dpool, err := open(ctx, DtxDB, sizes[DtxDB], append(dtx.Migrations(), recon.Migrations(), cluster.Migrations())...)
 	if err != nil {
 		return nil, err
 	}
@@ -274,8 +286,27 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		n.Credits = append(n.Credits, c)
 	}
 
+	// Each set is served by the one live node whose lease it holds: none
+	// until the first beat hands this node its share (all of them when it
+	// is alone).
+	for _, set := range n.Sets {
+		set.Serve(false)
+	}
+	id := o.NodeID
+	if id == "" {
+		b := make([]byte, 8)
+		_, _ = crand.Read(b)
+		id = fmt.Sprintf("node-%x", b)
+	}
+	n.o.NodeID = id
+	if n.Cluster, err = cluster.Join(ctx, dpool, cluster.Options{Node: id, URL: o.URL, Sets: o.PacketSets, TTL: o.LeaseTTL, Logger: o.Logger,
+		Gained: func(s int) { n.Sets[s].Serve(true) }, Lost: func(s int) { n.Sets[s].Serve(false) }}); err != nil {
+		return nil, err
+	}
+
 	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
+	n.wg.Go(func() { n.Cluster.Run(run) })
 	for _, set := range n.Sets {
 		set.Start()
 	}
@@ -389,6 +420,14 @@ func (n *Node) creditHandler(l *ledger.Ledger) bus.Handler {
 // again does nothing.
 func (n *Node) Close() {
 	n.stop.Do(func() {
+		if n.Cluster != nil {
+			// Hand the sets over first: other nodes take them at their next beat.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := n.Cluster.Leave(ctx); err != nil {
+				n.o.Logger.Warn("leases not given up; they run out", "err", err)
+			}
+			cancel()
+		}
 		for _, set := range n.Sets {
 			set.Close()
 		}
@@ -491,6 +530,9 @@ func (n *Node) SetGrace(d time.Duration) { n.grace.Store(int64(d)) }
 // sweep runs one pass of the sweepers and the reconciler.
 func (n *Node) sweep(ctx context.Context) {
 	for _, set := range n.Sets {
+		if !set.Serving() {
+			continue // its owner sweeps it
+		}
 		refunds, err := set.Expire(ctx, 1000)
 		if err != nil {
 			n.o.Logger.Warn("expiry sweep failed", "packet_set", set.Number(), "err", err)
@@ -532,7 +574,38 @@ func (n *Node) sweep(ctx context.Context) {
 // readiness and metrics.
 func (n *Node) Backend() httpapi.Backend {
 	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
-		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors()}
+		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors(),
+		Forward: n.forward, Nodes: n.nodes}
+}
+
+var forwardClient = &http.Client{Timeout: 10 * time.Second}
+
+// forward sends a grab to the node owning its packet's set, with the
+// caller's own token (every node shares the token secret).
+func (n *Node) forward(ctx context.Context, packetID int64, r *http.Request) (*http.Response, error) {
+	l, ok := n.Cluster.Owner(ids.Shard(packetID))
+	if !ok || l.URL == "" || l.Owner == n.o.NodeID {
+		return nil, fmt.Errorf("no live owner for set %d", ids.Shard(packetID))
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, strings.TrimRight(l.URL, "/")+r.URL.RequestURI(), nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range []string{"Authorization", "X-Request-Id"} {
+		req.Header.Set(h, r.Header.Get(h))
+	}
+	req.Header.Set(httpapi.ForwardedHeader, "1")
+	n.Forwarded.Add(1)
+	return forwardClient.Do(req)
+}
+
+// nodes is the operators' view: the live nodes and who owns which set.
+func (n *Node) nodes(ctx context.Context) (any, error) {
+	leases, nodes, err := n.Cluster.View(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"nodes": nodes, "sets": leases}, nil
 }
 
 // feeds serves the API's conversation feeds: read from the events
@@ -677,6 +750,8 @@ func (n *Node) collectors() []prometheus.Collector {
 		gauge("hongbao_relay_stalled_seconds", "How long the relay has had credits to publish and published none (alert above 10).", func() float64 {
 			return n.Relay.Stalled().Seconds()
 		}),
+		counter("hongbao_set_takeovers_total", "Packet sets this node started owning (a move when another node had them).", func() float64 { return float64(n.Cluster.Moves.Load()) }),
+		counter("hongbao_grabs_forwarded_total", "Grabs sent on to the node owning their set.", func() float64 { return float64(n.Forwarded.Load()) }),
 		counter("hongbao_relay_restarts_total", "Relay restarts after a stall.", func() float64 { return float64(n.RelayRestarts.Load()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,11 @@ type Backend struct {
 	// Feeds and Webhooks may be nil too.
 	Feeds    Feeds
 	Webhooks Webhooks
+	// Forward sends a grab on to the node that owns its packet's set (nil:
+	// one node serves every set).
+	Forward func(ctx context.Context, packetID int64, r *http.Request) (*http.Response, error)
+	// Nodes is the cluster view for operators (nil: not served).
+	Nodes func(ctx context.Context) (any, error)
 	// Ready reports whether every dependency answers (nil: ready).
 	Ready func(ctx context.Context) error
 	// Collectors are the metrics of the parts behind the API.

@@ -68,6 +68,7 @@ var errorTable = []struct {
 	{packet.ErrNotActive, http.StatusConflict, "packet_not_active"},
 	{packet.ErrBusy, http.StatusTooManyRequests, "busy"},
 	{packet.ErrFenced, http.StatusServiceUnavailable, "retry"},
+	{packet.ErrNotOwner, http.StatusServiceUnavailable, "retry"},
 	// Someone who may not grab a packet is told it does not exist, as a
 	// read would: its group or receiver is not theirs to learn.
 	{packet.ErrNotAllowed, http.StatusNotFound, "not_found"},

@@ -118,6 +118,9 @@ func New(b Backend, o Options) (*Server, error) {
 		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
 		{"GET", "/v1/admin/transactions/{gid}", admin, false, s.transaction},
 	}
+	if b.Nodes != nil {
+		s.routes = append(s.routes, route{"GET", "/v1/admin/nodes", admin, false, s.nodes})
+	}
 	if b.Payments != nil {
 		s.routes = append(s.routes,
 			route{"POST", "/v1/topups", user, true, s.createOrder(payment.TopUp)},
@@ -559,6 +562,10 @@ func (s *Server) grab(r *http.Request, c Claims) (int, any, error) {
 		return 0, nil, err
 	}
 	cl, err := s.b.Packets.Grab(r.Context(), id, c.User)
+	if errors.Is(err, packet.ErrNotOwner) && s.b.Forward != nil && r.Header.Get(ForwardedHeader) == "" {
+		// Another node owns the set: it answers, through us.
+		return 200, streamer(func(ctx context.Context, w http.ResponseWriter) { s.forward(ctx, w, r, id) }), nil
+	}
 	if err != nil {
 		return 0, nil, err
 	}

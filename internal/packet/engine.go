@@ -53,7 +53,10 @@ type Set struct {
 	db  *pgxpool.Pool
 	o   Options
 	ids *ids.Blocks
-	log *slog.Logger
+	// serving: this process owns the set (its cluster lease); a set that
+	// does not serve refuses grabs with ErrNotOwner (the caller forwards).
+	serving atomic.Bool
+	log     *slog.Logger
 
 	mu      sync.RWMutex            // guards live and loading
 	live    map[int64]*live         // packets this process owns
@@ -124,6 +127,7 @@ func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	s := &Set{db: db, o: o, ids: g, log: o.Logger.With("packet_set", o.Set),
 		live: map[int64]*live{}, loading: map[int64]chan struct{}{},
 		queue: make(chan *pending, 4*o.MaxBatch), stop: make(chan struct{})}
+	s.serving.Store(true)
 	return s, nil
 }
 
@@ -141,6 +145,25 @@ func (s *Set) Close() {
 		s.wg.Wait()
 	})
 }
+
+// Serve turns serving on (this process now owns the set) or off (it lost
+// it: the packets in memory are dropped, so that owning it again reloads
+// them and bumps their epochs).
+func (s *Set) Serve(on bool) {
+	s.serving.Store(on)
+	if on {
+		return
+	}
+	s.mu.Lock()
+	for _, lv := range s.live {
+		lv.broken.Store(true)
+	}
+	s.live = map[int64]*live{}
+	s.mu.Unlock()
+}
+
+// Serving reports whether this process owns the set.
+func (s *Set) Serving() bool { return s.serving.Load() }
 
 // Number is the set's number, carried by its packet ids.
 func (s *Set) Number() int { return s.o.Set }
@@ -160,6 +183,9 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	}
 	if user <= 0 {
 		return Claim{}, fmt.Errorf("%w: user %d", ErrNotAllowed, user)
+	}
+	if !s.serving.Load() {
+		return Claim{}, fmt.Errorf("%w: set %d", ErrNotOwner, s.o.Set)
 	}
 	lv, err := s.owned(ctx, packetID)
 	if err != nil {

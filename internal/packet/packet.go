@@ -51,9 +51,11 @@ const (
 
 // Errors a caller branches on.
 var (
-	ErrInvalid        = errors.New("invalid packet")
-	ErrNotFound       = errors.New("packet not found")
-	ErrWrongSet       = errors.New("packet belongs to another set")
+	ErrInvalid  = errors.New("invalid packet")
+	ErrNotFound = errors.New("packet not found")
+	ErrWrongSet = errors.New("packet belongs to another set")
+	// ErrNotOwner: another node owns the packet's set (forward the grab).
+	ErrNotOwner       = errors.New("another node owns this packet set")
 	ErrNotActive      = errors.New("packet is not open for grabbing")
 	ErrExpired        = errors.New("packet has expired")
 	ErrSoldOut        = errors.New("packet is empty")
