@@ -418,9 +418,13 @@ func (n *Node) creditHandler(l *ledger.Ledger) bus.Handler {
 // then the loops stop (recovery, consumers, sweepers) and the bus closes.
 // Whatever is still in flight is found again by the reconciler. Calling it
 // again does nothing.
-func (n *Node) Close() {
+func (n *Node) Close() { n.close(true) }
+
+// close stops the node; leave false keeps its leases, as a process killed
+// would (tests).
+func (n *Node) close(leave bool) {
 	n.stop.Do(func() {
-		if n.Cluster != nil {
+		if n.Cluster != nil && leave {
 			// Hand the sets over first: other nodes take them at their next beat.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := n.Cluster.Leave(ctx); err != nil {

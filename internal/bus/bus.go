@@ -190,6 +190,15 @@ func (b *Bus) StartServer() error {
 	return nil
 }
 
+// ClientURL is where other processes reach the embedded server ("" when
+// this bus has none, or it does not listen).
+func (b *Bus) ClientURL() string {
+	if b.srv == nil || b.sopt.DontListen {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
 // Conn exposes the NATS connection (for plain subjects such as events).
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 

@@ -153,7 +153,7 @@ func (m *Member) beat(ctx context.Context) error {
 		sort.Ints(mine)
 		if len(mine) > share {
 			give := mine[share:]
-			if _, err := tx.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = '-infinity' WHERE owner = $1 AND set_no = ANY($2)`, m.o.Node, give); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = 'epoch' WHERE owner = $1 AND set_no = ANY($2)`, m.o.Node, give); err != nil {
 				return err
 			}
 			mine = mine[:share]
@@ -305,7 +305,7 @@ func (m *Member) Leave(ctx context.Context) error {
 	for _, s := range lost {
 		m.o.Lost(s)
 	}
-	_, err := m.db.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = '-infinity' WHERE owner = $1`, m.o.Node)
+	_, err := m.db.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = 'epoch' WHERE owner = $1`, m.o.Node)
 	if err == nil {
 		_, err = m.db.Exec(ctx, `DELETE FROM cluster_nodes WHERE id = $1`, m.o.Node)
 	}

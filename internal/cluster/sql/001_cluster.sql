@@ -9,7 +9,7 @@ CREATE TABLE cluster_nodes (
 CREATE TABLE set_leases (
     set_no     int         PRIMARY KEY,
     owner      text,
-    expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    expires_at timestamptz NOT NULL DEFAULT 'epoch',
     moves      bigint      NOT NULL DEFAULT 0,
     since      timestamptz NOT NULL DEFAULT now()
 );
