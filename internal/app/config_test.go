@@ -13,7 +13,7 @@ func TestServeConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := ServeConfig{Config: Config{DataDir: "d", LedgerShards: 2}, Addr: "127.0.0.1:8080", TokenSecret: strings.Repeat("s", 32),
 		PacketSets: 2, Timeout: time.Second, MaxBody: 4096, TxRetention: 24 * time.Hour, MaxAmount: 100, MaxBalance: 1000, LogFormat: "json", LogLevel: "info",
-		Limits: payment.DefaultLimits, TopUpTTL: time.Hour, QueryAfter: time.Second, ReconAfter: time.Hour}
+		Limits: payment.DefaultLimits, TopUpTTL: time.Hour, QueryAfter: time.Second, ReconAfter: time.Hour, LeaseTTL: 6 * time.Second}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}

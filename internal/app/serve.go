@@ -52,6 +52,7 @@ type ServeConfig struct {
 	TopUpTTL      time.Duration
 	QueryAfter    time.Duration
 	ReconAfter    time.Duration
+	LeaseTTL      time.Duration
 }
 
 // Bind registers serve's flags, with HONGBAO_* environment fallbacks.
@@ -81,6 +82,7 @@ func (c *ServeConfig) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TopUpTTL, "topup-ttl", c.envDuration("HONGBAO_TOPUP_TTL", 30*time.Minute), "a top-up unpaid this long is closed at the channel (HONGBAO_TOPUP_TTL)")
 	fs.DurationVar(&c.QueryAfter, "channel-query-after", c.envDuration("HONGBAO_CHANNEL_QUERY_AFTER", 10*time.Second), "first wait before asking the channel about an order it has not answered definitely; doubles up to 5 min (HONGBAO_CHANNEL_QUERY_AFTER)")
 	fs.DurationVar(&c.ReconAfter, "recon-after", c.envDuration("HONGBAO_RECON_AFTER", time.Hour), "reconcile yesterday this long after midnight UTC; 0 turns the schedule off (HONGBAO_RECON_AFTER)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.envDuration("HONGBAO_LEASE_TTL", 6*time.Second), "how long a node that died keeps its packet sets before another node takes them (HONGBAO_LEASE_TTL)")
 	fs.DurationVar(&c.TxRetention, "tx-retention", c.envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
@@ -132,6 +134,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if c.TopUpTTL < time.Minute || c.QueryAfter < 100*time.Millisecond || c.QueryAfter > 5*time.Minute || c.ReconAfter < 0 || c.ReconAfter >= 24*time.Hour {
 		errs = append(errs, errors.New("--topup-ttl at least 1m, --channel-query-after 100ms..5m, --recon-after 0..24h"))
+	}
+	if c.LeaseTTL < time.Second || c.LeaseTTL > time.Minute {
+		errs = append(errs, fmt.Errorf("--lease-ttl %s: want 1s..1m", c.LeaseTTL))
 	}
 	if c.TxRetention < time.Hour {
 		errs = append(errs, fmt.Errorf("--tx-retention %s: keep finished transactions at least an hour", c.TxRetention))
@@ -237,7 +242,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	sys, err := StartNode(ctx, dbs.Open, NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
 		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
 		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log,
-		Channel: ch, ChannelSecret: chSecret, ReconAfter: cfg.ReconAfter,
+		Channel: ch, ChannelSecret: chSecret, ReconAfter: cfg.ReconAfter, URL: public, LeaseTTL: cfg.LeaseTTL,
 		Payments: payment.Options{Limits: cfg.Limits, TopUpTTL: cfg.TopUpTTL, QueryAfter: cfg.QueryAfter}})
 	if err != nil {
 		dbs.Close()
