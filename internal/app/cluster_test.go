@@ -209,3 +209,67 @@ func TestThreeNodes(t *testing.T) {
 	}
 	t.Logf("ok %d, sold out %d, busy/retry %d, forwarded %d", ok.Load(), sold.Load(), busy.Load(), fwd)
 }
+
+// A node stopped gracefully mid-storm hands its set over first: the other
+// nodes take it at once (they are notified), and no grab sent to them
+// fails.
+func TestGracefulHandOver(t *testing.T) {
+	open := pgtest.Opener(t)
+	a := startClusterNode(t, open, "a", "", -1)
+	defer a.stop(true)
+	b := startClusterNode(t, open, "b", a.Bus.ClientURL(), 0)
+	defer b.stop(true)
+	hbtest.WaitFor(t, 15*time.Second, "the sets spread", func() bool { return a.owned() >= 1 && b.owned() >= 1 && a.owned()+b.owned() == 3 })
+	p := newParty(t, a.Node, 400, 100_000)
+	var pk packet.Packet
+	for {
+		pk = sendLucky(t, a.Node, p, 40_000, 400, time.Time{})
+		if b.Sets[ids.Shard(pk.ID)].Serving() {
+			break
+		}
+	}
+	var bad, okN atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, u := range p.members {
+		if i == 150 {
+			wg.Wait()
+			start := time.Now()
+			b.stop(true) // graceful: leases given up, a notified
+			hbtest.WaitFor(t, 5*time.Second, "a owns every set", func() bool { return a.owned() == 3 })
+			t.Logf("hand-over took %s", time.Since(start).Round(time.Millisecond))
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
+			for {
+				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", a.url, pk.ID), nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					bad.Add(1)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode == 429 {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				if resp.StatusCode == 200 {
+					okN.Add(1)
+				} else {
+					bad.Add(1)
+					t.Errorf("grab answered %d", resp.StatusCode)
+				}
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() > 0 || okN.Load() != 400 {
+		t.Fatalf("%d grabs failed, %d succeeded of 400", bad.Load(), okN.Load())
+	}
+}

@@ -104,8 +104,14 @@ func Join(ctx context.Context, db *pgxpool.Pool, o Options) (*Member, error) {
 	return m, nil
 }
 
-// Run renews and rebalances every beat until ctx ends.
+// Run renews and rebalances every beat until ctx ends, and at once when
+// another node gives sets up (it notifies on the leases' channel), so that
+// a graceful hand-over takes milliseconds, not a beat.
 func (m *Member) Run(ctx context.Context) {
+	wake := make(chan struct{}, 1)
+	listening := make(chan struct{})
+	go func() { defer close(listening); m.listen(ctx, wake) }()
+	defer func() { <-listening }()
 	t := time.NewTicker(m.o.Beat)
 	defer t.Stop()
 	for {
@@ -113,6 +119,7 @@ func (m *Member) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 		pass, cancel := context.WithTimeout(ctx, m.o.TTL)
 		if err := m.beat(pass); err != nil && ctx.Err() == nil {
@@ -121,6 +128,42 @@ func (m *Member) Run(ctx context.Context) {
 			m.dropExpired()
 		}
 		cancel()
+	}
+}
+
+// notifyChannel is where a node that gives sets up says so.
+const notifyChannel = "hongbao_set_leases"
+
+// listen passes the leases' notifications on to wake until ctx ends.
+func (m *Member) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		conn, err := m.db.Acquire(ctx)
+		if err != nil {
+			sleep(ctx, m.o.Beat)
+			continue
+		}
+		if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err == nil {
+			for {
+				if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+					break
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+		conn.Release()
+		sleep(ctx, m.o.Beat)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -154,6 +197,9 @@ func (m *Member) beat(ctx context.Context) error {
 		if len(mine) > share {
 			give := mine[share:]
 			if _, err := tx.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = 'epoch' WHERE owner = $1 AND set_no = ANY($2)`, m.o.Node, give); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "NOTIFY "+notifyChannel); err != nil {
 				return err
 			}
 			mine = mine[:share]
@@ -308,6 +354,9 @@ func (m *Member) Leave(ctx context.Context) error {
 	_, err := m.db.Exec(ctx, `UPDATE set_leases SET owner = NULL, expires_at = 'epoch' WHERE owner = $1`, m.o.Node)
 	if err == nil {
 		_, err = m.db.Exec(ctx, `DELETE FROM cluster_nodes WHERE id = $1`, m.o.Node)
+	}
+	if err == nil {
+		_, err = m.db.Exec(ctx, "NOTIFY "+notifyChannel)
 	}
 	return err
 }
