@@ -210,35 +210,7 @@ func TestStalledRelayRestarted(t *testing.T) {
 // the node leading it is killed mid-storm; every claim is credited once.
 func TestStreamLeaderKilled(t *testing.T) {
 	t.Parallel()
-	ports := make([]int, 3)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-	}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
-	}
-	var servers []*server.Server
-	var urls []string
-	for i := range 3 {
-		s := runNATS(t, &server.Options{ServerName: fmt.Sprint("n", i), Port: -1,
-			Cluster: server.ClusterOpts{Name: "hb", Host: "127.0.0.1", Port: ports[i]}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
-		servers = append(servers, s)
-		urls = append(urls, s.ClientURL())
-	}
-	hbtest.WaitFor(t, 30*time.Second, "a JetStream meta leader", func() bool {
-		for _, s := range servers {
-			if s.JetStreamIsLeader() {
-				return true
-			}
-		}
-		return false
-	})
+	servers, urls := natsCluster(t)
 	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, NatsURL: strings.Join(urls, ","),
 		AckTimeout: time.Second, Grace: 3 * time.Second, Every: 50 * time.Millisecond})
 	if err != nil {
@@ -275,6 +247,42 @@ func TestStreamLeaderKilled(t *testing.T) {
 	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
 	t.Logf("all credited %s after the storm", time.Since(start).Round(time.Millisecond))
 	reconcile(t, sys)
+}
+
+// natsCluster runs a 3-server JetStream cluster on loopback and waits for
+// its meta leader.
+func natsCluster(t *testing.T) ([]*server.Server, []string) {
+	t.Helper()
+	ports := make([]int, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var servers []*server.Server
+	var urls []string
+	for i := range 3 {
+		s := runNATS(t, &server.Options{ServerName: fmt.Sprint("n", i), Port: -1,
+			Cluster: server.ClusterOpts{Name: "hb", Host: "127.0.0.1", Port: ports[i]}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
+		servers = append(servers, s)
+		urls = append(urls, s.ClientURL())
+	}
+	hbtest.WaitFor(t, 30*time.Second, "a JetStream meta leader", func() bool {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	return servers, urls
 }
 
 func streamLeader(t *testing.T, urls []string) string {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,6 +361,85 @@ func TestTwoNodesPostgresRestart(t *testing.T) {
 	hbtest.WaitFor(t, 60*time.Second, "every claim credited", func() bool {
 		for _, cl := range d.Claims {
 			if balance(t, a.Node, cl.User) != cl.Amount {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Three nodes on a 3-server JetStream cluster (each node prefers its own
+// server), and the server leading the stream killed mid-storm: grabs go
+// on through all three nodes with no 5xx, and every claim is credited once.
+func TestThreeNodesNATSServerKilled(t *testing.T) {
+	servers, urls := natsCluster(t)
+	open := pgtest.Opener(t)
+	var nodes []*clusterNode
+	for i := range 3 {
+		order := []string{urls[i], urls[(i+1)%3], urls[(i+2)%3]}
+		n := startClusterNode(t, open, fmt.Sprint("n", i), strings.Join(order, ","), 0)
+		defer n.stop(true)
+		nodes = append(nodes, n)
+	}
+	hbtest.WaitFor(t, 15*time.Second, "one set per node", func() bool {
+		return nodes[0].owned() == 1 && nodes[1].owned() == 1 && nodes[2].owned() == 1
+	})
+	p := newParty(t, nodes[0].Node, 300, 100_000)
+	pk := sendLucky(t, nodes[0].Node, p, 30_000, 300, time.Time{})
+	var other, okN atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, u := range p.members {
+		if i == 150 {
+			wg.Wait()
+			leader := streamLeader(t, urls)
+			for _, s := range servers {
+				if s.Name() == leader {
+					s.Shutdown()
+					t.Logf("killed the stream leader %s", leader)
+				}
+			}
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
+			for range 200 {
+				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", nodes[i%3].url, pk.ID), nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Errorf("grab: %v", err)
+					return
+				}
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case 200:
+					okN.Add(1)
+					return
+				case 429, 503:
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				other.Add(1)
+				t.Errorf("grab answered %d", resp.StatusCode)
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	if other.Load() > 0 || okN.Load() != 300 {
+		t.Fatalf("%d other answers, %d of 300 grabs succeeded", other.Load(), okN.Load())
+	}
+	d, err := nodes[0].Flows.PacketDetail(context.Background(), pk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hbtest.WaitFor(t, 60*time.Second, "every claim credited", func() bool {
+		for _, cl := range d.Claims {
+			if balance(t, nodes[0].Node, cl.User) != cl.Amount {
 				return false
 			}
 		}
