@@ -42,6 +42,7 @@ func commands() []command {
 		{"orders", "payment channel orders not final yet (admin token)", runOpenOrders},
 		{"recon", "reconcile a day against the channel's statement and the books (admin token); exits 1 unless sound", runRecon},
 		{"channel-sim", "a payment channel simulator with fault knobs, as its own process", runChannelSim},
+		{"cluster", "cluster up: many nodes on this machine (2 PostgreSQL, 3 NATS, N serve processes) to try", runCluster},
 		{"version", "print the version, the commit and the Go it was built with", runVersion},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,5 +76,26 @@ func TestExternalDatabasesCreated(t *testing.T) {
 	_, err = d2.Open(ctx, "hongbao_group_"+suffix, 4)
 	if !errors.Is(err, postgres.ErrMissingDatabase) || !strings.Contains(err.Error(), `CREATE DATABASE "hongbao_group_`+suffix+`"`) || strings.Contains(err.Error(), "pw") {
 		t.Fatalf("a role without CREATEDB: %v", err)
+	}
+}
+
+// Nodes starting at once all ensure the same databases: every one of them
+// succeeds (the second CREATE of a name is refused by the catalog's unique
+// index, which means it exists).
+func TestConcurrentEnsureDatabase(t *testing.T) {
+	t.Parallel()
+	cl := pgtest.Cluster(t)
+	url := cl.URL(fmt.Sprintf("hongbao_race_%d", time.Now().UnixNano()))
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() { errs <- postgres.EnsureDatabase(t.Context(), url) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

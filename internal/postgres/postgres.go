@@ -211,7 +211,9 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	if errors.As(err, &pe) && pe.Code == "42P04" { // created meanwhile by another node
+	// Created meanwhile by another node: "already exists", or, when both
+	// CREATEs ran at once, the catalog's unique index refusing the second.
+	if errors.As(err, &pe) && (pe.Code == "42P04" || (pe.Code == "23505" && pe.ConstraintName == "pg_database_datname_index")) {
 		return nil
 	}
 	if errors.As(err, &pe) && pe.Code == "42501" {
