@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +44,9 @@ type FestivalReport struct {
 	Internal       []string     `json:"internal_violations,omitempty"`
 	AllCredited    bool         `json:"all_credited"`
 	SecondsToDrain float64      `json:"seconds_until_all_credited"`
+	// Forwarded are the grabs the nodes sent on to their set's owner
+	// (scraped from each node's metrics; several --url nodes).
+	Forwarded int64 `json:"grabs_forwarded"`
 }
 
 func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
@@ -82,6 +89,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		return errors.New("--url needs the server's --token-secret (HONGBAO_TOKEN_SECRET) to act as many users")
 	}
 	rep := FestivalReport{URL: *url, Users: *users, Groups: *groups}
+	forwardedBefore := scrapeForwarded(ctx, strings.Split(*url, ","))
 	fmt.Fprintf(progress, "spring festival: %d users in %d groups, %d clients, %s, against %s\n", *users, *groups, *workers, *d, *url)
 	b := client.NewUsers(*url, []byte(*secret), *workers)
 
@@ -201,6 +209,11 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "packets sent (TCC)", sends.PerSec, sends.P50ms, sends.P99ms, sends.Errors)
 	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "grabs", grabs.PerSec, grabs.P50ms, grabs.P99ms, grabs.Errors)
 	fmt.Fprintf(progress, "  %-34s p50 %6.0f ms  p99 %6.0f ms  (%d samples)\n", "grab to credited", rep.CreditP50ms, rep.CreditP99ms, rep.CreditSamples)
+	if nodes := strings.Split(*url, ","); len(nodes) > 1 {
+		rep.Forwarded = scrapeForwarded(ctx, nodes) - forwardedBefore
+		fmt.Fprintf(progress, "  %-34s %d of %d (%.0f%%) across %d nodes\n", "grabs forwarded to the owner", rep.Forwarded, grabs.Ops,
+			100*float64(rep.Forwarded)/max(float64(grabs.Ops), 1), len(nodes))
+	}
 
 	// Reconcile through the API: every claim credited, and the bench's
 	// money all accounted for: wallets + what live packets still hold. The
@@ -308,4 +321,28 @@ func creditedAfter(ctx context.Context, b *client.Users, packetID, claimID int64
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0, false
+}
+
+// scrapeForwarded sums hongbao_grabs_forwarded_total over the nodes.
+func scrapeForwarded(ctx context.Context, nodes []string) int64 {
+	var total int64
+	for _, n := range nodes {
+		req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(n, "/")+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "hongbao_grabs_forwarded_total "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += int64(f)
+			}
+		}
+		resp.Body.Close()
+	}
+	return total
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"hongbao/internal/httpapi"
@@ -80,15 +81,17 @@ func NewKey() string {
 // Users acts as any user (or the admin) of a server whose token secret it
 // holds.
 type Users struct {
-	url    string
+	urls   []string // one or more nodes of one system, taken in turn
+	next   atomic.Uint64
 	secret []byte
 	admin  string
 	httpc  *http.Client
 }
 
-// NewUsers returns a client for url keeping up to conns connections.
+// NewUsers returns a client for url (several nodes: comma-separated, each
+// request goes to the next) keeping up to conns connections.
 func NewUsers(url string, secret []byte, conns int) *Users {
-	c := &Users{url: url, secret: secret, httpc: &http.Client{Timeout: 30 * time.Second,
+	c := &Users{urls: strings.Split(url, ","), secret: secret, httpc: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: max(2*conns, 2)}}}
 	c.admin, _ = httpapi.IssueToken(secret, httpapi.Claims{Admin: true, Expires: time.Now().Add(24 * time.Hour).Unix()})
 	return c
@@ -97,7 +100,7 @@ func NewUsers(url string, secret []byte, conns int) *Users {
 // Call makes one request as user (0: the admin) and decodes the answer
 // into out; it returns the status.
 func (a *Users) Call(ctx context.Context, method, path string, user int64, key string, body, out any) (int, error) {
-	c := &Client{URL: a.url, Token: a.admin, HTTP: a.httpc}
+	c := &Client{URL: a.urls[a.next.Add(1)%uint64(len(a.urls))], Token: a.admin, HTTP: a.httpc}
 	if user > 0 {
 		tok, err := httpapi.IssueToken(a.secret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
 		if err != nil {
