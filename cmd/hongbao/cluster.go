@@ -125,7 +125,8 @@ func runCluster(ctx context.Context, args []string, out io.Writer, log *slog.Log
 			"--nats-url", strings.Join(urls, ","), "--channel-url", "http://"+simAddr, "--log-format", "json"); err != nil {
 			return err
 		}
-		// One at a time: the first creates the databases and the streams.
+	}
+	for i := range *nodes {
 		if err := waitNodeReady(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", *port+i), 90*time.Second); err != nil {
 			return fmt.Errorf("node-%d: %w (see %s)", i, err, filepath.Join(base, fmt.Sprintf("node-%d.log", i)))
 		}

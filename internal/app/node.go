@@ -222,8 +222,17 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	n.Groups = group.New(gpool, group.Options{Logger: o.Logger})
 
-	if n.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Replicas: o.NatsReplicas,
-		AckTimeout: o.AckTimeout, Logger: o.Logger}); err != nil {
+	// Nodes starting at the same moment create the streams one at a time
+	// (concurrent creation of a replicated stream on a fresh cluster timed
+	// out): an advisory lock on the group database, shared by all nodes.
+	unlock, err := advisoryLock(ctx, gpool, 0x6862_6275_73)
+	if err != nil {
+		return nil, err
+	}
+	n.Bus, err = bus.Start(ctx, bus.Options{URL: o.NatsURL, StoreDir: o.BusDir, Port: o.BusPort, Replicas: o.NatsReplicas,
+		AckTimeout: o.AckTimeout, Logger: o.Logger})
+	unlock()
+	if err != nil {
 		return nil, err
 	}
 	n.Relay = packet.NewRelay(publisher{n.Bus}, n.Ledgers.Table.Of, creditSubject, o.Logger)
@@ -328,6 +337,23 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	ok = true
 	return n, nil
+}
+
+// advisoryLock holds a session advisory lock on a connection of db until
+// unlock is called.
+func advisoryLock(ctx context.Context, db *pgxpool.Pool, key int64) (unlock func(), err error) {
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		conn.Release()
+		return nil, err
+	}
+	return func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key)
+		conn.Release()
+	}, nil
 }
 
 // eventEvery is how often the event relays look at their outboxes: often,
