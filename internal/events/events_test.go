@@ -173,6 +173,11 @@ func TestWebhookSchedule(t *testing.T) {
 	if _, err := w.Register(ctx, srv.URL, secret, []string{"nope"}); !errors.Is(err, events.ErrInvalid) {
 		t.Fatalf("unknown kind: %v", err)
 	}
+	for _, bad := range []string{"http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook", "http://user:pw@127.0.0.1:80/hook", "http://:80/"} {
+		if _, err := w.Register(ctx, bad, secret, nil); !errors.Is(err, events.ErrInvalid) {
+			t.Fatalf("%q: %v", bad, err)
+		}
+	}
 	if _, err := w.Register(ctx, srv.URL, secret, []string{events.PacketSent}); err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +223,18 @@ func TestWebhookSchedule(t *testing.T) {
 	}
 	if _, err := w.Resend(ctx, 999999); !errors.Is(err, events.ErrNotFound) {
 		t.Fatalf("%v", err)
+	}
+	// Removed: its pending deliveries are given up, nothing more is sent.
+	if err := w.Remove(ctx, deadHook.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Remove(ctx, deadHook.ID); !errors.Is(err, events.ErrNotFound) {
+		t.Fatalf("removed twice: %v", err)
+	}
+	if pending, _ := w.Deliveries(ctx, events.Pending, 0, 10); len(pending) != 0 {
+		t.Fatalf("pending after removal: %+v", pending)
+	}
+	if hooks, _ := w.List(ctx); len(hooks) != 1 {
+		t.Fatalf("webhooks after removal: %+v", hooks)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -143,8 +144,16 @@ func NewWebhooks(db *pgxpool.Pool, log *slog.Logger) *Webhooks {
 // kind) are delivered to url, signed with secret.
 func (w *Webhooks) Register(ctx context.Context, rawURL, secret string, kinds []string) (Webhook, error) {
 	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(rawURL) > 2000 {
-		return Webhook{}, fmt.Errorf("%w: url %q: want http(s)://host/path", ErrInvalid, rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(rawURL) > 2000 {
+		return Webhook{}, fmt.Errorf("%w: url %q: want http(s)://host[:port]/path", ErrInvalid, rawURL)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return Webhook{}, fmt.Errorf("%w: url port %q: want 1..65535", ErrInvalid, p)
+		}
+	}
+	if u.User != nil {
+		return Webhook{}, fmt.Errorf("%w: a webhook url carries no credentials (the signature authenticates us)", ErrInvalid)
 	}
 	if len(secret) < 16 || len(secret) > 256 {
 		return Webhook{}, fmt.Errorf("%w: the secret must be 16 to 256 characters", ErrInvalid)
@@ -160,6 +169,21 @@ func (w *Webhooks) Register(ctx context.Context, rawURL, secret string, kinds []
 	h := Webhook{URL: rawURL, Kinds: kinds}
 	err = w.db.QueryRow(ctx, `INSERT INTO webhooks (url, secret, kinds) VALUES ($1, $2, $3) RETURNING id, created_at`, rawURL, secret, kinds).Scan(&h.ID, &h.CreatedAt)
 	return h, err
+}
+
+// Remove disables a webhook: nothing more is delivered to it, and its
+// pending deliveries are given up.
+func (w *Webhooks) Remove(ctx context.Context, id int64) error {
+	tag, err := w.db.Exec(ctx, `UPDATE webhooks SET disabled = true WHERE id = $1 AND NOT disabled`, id)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	_, err = w.db.Exec(ctx, `UPDATE deliveries SET state = 'given_up', next_at = NULL, done_at = $2, last_error = 'webhook removed'
+		WHERE webhook_id = $1 AND state = 'pending'`, id, w.Now())
+	return err
 }
 
 // List returns the webhooks (without their secrets).
@@ -268,9 +292,27 @@ func (w *Webhooks) start(ctx context.Context) error {
 // at once and records each outcome.
 func (w *Webhooks) send(ctx context.Context, hook int64) error {
 	var h struct{ url, secret string }
-	if err := w.db.QueryRow(ctx, `SELECT url, secret FROM webhooks WHERE id = $1`, hook).Scan(&h.url, &h.secret); err != nil {
+	if err := w.db.QueryRow(ctx, `SELECT url, secret FROM webhooks WHERE id = $1 AND NOT disabled`, hook).Scan(&h.url, &h.secret); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
 		return err
 	}
+	// Batch after batch while some are due: an endpoint that keeps up is
+	// not held to one batch a tick.
+	for ctx.Err() == nil {
+		n, err := w.sendBatch(ctx, hook, h.url, h.secret)
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendBatch leases up to PerEndpoint due deliveries of one webhook, posts
+// them at once and records each outcome; it returns how many.
+func (w *Webhooks) sendBatch(ctx context.Context, hook int64, hookURL, secret string) (int, error) {
+	h := struct{ url, secret string }{hookURL, secret}
 	now := w.Now()
 	// The lease: a sender that dies leaves them due again a minute later.
 	rows, err := w.db.Query(ctx, `UPDATE deliveries d SET next_at = $3, attempts = attempts + 1
@@ -279,7 +321,7 @@ func (w *Webhooks) send(ctx context.Context, hook int64) error {
 			FROM feed WHERE feed.id = d.event_id)::text`,
 		hook, now, now.Add(time.Minute), max(w.PerEndpoint, 1))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	type job struct {
 		id       int64
@@ -292,7 +334,7 @@ func (w *Webhooks) send(ctx context.Context, hook int64) error {
 		return j, r.Scan(&j.id, &j.event, &j.attempts, &j.body)
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -308,7 +350,7 @@ func (w *Webhooks) send(ctx context.Context, hook int64) error {
 		})
 	}
 	wg.Wait()
-	return nil
+	return len(jobs), nil
 }
 
 // post sends one attempt; it returns what went wrong ("" for a 2xx).

@@ -25,6 +25,7 @@ type Webhooks interface {
 	List(ctx context.Context) ([]events.Webhook, error)
 	Deliveries(ctx context.Context, state string, before int64, limit int) ([]events.Delivery, error)
 	Resend(ctx context.Context, id int64) (events.Delivery, error)
+	Remove(ctx context.Context, id int64) error
 }
 
 // conversation reads the conversation of the path and checks that the
@@ -206,3 +207,14 @@ func (s *Server) resend(r *http.Request, _ Claims) (int, any, error) {
 
 // jsonLine is one event as one line of JSON (an SSE data line).
 func jsonLine(e events.Event) ([]byte, error) { return json.Marshal(e) }
+
+func (s *Server) removeWebhook(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.b.Webhooks.Remove(r.Context(), id); err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"id": strconv.FormatInt(id, 10), "removed": true}, nil
+}

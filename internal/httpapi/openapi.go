@@ -69,6 +69,8 @@ var docs = map[string]doc{
 		obj(map[string]any{"url": str, "secret": map[string]any{"type": "string", "minLength": 16, "maxLength": 256}, "kinds": map[string]any{"type": "array", "items": enum(events.Kinds...)}}, "url", "secret"),
 		map[string]map[string]any{"201": ref("Webhook")}, nil},
 	"GET /v1/admin/webhooks": {"The registered webhooks (admin).", nil, map[string]map[string]any{"200": obj(map[string]any{"webhooks": map[string]any{"type": "array", "items": ref("Webhook")}}, "webhooks")}, nil},
+	"DELETE /v1/admin/webhooks/{id}": {"Remove a webhook: nothing more is delivered to it, its pending deliveries are given up (admin).", nil,
+		map[string]map[string]any{"200": obj(map[string]any{"id": bigID, "removed": boolean}, "id", "removed")}, nil},
 	"GET /v1/admin/deliveries": {"Webhook deliveries, newest first (query: state pending|delivered|given_up, cursor, limit) (admin).", nil,
 		map[string]map[string]any{"200": list("deliveries", "Delivery")}, nil},
 	"POST /v1/admin/deliveries/{id}/resend": {"Put a delivery (e.g. given up) back on its way now with a fresh schedule (admin).", nil,

@@ -157,6 +157,7 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 		{"/v1/admin/webhooks", "post", "/v1/admin/webhooks", adm, "", map[string]any{"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef", "kinds": []string{"packet.sent"}}},
 		{"/v1/admin/webhooks", "post", "/v1/admin/webhooks", adm, "", map[string]any{"url": "nope", "secret": "0123456789abcdef"}},
 		{"/v1/admin/webhooks", "get", "/v1/admin/webhooks", adm, "", nil},
+		{"/v1/admin/webhooks/{id}", "delete", "/v1/admin/webhooks/987654", adm, "", nil},
 		{"/v1/admin/nodes", "get", "/v1/admin/nodes", adm, "", nil},
 		{"/v1/admin/deliveries", "get", "/v1/admin/deliveries?state=pending", adm, "", nil},
 		{"/v1/admin/deliveries", "get", "/v1/admin/deliveries?state=bogus", adm, "", nil},

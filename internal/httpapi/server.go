@@ -143,6 +143,7 @@ func New(b Backend, o Options) (*Server, error) {
 		s.routes = append(s.routes,
 			route{"POST", "/v1/admin/webhooks", admin, false, s.registerWebhook},
 			route{"GET", "/v1/admin/webhooks", admin, false, s.webhooks},
+			route{"DELETE", "/v1/admin/webhooks/{id}", admin, false, s.removeWebhook},
 			route{"GET", "/v1/admin/deliveries", admin, false, s.deliveries},
 			route{"POST", "/v1/admin/deliveries/{id}/resend", admin, false, s.resend},
 		)
