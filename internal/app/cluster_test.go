@@ -110,10 +110,7 @@ func TestThreeNodes(t *testing.T) {
 			}
 		}
 		for attempt := 0; attempt < 50; attempt++ {
-			req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", n.url, pk.ID), nil)
-			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
-			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := http.DefaultClient.Do(req)
+			status, err := grabAt(n.url, pk.ID, u)
 			if err != nil {
 				if killed.Load() {
 					n = nodes[(i+1)%3]
@@ -125,20 +122,19 @@ func TestThreeNodes(t *testing.T) {
 				t.Errorf("grab: %v", err)
 				return
 			}
-			resp.Body.Close()
 			switch {
-			case resp.StatusCode == 200:
+			case status == 200:
 				ok.Add(1)
 				return
-			case resp.StatusCode == 409:
+			case status == 409:
 				sold.Add(1)
 				return
-			case resp.StatusCode == 429 || resp.StatusCode == 503:
+			case status == 429 || status == 503:
 				busy.Add(1)
 				time.Sleep(20 * time.Millisecond)
 			default:
 				five.Add(1)
-				t.Errorf("grab answered %d", resp.StatusCode)
+				t.Errorf("grab answered %d", status)
 				return
 			}
 		}
@@ -247,25 +243,21 @@ func TestGracefulHandOver(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
 			for {
-				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", a.url, pk.ID), nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := http.DefaultClient.Do(req)
+				status, err := grabAt(a.url, pk.ID, u)
 				if err != nil {
 					bad.Add(1)
 					return
 				}
-				resp.Body.Close()
-				if resp.StatusCode == 429 {
+				if status == 429 {
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				if resp.StatusCode == 200 {
+				if status == 200 {
 					okN.Add(1)
 				} else {
 					bad.Add(1)
-					t.Errorf("grab answered %d", resp.StatusCode)
+					t.Errorf("grab answered %d", status)
 				}
 				return
 			}
@@ -316,18 +308,14 @@ func TestTwoNodesPostgresRestart(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
 			deadline := time.Now().Add(30 * time.Second)
 			for time.Now().Before(deadline) {
-				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", nodes[i%2].url, pk.ID), nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := http.DefaultClient.Do(req)
+				status, err := grabAt(nodes[i%2].url, pk.ID, u)
 				if err != nil {
 					time.Sleep(50 * time.Millisecond)
 					continue
 				}
-				resp.Body.Close()
-				switch resp.StatusCode {
+				switch status {
 				case 200:
 					okN.Add(1)
 					return
@@ -336,7 +324,7 @@ func TestTwoNodesPostgresRestart(t *testing.T) {
 					continue
 				}
 				other.Add(1)
-				t.Errorf("grab answered %d", resp.StatusCode)
+				t.Errorf("grab answered %d", status)
 				return
 			}
 			t.Errorf("user %d never got an answer", u)
@@ -405,17 +393,13 @@ func TestThreeNodesNATSServerKilled(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			tok, _ := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: u, Expires: time.Now().Add(time.Hour).Unix()})
 			for range 200 {
-				req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", nodes[i%3].url, pk.ID), nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := http.DefaultClient.Do(req)
+				status, err := grabAt(nodes[i%3].url, pk.ID, u)
 				if err != nil {
 					t.Errorf("grab: %v", err)
 					return
 				}
-				resp.Body.Close()
-				switch resp.StatusCode {
+				switch status {
 				case 200:
 					okN.Add(1)
 					return
@@ -424,7 +408,7 @@ func TestThreeNodesNATSServerKilled(t *testing.T) {
 					continue
 				}
 				other.Add(1)
-				t.Errorf("grab answered %d", resp.StatusCode)
+				t.Errorf("grab answered %d", status)
 				return
 			}
 		}()
@@ -445,4 +429,20 @@ func TestThreeNodesNATSServerKilled(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// grabAt sends one grab as user to the node at url and returns its status.
+func grabAt(url string, packetID, user int64) (int, error) {
+	tok, err := httpapi.IssueToken(clusterSecret, httpapi.Claims{User: user, Expires: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		return 0, err
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("%s/v1/packets/%d/grab", url, packetID), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
