@@ -138,15 +138,19 @@ func TestWebhookSchedule(t *testing.T) {
 	fails := 4
 	secret := "webhook-secret-webhook-secret"
 	var badSig atomic.Int64
+	// The clock is read by the receiver's goroutines too (one of them
+	// outlives the sender's wait), so it is read and moved under a lock.
+	var clock sync.Mutex
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	at := func() time.Time { clock.Lock(); defer clock.Unlock(); return now }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := channel.VerifyAs(r.Header, events.HeaderTimestamp, events.HeaderSignature, []byte(secret), body, now); err != nil {
+		if err := channel.VerifyAs(r.Header, events.HeaderTimestamp, events.HeaderSignature, []byte(secret), body, at()); err != nil {
 			badSig.Add(1)
 		}
 		mu.Lock()
 		n := len(hits)
-		hits = append(hits, now)
+		hits = append(hits, at())
 		mu.Unlock()
 		if r.Header.Get(events.HeaderAttempt) != fmt.Sprint(n+1) || r.Header.Get(events.HeaderEventID) != "ev-1" {
 			t.Errorf("attempt header %q, event %q", r.Header.Get(events.HeaderAttempt), r.Header.Get(events.HeaderEventID))
@@ -164,7 +168,7 @@ func TestWebhookSchedule(t *testing.T) {
 	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
 	defer dead.Close()
 	w := events.NewWebhooks(db, nil)
-	w.Now = func() time.Time { return now }
+	w.Now = at
 	w.Jitter = func(time.Duration) time.Duration { return 0 }
 	feeds.Now = w.Now
 	if _, err := w.Register(ctx, "ftp://x", secret, nil); !errors.Is(err, events.ErrInvalid) {
@@ -185,8 +189,8 @@ func TestWebhookSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := events.New("ev-1", events.PacketSent, "g1", 0, map[string]string{"greeting": "hi"}, now)
-	other := events.New("ev-2", events.GroupJoined, "g1", 0, map[string]int{"user": 2}, now)
+	e := events.New("ev-1", events.PacketSent, "g1", 0, map[string]string{"greeting": "hi"}, at())
+	other := events.New("ev-2", events.GroupJoined, "g1", 0, map[string]int{"user": 2}, at())
 	if _, err := feeds.Append(ctx, []events.Event{e, other}); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +200,9 @@ func TestWebhookSchedule(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < len(events.Schedule) {
+			clock.Lock()
 			now = now.Add(events.Schedule[i])
+			clock.Unlock()
 		}
 	}
 	mu.Lock()
