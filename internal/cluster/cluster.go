@@ -170,7 +170,6 @@ func sleep(ctx context.Context, d time.Duration) {
 // beat: heartbeat, renew what is ours, give up what is more than our
 // share, take free or expired sets while below it.
 func (m *Member) beat(ctx context.Context) error {
-	now := time.Now()
 	var gained, lost []int
 	err := pgx.BeginFunc(ctx, m.db, func(tx pgx.Tx) error {
 		gained, lost = nil, nil
@@ -254,7 +253,6 @@ func (m *Member) beat(ctx context.Context) error {
 		m.mu.Unlock()
 		m.Moves.Add(1)
 	}
-	_ = now
 	return m.refresh(ctx)
 }
 
