@@ -138,8 +138,8 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 				state = CASE WHEN remaining_count = 1 THEN 'finished' ELSE state END WHERE id = $1`, plain.ID, share); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at)
-				VALUES (nextval('claim_ids') * 1024 + $5, $1, $2, $3, $4, now())`, plain.ID, u, *shares-count+1, share, set.Number())
+			_, err := tx.Exec(ctx, `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, packet_at)
+				VALUES (nextval('claim_ids') * 1024 + $5, $1, $2, $3, $4, now(), $6)`, plain.ID, u, *shares-count+1, share, set.Number(), plain.CreatedAt)
 			return err
 		})
 	})
@@ -153,7 +153,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		var n, shares int
 		var amt, claimed, remaining int64
 		if err := set.DB().QueryRow(ctx, `SELECT p.shares, p.amount, p.remaining_amount, count(c.id), coalesce(sum(c.amount), 0)
-			FROM packets p LEFT JOIN claims c ON c.packet_id = p.id WHERE p.id = $1 GROUP BY p.id`, id).Scan(&shares, &amt, &remaining, &n, &claimed); err != nil {
+			FROM packets p LEFT JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at WHERE p.id = $1 GROUP BY p.id, p.created_at`, id).Scan(&shares, &amt, &remaining, &n, &claimed); err != nil {
 			return err
 		}
 		if n > shares || claimed+remaining != amt {

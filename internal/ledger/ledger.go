@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hongbao/internal/days"
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/idempotency"
@@ -29,7 +30,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a ledger shard database.
 func Migrations() [][]postgres.Migration {
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("ledger", sqlFS, "sql"), events.OutboxMigrations()}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), days.Migrations(), postgres.Embedded("ledger", sqlFS, "sql"), events.OutboxMigrations()}
 }
 
 // Errors a caller branches on.
@@ -145,8 +146,10 @@ type Ledger struct {
 	maxBalance int64
 	// CreditsApplied counts credits (claims, refunds) applied by this shard.
 	CreditsApplied atomic.Int64
-	now            func() time.Time
-	log            *slog.Logger
+	// Days keeps the journal's day partitions ahead.
+	Days *days.Keeper
+	now  func() time.Time
+	log  *slog.Logger
 }
 
 // New opens a shard on a migrated database and makes sure the system
@@ -179,6 +182,11 @@ func New(ctx context.Context, db *pgxpool.Pool, opts Options) (*Ledger, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ledger: create system accounts: %w", err)
 		}
+	}
+	// Postings take the database's clock: the partitions around today.
+	l.Days = days.NewKeeper(db, nil, "postings")
+	if err := l.Days.Ahead(ctx); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	return l, nil
 }

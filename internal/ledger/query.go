@@ -112,7 +112,7 @@ func (l *Ledger) BalanceAt(ctx context.Context, user int64, t time.Time) (money.
 		(SELECT id, debit_balance FROM postings WHERE debit_account = $1 AND created_at <= $2 ORDER BY id DESC LIMIT 1)
 	) p ORDER BY id DESC LIMIT 1`, user, t).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
+		return l.balanceArchived(ctx, user, t)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("balance of user %d at %s: %w", user, t, err)
@@ -154,10 +154,11 @@ func (l *Ledger) Check(ctx context.Context) ([]Violation, error) {
 					SELECT credit_account AS account, id, credit_balance AS bal FROM postings
 					UNION ALL SELECT debit_account, id, debit_balance FROM postings) y ORDER BY account, id DESC),
 			h AS (SELECT account_id, sum(amount) AS open FROM holds WHERE state = 'open' GROUP BY account_id)
-			SELECT a.id, a.kind, a.balance, a.held, coalesce(j.total, 0), last.bal, coalesce(h.open, 0)
+			SELECT a.id, a.kind, a.balance, a.held, coalesce(j.total, 0) + coalesce(t.total, 0), coalesce(last.bal, t.last_balance), coalesce(h.open, 0)
 			FROM accounts a LEFT JOIN j ON j.account = a.id LEFT JOIN last ON last.account = a.id LEFT JOIN h ON h.account_id = a.id
-			WHERE a.balance <> coalesce(j.total, 0) OR a.held <> coalesce(h.open, 0)
-			   OR (last.bal IS NOT NULL AND last.bal <> a.balance)
+			LEFT JOIN archived_totals t ON t.account = a.id
+			WHERE a.balance <> coalesce(j.total, 0) + coalesce(t.total, 0) OR a.held <> coalesce(h.open, 0)
+			   OR (coalesce(last.bal, t.last_balance) IS NOT NULL AND coalesce(last.bal, t.last_balance) <> a.balance)
 			   OR (a.kind = 'user' AND a.balance - a.held < 0)`)
 		if err != nil {
 			return err

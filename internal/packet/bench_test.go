@@ -62,8 +62,8 @@ func BenchmarkGrab(b *testing.B) {
 					if _, err := tx.Exec(b.Context(), `UPDATE packets SET remaining_count = remaining_count - 1, remaining_amount = remaining_amount - 1 WHERE id = $1`, p.ID); err != nil {
 						return err
 					}
-					_, err := tx.Exec(b.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at) VALUES (nextval('claim_ids') * 1024 + 3, $1, $2, $3, 1, now())`,
-						p.ID, u, p.Shares-count+1)
+					_, err := tx.Exec(b.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, packet_at) VALUES (nextval('claim_ids') * 1024 + 3, $1, $2, $3, 1, now(), $4)`,
+						p.ID, u, p.Shares-count+1, p.CreatedAt)
 					return err
 				})
 				if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hongbao/internal/days"
 	"hongbao/internal/events"
 	"hongbao/internal/ids"
 	"hongbao/internal/money"
@@ -70,6 +71,10 @@ type Set struct {
 	// Grabs counts claims committed; Rejected counts grabs turned away by
 	// admission control.
 	Grabs, Rejected atomic.Int64
+
+	// Days keeps the day partitions of packets and claims (a packet's
+	// claims live in the partition of its day).
+	Days *days.Keeper
 }
 
 // live is a packet owned by this process: its state runs ahead of the
@@ -127,6 +132,7 @@ func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	s := &Set{db: db, o: o, ids: g, log: o.Logger.With("packet_set", o.Set),
 		live: map[int64]*live{}, loading: map[int64]chan struct{}{},
 		queue: make(chan *pending, 4*o.MaxBatch), stop: make(chan struct{})}
+	s.Days = days.NewKeeper(db, o.Now, "packets", "claims")
 	s.serving.Store(true)
 	return s, nil
 }
@@ -438,7 +444,7 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 			Scan(&p.ID, &p.Kind, &p.Sender, &receiver, &group, &p.Amount, &p.Shares, &p.Greeting, &p.State, &p.RemainingAmount,
 				&p.RemainingCount, &p.Refunded, &p.ExpiresAt, &p.CreatedAt, &lv.epoch)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
+			return s.missing(ctx, id)
 		}
 		if err != nil {
 			return err
@@ -449,7 +455,7 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 		if group != nil {
 			p.Group = *group
 		}
-		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims WHERE packet_id = $1`, id)
+		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims WHERE packet_id = $1 AND packet_at = $2`, id, p.CreatedAt)
 		if err != nil {
 			return err
 		}
@@ -626,10 +632,25 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 	}
 	last := map[int64]after{}
 	var order []int64
+	// The packets' days bound the statements to their partitions (today's,
+	// except for packets sent before midnight).
+	var lo, hi time.Time
 	rows := make([][]any, len(batch))
 	for i, pc := range batch {
 		c := pc.c
-		rows[i] = []any{c.ID, c.PacketID, c.User, c.Seq, int64(c.Amount), c.At}
+		at := pc.lv.p.CreatedAt
+		if lo.IsZero() || at.Before(lo) {
+			lo = at
+		}
+		if at.After(hi) {
+			hi = at
+		}
+		rows[i] = []any{c.ID, c.PacketID, c.User, c.Seq, int64(c.Amount), c.At, at}
+	}
+	// Whole days: the rows' created_at are the database's (microseconds).
+	lo, hi = days.Of(lo), days.Of(hi).AddDate(0, 0, 1)
+	for _, pc := range batch {
+		c := pc.c
 		if _, seen := last[c.PacketID]; !seen {
 			order = append(order, c.PacketID)
 		}
@@ -667,7 +688,8 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END,
 				closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
 			FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[]) AS v(id, epoch, count, remain)
-			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' RETURNING p.id, p.state = 'finished'`, pids, epochs, counts, remains, s.o.Now())
+			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' AND p.created_at >= $6 AND p.created_at < $7
+			RETURNING p.id, p.state = 'finished'`, pids, epochs, counts, remains, s.o.Now(), lo, hi)
 		if err != nil {
 			return fmt.Errorf("move packet remainders: %w", err)
 		}
@@ -703,7 +725,7 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 		}
 		// Fenced first: the packet rows are now locked at this owner's
 		// epoch, so no other owner's claims can collide with these.
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"claims"}, []string{"id", "packet_id", "user_id", "seq", "amount", "created_at"},
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"claims"}, []string{"id", "packet_id", "user_id", "seq", "amount", "created_at", "packet_at"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("insert claims: %w", err)
 		}
@@ -713,7 +735,7 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 		evs := append(make([]events.Event, 0, len(opened)+len(finished)), opened...)
 		if len(finished) > 0 {
 			best, err := tx.Query(ctx, `SELECT DISTINCT ON (packet_id) packet_id, user_id, amount FROM claims
-				WHERE packet_id = ANY($1) ORDER BY packet_id, amount DESC, seq`, finished)
+				WHERE packet_id = ANY($1) AND packet_at >= $2 AND packet_at < $3 ORDER BY packet_id, amount DESC, seq`, finished, lo, hi)
 			if err != nil {
 				return err
 			}

@@ -68,7 +68,11 @@ func send(t testing.TB, s *packet.Set, p packet.Packet, c *clock) packet.Packet 
 			t.Fatalf("%s: %v", op, err)
 		}
 	}
-	return p
+	got, err := s.Get(t.Context(), p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func check(t *testing.T, s *packet.Set) {
@@ -336,7 +340,7 @@ func TestBatchFailureStaysWithItsPacket(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Seq 2 of the bad packet is taken behind the engine's back.
-	if _, err := db.Exec(t.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at) VALUES (-1, $1, 999, 2, 1, now())`, bad.ID); err != nil {
+	if _, err := db.Exec(t.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, packet_at) VALUES (-1, $1, 999, 2, 1, now(), $2)`, bad.ID, bad.CreatedAt); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"hongbao/internal/days"
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/money"
@@ -24,7 +25,7 @@ var sqlFS embed.FS
 
 // Migrations are the schema of a packet set database.
 func Migrations() [][]postgres.Migration {
-	return [][]postgres.Migration{dtx.BarrierMigrations(), postgres.Embedded("packet", sqlFS, "sql"), events.OutboxMigrations()}
+	return [][]postgres.Migration{dtx.BarrierMigrations(), days.Migrations(), postgres.Embedded("packet", sqlFS, "sql"), events.OutboxMigrations()}
 }
 
 // Kind of packet.

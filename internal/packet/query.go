@@ -30,7 +30,7 @@ func (s *Set) Get(ctx context.Context, id int64) (Packet, error) {
 	}
 	p, err := pgx.CollectExactlyOneRow(rows, scanPacket)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Packet{}, fmt.Errorf("%w: %d", ErrNotFound, id)
+		return Packet{}, s.missing(ctx, id)
 	}
 	return p, err
 }
@@ -53,7 +53,7 @@ func (s *Set) Detail(ctx context.Context, id int64, credited func(context.Contex
 	}
 	d := Detail{Packet: p}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-		WHERE packet_id = $1 ORDER BY seq`, id)
+		WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, id, p.CreatedAt)
 	if err != nil {
 		return d, err
 	}
@@ -138,9 +138,9 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, `
 		SELECT p.id, p.state, p.amount, p.shares, p.remaining_amount, p.remaining_count, p.refunded,
 		       coalesce(sum(c.amount), 0), count(c.id)
-		FROM packets p LEFT JOIN claims c ON c.packet_id = p.id
+		FROM packets p LEFT JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at
 		WHERE p.state IN ('active', 'finished', 'expired')
-		GROUP BY p.id
+		GROUP BY p.id, p.created_at
 		HAVING p.amount <> coalesce(sum(c.amount), 0) + p.remaining_amount + p.refunded
 		    OR count(c.id) > p.shares
 		    OR (p.state <> 'expired' AND count(c.id) + p.remaining_count <> p.shares)

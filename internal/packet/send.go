@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,6 +44,12 @@ func (s *Set) do(ctx context.Context, c dtx.Call) error {
 		}
 		switch c.Op {
 		case dtx.OpTry:
+			// Microseconds, as the database keeps it: the claims' packet_at
+			// equals it exactly and falls in the same day.
+			created := s.o.Now().Truncate(time.Microsecond)
+			if err := s.Days.Need(ctx, created); err != nil {
+				return err
+			}
 			var receiver, group *int64
 			if p.Kind == Single {
 				receiver = &p.Receiver
@@ -52,7 +59,7 @@ func (s *Set) do(ctx context.Context, c dtx.Call) error {
 			_, err = tx.Exec(ctx, `INSERT INTO packets (id, kind, sender, receiver, group_id, amount, shares, greeting, state,
 				remaining_amount, remaining_count, expires_at, created_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $6, $7, $9, $10)`,
-				p.ID, p.Kind, p.Sender, receiver, group, int64(p.Amount), p.Shares, p.Greeting, p.ExpiresAt, s.o.Now())
+				p.ID, p.Kind, p.Sender, receiver, group, int64(p.Amount), p.Shares, p.Greeting, p.ExpiresAt, created)
 			if postgres.IsUniqueViolation(err, "") {
 				return dtx.Fail(fmt.Errorf("%w: packet id %d already used", ErrInvalid, p.ID))
 			}
