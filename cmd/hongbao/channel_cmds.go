@@ -148,3 +148,21 @@ func printReport(out io.Writer, r recon.Report) {
 	}
 	fmt.Fprintf(out, "  %d differences, %d repaired, %d unresolved: the books are %s\n", len(r.Differences), r.Repaired, r.Unresolved, verdict)
 }
+
+// runArchive archives the day partitions before a day on the server, or
+// lists them (--list).
+func runArchive(ctx context.Context, args []string, out io.Writer, _ *slog.Logger) error {
+	return sub(ctx, "archive", args, out, func(fs *flag.FlagSet) func(*client.Client) (string, string, any, string, error) {
+		before := fs.String("before", "", "archive the days before this one, YYYY-MM-DD (UTC, at most today)")
+		list := fs.Bool("list", false, "list the day partitions instead")
+		return func(*client.Client) (string, string, any, string, error) {
+			if *list {
+				return "GET", "/v1/admin/partitions", nil, "", nil
+			}
+			if _, err := recon.ParseDay(*before); err != nil {
+				return "", "", nil, "", fmt.Errorf("--before: %w", err)
+			}
+			return "POST", "/v1/admin/archive", map[string]any{"before": *before}, "", nil
+		}
+	})
+}

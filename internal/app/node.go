@@ -326,6 +326,13 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		n.wg.Go(func() { c.Run(run, h) })
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
+	// Day partitions ahead, on every node (creating one is idempotent).
+	for _, l := range n.Ledgers.Shards {
+		n.wg.Go(func() { l.Days.Keep(run, time.Hour, o.Logger) })
+	}
+	for _, set := range n.Sets {
+		n.wg.Go(func() { set.Days.Keep(run, time.Hour, o.Logger) })
+	}
 	n.wg.Go(func() { n.Payments.Run(run, o.Every) })
 	for _, r := range n.EventRelays {
 		n.wg.Go(func() { r.Run(run, eventEvery(o.Every)) })
@@ -605,7 +612,7 @@ func (n *Node) sweep(ctx context.Context) {
 func (n *Node) Backend() httpapi.Backend {
 	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
 		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors(),
-		Forward: n.forward, Nodes: n.nodes}
+		Forward: n.forward, Nodes: n.nodes, Days: dayOps{n}}
 }
 
 var forwardClient = &http.Client{Timeout: 10 * time.Second}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"hongbao/internal/channel"
+	"hongbao/internal/days"
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/flow"
@@ -59,6 +60,7 @@ var errorTable = []struct {
 	{ledger.ErrBalanceLimit, http.StatusConflict, "balance_limit"},
 	{ledger.ErrIdempotencyConflict, http.StatusConflict, "idempotency_conflict"},
 	{dtx.ErrGIDConflict, http.StatusConflict, "idempotency_conflict"},
+	{days.ErrArchived, http.StatusGone, "archived"},
 	{packet.ErrNotFound, http.StatusNotFound, "not_found"},
 	{group.ErrNotFound, http.StatusNotFound, "not_found"},
 	{dtx.ErrNotFound, http.StatusNotFound, "not_found"},
@@ -100,7 +102,8 @@ func clientMessage(err, sentinel error) string {
 	case errors.Is(sentinel, money.ErrSyntax), errors.Is(sentinel, money.ErrPrecision), errors.Is(sentinel, money.ErrRange),
 		errors.Is(sentinel, money.ErrNotPositive), errors.Is(sentinel, ledger.ErrInvalid), errors.Is(sentinel, packet.ErrInvalid),
 		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec),
-		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid), errors.Is(sentinel, events.ErrInvalid):
+		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid), errors.Is(sentinel, events.ErrInvalid),
+		errors.Is(sentinel, days.ErrArchived):
 		msg := err.Error()
 		if i := strings.LastIndex(msg, sentinel.Error()); i >= 0 {
 			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it

@@ -121,6 +121,10 @@ func New(b Backend, o Options) (*Server, error) {
 	if b.Nodes != nil {
 		s.routes = append(s.routes, route{"GET", "/v1/admin/nodes", admin, false, s.nodes})
 	}
+	if b.Days != nil {
+		s.routes = append(s.routes, route{"GET", "/v1/admin/partitions", admin, false, s.partitions},
+			route{"POST", "/v1/admin/archive", admin, false, s.archive})
+	}
 	if b.Payments != nil {
 		s.routes = append(s.routes,
 			route{"POST", "/v1/topups", user, true, s.createOrder(payment.TopUp)},
@@ -436,6 +440,15 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 	page := map[string]any{"entries": nonNil(es), "next": nil} // null: no more
 	if next > 0 {
 		page["next"] = strconv.FormatInt(next, 10)
+	} else if s.b.Days != nil {
+		// The last page: say so when older days were archived.
+		through, err := s.b.Days.ArchivedThrough(r.Context(), c.User)
+		if err != nil {
+			return 0, nil, err
+		}
+		if !through.IsZero() {
+			page["archived_before"] = through.Format(time.DateOnly)
+		}
 	}
 	return 200, page, nil
 }

@@ -1,0 +1,106 @@
+package ledger_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"hongbao/internal/days"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+)
+
+// The journal by day: postings of days that are over are archived with
+// their totals carried, the books still prove, the statement keeps what
+// remains and says where it ends, a balance asked of an archived day is
+// answered ErrArchived, and money goes on moving after.
+func TestArchiveJournal(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	ctx := t.Context()
+	db := l.DB()
+	today := days.Of(time.Now())
+	// Partitions are there ahead of need.
+	parts, err := days.List(ctx, db, "postings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := parts[len(parts)-1].Day; last != today.AddDate(0, 0, days.Ahead).Format(time.DateOnly) {
+		t.Fatalf("last partition %s, want today + %d", last, days.Ahead)
+	}
+	for i, u := range []int64{11, 12} {
+		if _, err := l.Deposit(ctx, "arch-dep-"+string(rune('a'+i)), u, 10_000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "arch-t1", From: ledger.User(11), To: ledger.User(12), Amount: 2_500}); err != nil {
+		t.Fatal(err)
+	}
+	// Those postings are made two days old (a row moves to the partition
+	// of its new day).
+	old := today.AddDate(0, 0, -2)
+	if err := days.Ensure(ctx, db, old, old, "postings"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `UPDATE postings SET created_at = $1::timestamptz + (created_at - date_trunc('day', created_at))`, old); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM `+days.Name("postings", old)).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d postings in the old day's partition: %v", n, err)
+	}
+	if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "arch-t2", From: ledger.User(12), To: ledger.User(11), Amount: 1_000}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, l)
+
+	got, err := l.Archive(ctx, today.AddDate(0, 0, 5)) // capped at today
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Day != old.Format(time.DateOnly) || got[0].Postings != 3 || got[1].Postings != 0 {
+		t.Fatalf("archived %+v", got)
+	}
+	mustCheck(t, l)
+	wantWallet(t, l, 11, 10_000-2_500+1_000, 0)
+	wantWallet(t, l, 12, 10_000+2_500-1_000, 0)
+	es, next, err := l.Statement(ctx, 11, 0, 10)
+	if err != nil || len(es) != 1 || next != 0 || es[0].Amount != 1_000 || es[0].Balance != 8_500 {
+		t.Fatalf("statement after archive: %+v %d %v", es, next, err)
+	}
+	through, err := l.ArchivedThrough(ctx)
+	if err != nil || !through.Equal(today) {
+		t.Fatalf("archived through %s %v, want %s", through, err, today)
+	}
+	if _, err := l.BalanceAt(ctx, 11, old.Add(12*time.Hour)); !errors.Is(err, ledger.ErrArchived) {
+		t.Fatalf("balance on an archived day: %v", err)
+	}
+	// Between the archive's end and the first posting kept: the balance
+	// the last archived posting left.
+	if b, err := l.BalanceAt(ctx, 11, today.Add(time.Second)); err != nil || (b != 7_500 && time.Since(today) > time.Minute) {
+		t.Fatalf("balance at the start of today: %s %v", b, err)
+	}
+	if b, err := l.BalanceAt(ctx, 12, time.Now()); err != nil || b != money.Amount(11_500) {
+		t.Fatalf("balance now: %s %v", b, err)
+	}
+	// Again: nothing more to archive; the archived day is not made again.
+	if got, err := l.Archive(ctx, today); err != nil || len(got) != 0 {
+		t.Fatalf("archive again: %+v %v", got, err)
+	}
+	if err := days.Ensure(ctx, db, old, old, "postings"); err != nil {
+		t.Fatal(err)
+	}
+	var kept int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_inherits WHERE inhparent = 'postings'::regclass
+		AND inhrelid::regclass::text = $1`, days.Name("postings", old)).Scan(&kept); err != nil || kept != 0 {
+		t.Fatalf("archived day attached again: %d %v", kept, err)
+	}
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM archive.`+days.Name("postings", old)).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("archive table holds %d postings: %v", n, err)
+	}
+	// Money keeps moving, the books keep proving.
+	if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "arch-t3", From: ledger.User(11), To: ledger.User(12), Amount: 500}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, l)
+}
