@@ -74,7 +74,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case errors.Is(err, flag.ErrHelp):
 				return 0 // -h: the flag package printed the usage
 			case errors.As(err, &ue):
-				return 2 // the flag package printed what is wrong and the usage
+				// A flag the flag package refused was printed with the usage
+				// already; said once more, last, so that no usage error is
+				// silent (a bad --date, an argument too many).
+				fmt.Fprintf(stderr, "hongbao %s: %v\n", c.name, err)
+				return 2
 			case ctx.Err() != nil && errors.Is(err, context.Canceled):
 				return 130 // interrupted
 			}

@@ -53,10 +53,15 @@ func TestVersionAndExitCodes(t *testing.T) {
 		{[]string{"help", "serve"}, 0}, {[]string{"serve", "--no-such-flag"}, 2}, {[]string{"packet"}, 2}, {[]string{"nonsense"}, 2},
 		{[]string{"token"}, 2}, {[]string{"token", "--user", "1", "--admin"}, 2}, {[]string{"packet", "bogus"}, 2}, {[]string{"group", "bogus"}, 2},
 		{[]string{"bench", "bogus"}, 2}, {[]string{"packet", "grab"}, 2}, {[]string{"transfer"}, 2}, {[]string{"serve", "extra"}, 2},
-		{[]string{"version", "extra"}, 2}, {[]string{"wallet", "extra"}, 2}} {
+		{[]string{"version", "extra"}, 2}, {[]string{"wallet", "extra"}, 2}, {[]string{"archive", "--before", "2999-01-01"}, 2},
+		{[]string{"recon", "--date", "nope"}, 2}, {[]string{"recon", "resolve", "--date", "2999-01-01"}, 2}} {
 		var out, errOut strings.Builder
 		if got := Main(t.Context(), c.args, &out, &errOut); got != c.code {
 			t.Errorf("%v: exit %d, want %d (%s%s)", c.args, got, c.code, out.String(), errOut.String())
+		}
+		// A usage error always says what is wrong.
+		if c.code == 2 && !strings.Contains(errOut.String()+out.String(), "hongbao") && !strings.Contains(errOut.String()+out.String(), "sage") {
+			t.Errorf("%v: exit 2 and nothing said (%q)", c.args, out.String()+errOut.String())
 		}
 		if c.args[0] == "version" && c.code == 0 && !strings.HasPrefix(out.String(), "hongbao ") {
 			t.Errorf("version prints %q", out.String())
