@@ -75,6 +75,10 @@ var docs = map[string]doc{
 		map[string]map[string]any{"200": list("deliveries", "Delivery")}, nil},
 	"POST /v1/admin/deliveries/{id}/resend": {"Put a delivery (e.g. given up) back on its way now with a fresh schedule (admin).", nil,
 		map[string]map[string]any{"200": ref("Delivery")}, nil},
+	"GET /v1/admin/partitions": {"Every database's day partitions: attached or archived, with their row counts (admin).", nil,
+		map[string]map[string]any{"200": ref("Partitions")}, nil},
+	"POST /v1/admin/archive": {"Archive the day partitions before a day (at most today): journal days with their totals carried, packet days whose money is all credited; the others are kept and say why (admin).",
+		obj(map[string]any{"before": day}, "before"), map[string]map[string]any{"200": ref("ArchiveReport")}, nil},
 	"GET /v1/admin/nodes": {"The live nodes and which packet set each owns, with lease expiry and moves (admin).", nil,
 		map[string]map[string]any{"200": obj(map[string]any{"nodes": map[string]any{"type": "array", "items": ref("Node")}, "sets": map[string]any{"type": "array", "items": ref("Lease")}}, "nodes", "sets")}, nil},
 	"GET /v1/admin/recon/{day}": {"The last reconciliation report of a day (admin).", nil, map[string]map[string]any{"200": ref("Report")}, nil},
@@ -90,7 +94,7 @@ var commonErrors = []string{"400", "401", "403", "404", "413", "415", "503"}
 var errorCodes = []string{"bad_json", "bad_amount", "bad_id", "bad_query", "bad_idempotency_key", "invalid_request", "idempotency_key_required",
 	"unauthorized", "token_expired", "forbidden", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
 	"insufficient_funds", "balance_limit", "daily_limit", "amount_mismatch", "no_channel", "bad_signature", "channel_unavailable", "bad_day", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
-	"already_member", "conflict", "cancelled", "too_large", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
+	"already_member", "conflict", "cancelled", "too_large", "archived", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
 
 var (
 	userID   = map[string]any{"type": "integer", "format": "int64", "minimum": 1, "maximum": 9007199254740991}
@@ -108,6 +112,8 @@ var (
 func integer(min, max int) map[string]any {
 	return map[string]any{"type": "integer", "minimum": min, "maximum": max}
 }
+
+func arrayOf(item map[string]any) map[string]any { return map[string]any{"type": "array", "items": item} }
 
 func enum(vs ...string) map[string]any { return map[string]any{"type": "string", "enum": vs} }
 
@@ -135,7 +141,16 @@ var schemas = map[string]any{
 	"Wallet": obj(map[string]any{"user": userID, "balance": amount, "held": amount, "available": amount, "incoming": amount}, "user", "balance", "held", "available"),
 	"Entry": obj(map[string]any{"posting_id": count, "kind": enum("deposit", "transfer", "hold_post", "credit", "debit", "refund", "settle", "topup", "withdrawal", "reversal"), "ref": str,
 		"amount": amount, "balance": amount, "counterparty": str, "description": str, "at": when}, "posting_id", "kind", "amount", "balance", "counterparty", "description", "at"),
-	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(cursor)}, "entries", "next"),
+	"Statement": obj(map[string]any{"entries": map[string]any{"type": "array", "items": ref("Entry")}, "next": nullable(cursor),
+		"archived_before": day}, "entries", "next"),
+	"DayPartition": obj(map[string]any{"table": enum("postings", "packets", "claims"), "day": day, "state": enum("attached", "archived"),
+		"rows": count, "archived_at": when}, "table", "day", "state"),
+	"Partitions": obj(map[string]any{"ledger_shards": arrayOf(ref("DatabaseDays")), "packet_sets": arrayOf(ref("DatabaseDays"))}, "ledger_shards", "packet_sets"),
+	"DatabaseDays": obj(map[string]any{"number": count, "days": arrayOf(ref("DayPartition"))}, "number", "days"),
+	"ArchiveReport": obj(map[string]any{"before": day,
+		"ledger_shards": arrayOf(obj(map[string]any{"shard": count, "days": arrayOf(obj(map[string]any{"day": day, "postings": count}, "day", "postings"))}, "shard", "days")),
+		"packet_sets": arrayOf(obj(map[string]any{"set": count, "days": arrayOf(obj(map[string]any{"day": day, "packets": count, "claims": count, "kept": str},
+			"day", "packets", "claims"))}, "set", "days"))}, "before", "ledger_shards", "packet_sets"),
 	"Result": obj(map[string]any{"gid": str, "outcome": enum("committed", "cancelled", "pending"),
 		"state": enum("trying", "confirming", "cancelling", "committed", "cancelled"), "reason": str}, "gid", "outcome", "state"),
 	"Deposit": obj(map[string]any{"user": userID, "amount": amount, "balance": amount, "posting_id": count}, "user", "amount", "balance", "posting_id"),

@@ -32,7 +32,8 @@ func (s *Set) Expire(ctx context.Context, limit int) ([]Refund, error) {
 		out = out[:0]
 		rows, err := tx.Query(ctx, `UPDATE packets SET state = 'expired', refunded = remaining_amount, remaining_amount = 0,
 				remaining_count = 0, closed_at = $1
-			WHERE id IN (SELECT id FROM packets WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			WHERE (id, created_at) IN (SELECT id, created_at FROM packets WHERE state = 'active' AND expires_at <= $1
+				ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING id, sender, refunded, kind, coalesce(receiver, 0), coalesce(group_id, 0)`, now, limit)
 		if err != nil {
 			return err

@@ -1,0 +1,94 @@
+package httpapi_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"hongbao/internal/days"
+	"hongbao/internal/hbtest"
+	"hongbao/internal/httpapi"
+	"hongbao/internal/ids"
+)
+
+// Days archived through the API: only an admin archives; a packet of an
+// archived day answers 410 archived, the statement's last page says where
+// the journal kept starts, balances are unchanged and money moves on.
+func TestArchiveThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	adm := token(t, httpapi.Claims{Admin: true})
+	_, stok := a.funded("10.00")
+	rcpt, rtok := a.funded("1.00")
+	p := a.must(a.do("POST", "/v1/packets", stok, "arch-p", map[string]any{"kind": "single", "receiver": rcpt, "amount": "2.50"}), 201)
+	pid := p.body["id"].(string)
+	a.must(a.do("POST", "/v1/packets/"+pid+"/grab", rtok, "", nil), 200)
+	hbtest.WaitFor(t, 30*time.Second, "the claim credited", func() bool {
+		d := a.must(a.do("GET", "/v1/packets/"+pid, rtok, "", nil), 200)
+		c, _ := d.body["claims"].([]any)
+		return len(c) == 1 && c[0].(map[string]any)["credited"] == true
+	})
+	// All of it made three days old.
+	ctx := t.Context()
+	old := days.Of(time.Now()).AddDate(0, 0, -3)
+	id, _ := strconv.ParseInt(pid, 10, 64)
+	set := a.sys.Sets[ids.Shard(id)]
+	if err := days.Ensure(ctx, set.DB(), old, old, "packets", "claims"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`UPDATE packets SET created_at = created_at - interval '3 days' WHERE id = $1`,
+		`UPDATE claims SET packet_at = packet_at - interval '3 days' WHERE packet_id = $1`} {
+		if _, err := set.DB().Exec(ctx, q, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range a.sys.Ledgers.Shards {
+		if err := days.Ensure(ctx, l.DB(), old, old, "postings"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.DB().Exec(ctx, `UPDATE postings SET created_at = created_at - interval '3 days'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reconciler marks the claim credited once it has seen it in the
+	// ledger: until then the day is kept.
+	hbtest.WaitFor(t, 30*time.Second, "the claim marked credited", func() bool {
+		var n int
+		return set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE credited_at IS NULL`).Scan(&n) == nil && n == 0
+	})
+	today := time.Now().UTC().Format(time.DateOnly)
+	if r := a.do("POST", "/v1/admin/archive", stok, "", map[string]any{"before": today}); r.status != 403 {
+		t.Fatalf("a user archived: %s", r.raw)
+	}
+	rep := a.must(a.do("POST", "/v1/admin/archive", adm, "", map[string]any{"before": today}), 200)
+	if sets, _ := rep.body["packet_sets"].([]any); len(sets) != len(a.sys.Sets) {
+		t.Fatalf("archive report: %s", rep.raw)
+	}
+	if r := a.do("GET", "/v1/packets/"+pid, rtok, "", nil); r.status != 410 || r.code() != "archived" {
+		t.Fatalf("an archived packet: %s (archive: %s)", r.raw, rep.raw)
+	}
+	st := a.must(a.do("GET", "/v1/wallet/statement", rtok, "", nil), 200)
+	if e, _ := st.body["entries"].([]any); len(e) != 0 || st.body["archived_before"] != today {
+		t.Fatalf("statement after archive: %s", st.raw)
+	}
+	if got := a.balance(rtok); got != "3.50/0.00" {
+		t.Fatalf("receiver %s after archive", got)
+	}
+	if got := a.balance(stok); got != "7.50/0.00" {
+		t.Fatalf("sender %s after archive", got)
+	}
+	a.must(a.do("POST", "/v1/transfers", stok, "arch-t", map[string]any{"to": rcpt, "amount": "1.00"}), 200)
+	st = a.must(a.do("GET", "/v1/wallet/statement", rtok, "", nil), 200)
+	if e, _ := st.body["entries"].([]any); len(e) != 1 || st.body["archived_before"] != today {
+		t.Fatalf("statement after a transfer: %s", st.raw)
+	}
+	parts := a.must(a.do("GET", "/v1/admin/partitions", adm, "", nil), 200)
+	if _, ok := parts.body["ledger_shards"].([]any); !ok {
+		t.Fatalf("partitions: %s", parts.raw)
+	}
+	for _, l := range a.sys.Ledgers.Shards {
+		if v, err := l.Check(ctx); err != nil || len(v) > 0 {
+			t.Fatalf("ledger shard %d after archive: %v %v", l.Shard(), v, err)
+		}
+	}
+}
