@@ -113,7 +113,9 @@ func integer(min, max int) map[string]any {
 	return map[string]any{"type": "integer", "minimum": min, "maximum": max}
 }
 
-func arrayOf(item map[string]any) map[string]any { return map[string]any{"type": "array", "items": item} }
+func arrayOf(item map[string]any) map[string]any {
+	return map[string]any{"type": "array", "items": item}
+}
 
 func enum(vs ...string) map[string]any { return map[string]any{"type": "string", "enum": vs} }
 
@@ -145,7 +147,7 @@ var schemas = map[string]any{
 		"archived_before": day}, "entries", "next"),
 	"DayPartition": obj(map[string]any{"table": enum("postings", "packets", "claims"), "day": day, "state": enum("attached", "archived"),
 		"rows": count, "archived_at": when}, "table", "day", "state"),
-	"Partitions": obj(map[string]any{"ledger_shards": arrayOf(ref("DatabaseDays")), "packet_sets": arrayOf(ref("DatabaseDays"))}, "ledger_shards", "packet_sets"),
+	"Partitions":   obj(map[string]any{"ledger_shards": arrayOf(ref("DatabaseDays")), "packet_sets": arrayOf(ref("DatabaseDays"))}, "ledger_shards", "packet_sets"),
 	"DatabaseDays": obj(map[string]any{"number": count, "days": arrayOf(ref("DayPartition"))}, "number", "days"),
 	"ArchiveReport": obj(map[string]any{"before": day,
 		"ledger_shards": arrayOf(obj(map[string]any{"shard": count, "days": arrayOf(obj(map[string]any{"day": day, "postings": count}, "day", "postings"))}, "shard", "days")),
