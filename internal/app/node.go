@@ -38,6 +38,7 @@ import (
 	"hongbao/internal/postgres"
 	"hongbao/internal/recon"
 	"hongbao/internal/shard"
+	"hongbao/internal/slots"
 )
 
 // OpenDB opens (creating and migrating) a named database.
@@ -122,6 +123,10 @@ type NodeOptions struct {
 	Every time.Duration
 	// TxRetention keeps finished global transactions this long (default 7 days).
 	TxRetention time.Duration
+	// SlotDrainWait bounds a slot migration's wait for the moving wallets'
+	// holds to resolve; SlotHook is the migrations' test hook.
+	SlotDrainWait time.Duration
+	SlotHook      func(step string) error
 	// NodeID names this node across its restarts (one live process per id):
 	// a restarted node takes over at once what its dead predecessor was
 	// driving. Empty: a fresh identity, and a predecessor's leases run out.
@@ -146,6 +151,8 @@ type NodeOptions struct {
 // Node is every part of a Hongbao node, started and stopped together.
 type Node struct {
 	Ledgers *flow.Ledgers
+	// Slots is the stored slot table and the driver of slot migrations.
+	Slots *slots.Slots
 	Groups  *group.Store
 	Sets    []*packet.Set
 	Coord   *dtx.Coordinator
@@ -248,8 +255,13 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		}
 		n.Sets = append(n.Sets, set)
 	}
-	dpool, err := open(ctx, DtxDB, sizes[DtxDB], append(dtx.Migrations(), recon.Migrations(), cluster.Migrations())...)
+	dpool, err := open(ctx, DtxDB, sizes[DtxDB], append(dtx.Migrations(), recon.Migrations(), cluster.Migrations(), slots.Migrations())...)
 	if err != nil {
+		return nil, err
+	}
+	// The slot table: the stored one is the truth (seeded on first start).
+	if n.Slots, err = slots.New(ctx, slots.Options{DB: dpool, Ledgers: n.Ledgers.Shards, Table: n.Ledgers.Table, Logger: o.Logger,
+		DrainWait: o.SlotDrainWait, Hook: o.SlotHook}); err != nil {
 		return nil, err
 	}
 	n.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: flow.Participants(n.Ledgers, n.Groups, n.Sets),
@@ -326,6 +338,8 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		n.wg.Go(func() { c.Run(run, h) })
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
+	n.wg.Go(func() { n.Slots.Watch(run, 2*time.Second) })
+	n.wg.Go(func() { n.Slots.Keep(run, 2*time.Second) })
 	// Day partitions ahead, on every node (creating one is idempotent).
 	for _, l := range n.Ledgers.Shards {
 		n.wg.Go(func() { l.Days.Keep(run, time.Hour, o.Logger) })
@@ -439,7 +453,8 @@ func (n *Node) creditHandler(l *ledger.Ledger) bus.Handler {
 			data[i] = d.Data
 		}
 		out := make([]bus.Verdict, len(ds))
-		for i, v := range l.ApplyDeliveries(ctx, data, park) {
+		routing := ledger.Routing{Shard: n.Ledgers.Table.Of, Moving: n.Ledgers.Table.Moving, Forward: n.Relay.PublishNow}
+		for i, v := range l.ApplyDeliveries(ctx, data, park, routing) {
 			out[i] = map[ledger.Delivery]bus.Verdict{ledger.Done: bus.Done, ledger.Retry: bus.Retry, ledger.Dead: bus.Dead}[v]
 		}
 		return out

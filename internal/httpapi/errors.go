@@ -133,6 +133,9 @@ func toAPIError(err error) *apiError {
 		// a retry with the same key finds it.
 		return &apiError{Status: 499, Code: "canceled", Message: "request canceled by the client"}
 	}
+	if ledger.IsSlotMoving(err) {
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "retry", Message: ledger.ErrSlotMoving.Error()}
+	}
 	if Unavailable(err) {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "a dependency is unavailable; retry with the same Idempotency-Key"}
 	}

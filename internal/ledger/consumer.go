@@ -45,7 +45,11 @@ const (
 // place) and the rest of its delivery still counts; a failed transaction
 // or a failed park retries the delivery, and the repeat finds its applied
 // credits already done. The broker that carried them is the caller's.
-func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(context.Context, []CreditMessage) error) []Delivery {
+//
+// With routing (its fields set), a credit of a wallet that lives on
+// another shard now (its slot moved) is forwarded there, and a credit of a
+// wallet whose slot is moving right now waits: its delivery is retried.
+func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(context.Context, []CreditMessage) error, r Routing) []Delivery {
 	{
 		verdicts := make([]Delivery, len(batch))
 		var credits []Credit
@@ -53,6 +57,8 @@ func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(
 		var owner []int // delivery of each credit
 		var poison []CreditMessage
 		var poisonOwner []int
+		var away []CreditMessage
+		var awayOwner []int
 		for i, d := range batch {
 			var b CreditBatch
 			if err := json.Unmarshal(d, &b); err != nil || len(b.Credits) == 0 {
@@ -60,6 +66,14 @@ func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(
 				continue
 			}
 			for _, m := range b.Credits {
+				if r.Moving != nil && r.Moving(m.User) {
+					verdicts[i] = Retry
+					continue
+				}
+				if r.Shard != nil && r.Shard(m.User) != l.shard {
+					away, awayOwner = append(away, m), append(awayOwner, i)
+					continue
+				}
 				from, ok := SystemAccount(m.From)
 				if !ok {
 					poison, poisonOwner = append(poison, m), append(poisonOwner, i)
@@ -67,6 +81,14 @@ func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(
 				}
 				credits = append(credits, Credit{Key: m.Key, From: from, User: m.User, Amount: m.Amount, Kind: m.Kind})
 				msgs, owner = append(msgs, m), append(owner, i)
+			}
+		}
+		if len(away) > 0 {
+			if err := r.Forward(ctx, away); err != nil {
+				l.log.Warn("credits of wallets that moved not forwarded, will be redelivered", "credits", len(away), "err", err)
+				for _, i := range awayOwner {
+					verdicts[i] = Retry
+				}
 			}
 		}
 		out, err := l.ApplyCredits(ctx, credits)
@@ -92,6 +114,13 @@ func (l *Ledger) ApplyDeliveries(ctx context.Context, batch [][]byte, park func(
 		}
 		return verdicts
 	}
+}
+
+// Routing tells a shard's credit consumer where wallets live now.
+type Routing struct {
+	Shard   func(user int64) int                                     // the shard of a wallet
+	Moving  func(user int64) bool                                    // its slot is being moved
+	Forward func(ctx context.Context, credits []CreditMessage) error // to the shard they belong to
 }
 
 // Applied reports which idempotency keys this shard has applied.

@@ -64,6 +64,7 @@ func (l *Ledger) ApplyCredits(ctx context.Context, credits []Credit) ([]Outcome,
 func (l *Ledger) applyCredits(ctx context.Context, tx pgx.Tx, credits []Credit, out []Outcome) error {
 	var keys []string
 	var hashes [][]byte
+	var owners []int64
 	first := map[string]int{} // key -> index of its first occurrence
 	for i, c := range credits {
 		if c.Key == "" || c.User <= 0 || c.Amount <= 0 || c.From.IsUser() || validAccount(c.From) != nil ||
@@ -86,12 +87,13 @@ func (l *Ledger) applyCredits(ctx context.Context, tx pgx.Tx, credits []Credit, 
 		first[c.Key] = i
 		keys = append(keys, c.Key)
 		hashes = append(hashes, h)
+		owners = append(owners, c.User)
 	}
 	if len(keys) == 0 {
 		return nil
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO ops (key, kind, req_hash) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
-		ON CONFLICT DO NOTHING RETURNING key`, keys, repeat("credit", len(keys)), hashes)
+	rows, err := tx.Query(ctx, `INSERT INTO ops (key, kind, req_hash, user_id) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[])
+		ON CONFLICT DO NOTHING RETURNING key`, keys, repeat("credit", len(keys)), hashes, owners)
 	if err != nil {
 		return fmt.Errorf("record keys: %w", err)
 	}

@@ -67,12 +67,16 @@ const (
 	// from it, a withdrawal posted to it. Its balance is what the channel
 	// owes us net (negative: it holds top-ups paid to it).
 	ClearingChannel Account = -6 * stripeSpan
+	// Migration carries wallets moved between shards: the source shard
+	// debits each moving wallet to it, the target shard credits the wallet
+	// from it; summed over the shards it is zero once a move is done.
+	Migration Account = -7 * stripeSpan
 )
 
 const stripeSpan = 1024
 
 // SystemAccounts lists every system account.
-var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees, ClearingTransfers, ClearingChannel}
+var SystemAccounts = []Account{External, ClearingPackets, ClearingGroups, Fees, ClearingTransfers, ClearingChannel, Migration}
 
 // User returns the wallet account of a user.
 func User(id int64) Account { return Account(id) }
@@ -113,6 +117,8 @@ func (a Account) String() string {
 		return "clearing:transfers"
 	case ClearingChannel:
 		return "clearing:channel"
+	case Migration:
+		return "clearing:migration"
 	}
 	if a > 0 {
 		return fmt.Sprintf("user:%d", int64(a))
@@ -223,7 +229,10 @@ func validAccount(a Account) error {
 // replay with the same request returns the stored result with replayed
 // true; the same key with another request is ErrIdempotencyConflict. When fn
 // fails, nothing (not even the key) is kept, so a retry runs again.
-func idempotent[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, fn func() (T, error)) (res T, replayed bool, err error) {
+//
+// user, when fn sets it, names the wallet the operation is about: the
+// record moves with that wallet when its slot moves to another shard.
+func idempotent[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, user *int64, fn func() (T, error)) (res T, replayed bool, err error) {
 	if key == "" {
 		return res, false, fmt.Errorf("%w: idempotency key is required", ErrInvalid)
 	}
@@ -259,7 +268,11 @@ func idempotent[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any
 	if err != nil {
 		return res, false, err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE ops SET result = $2 WHERE key = $1`, key, b); err != nil {
+	var u *int64
+	if user != nil && *user > 0 {
+		u = user
+	}
+	if _, err := tx.Exec(ctx, `UPDATE ops SET result = $2, user_id = $3 WHERE key = $1`, key, b, u); err != nil {
 		return res, false, fmt.Errorf("store result: %w", err)
 	}
 	return res, false, nil
@@ -270,10 +283,10 @@ func idempotent[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any
 // transaction) is the guard, and the ops row is not needed: a repeat or an
 // empty cancel is answered by skipped. Otherwise the key row in ops is the
 // guard (see idempotent).
-func once[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, branch *dtx.BranchRef, op dtx.Op,
+func once[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, user *int64, branch *dtx.BranchRef, op dtx.Op,
 	fn func() (T, error), skipped func(dtx.Verdict) (T, error)) (T, bool, error) {
 	if branch == nil {
-		return idempotent(ctx, tx, key, kind, req, fn)
+		return idempotent(ctx, tx, key, kind, req, user, fn)
 	}
 	var zero T
 	v, err := dtx.Barrier(ctx, tx, *branch, op)

@@ -100,7 +100,11 @@ func (l *Ledger) TransferIn(ctx context.Context, tx pgx.Tx, req TransferRequest)
 }
 
 func (l *Ledger) transferIn(ctx context.Context, tx pgx.Tx, req TransferRequest) (TransferResult, error) {
-	res, replayed, err := once(ctx, tx, req.Key, "transfer", req, req.Branch, req.Op, func() (TransferResult, error) {
+	user := int64(req.From)
+	if !req.From.IsUser() {
+		user = int64(req.To)
+	}
+	res, replayed, err := once(ctx, tx, req.Key, "transfer", req, &user, req.Branch, req.Op, func() (TransferResult, error) {
 		m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
 			capped: req.Kind == KindDeposit || req.Kind == KindTransfer, peer: req.Peer}
 		if req.Reserved {
@@ -287,7 +291,8 @@ func (l *Ledger) HoldIn(ctx context.Context, tx pgx.Tx, req HoldRequest) (HoldRe
 	if req.Amount <= 0 {
 		return HoldResult{}, fmt.Errorf("hold: %w: amount %s must be positive", ErrInvalid, req.Amount)
 	}
-	res, replayed, err := once(ctx, tx, req.Key, "hold", req, req.Branch, dtx.OpTry, func() (HoldResult, error) {
+	user := req.User
+	res, replayed, err := once(ctx, tx, req.Key, "hold", req, &user, req.Branch, dtx.OpTry, func() (HoldResult, error) {
 		var expires *time.Time
 		if !req.ExpiresAt.IsZero() {
 			expires = &req.ExpiresAt
@@ -384,11 +389,16 @@ func (l *Ledger) PostIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostRe
 }
 
 func (l *Ledger) postIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostResult, error) {
-	res, replayed, err := once(ctx, tx, req.Key, "post", req, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
+	var user int64
+	res, replayed, err := once(ctx, tx, req.Key, "post", req, &user, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
 		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
+		if errors.Is(err, errResolvedSo) {
+			return PostResult{HoldID: h.id, Posted: req.Amount}, nil // done before, maybe on the shard the wallet came from
+		}
 		if err != nil {
 			return PostResult{}, err
 		}
+		user = h.account
 		kind := req.Kind
 		if kind == "" {
 			kind = KindHoldPost
@@ -436,11 +446,16 @@ func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) 
 
 // VoidIn is Void inside the caller's transaction on this shard's database.
 func (l *Ledger) VoidIn(ctx context.Context, tx pgx.Tx, req VoidRequest) (VoidResult, error) {
-	res, replayed, err := once(ctx, tx, req.Key, "void", req, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
+	var user int64
+	res, replayed, err := once(ctx, tx, req.Key, "void", req, &user, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
 		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
+		if errors.Is(err, errResolvedSo) {
+			return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil // done before, maybe on the shard the wallet came from
+		}
 		if err != nil {
 			return VoidResult{}, err
 		}
+		user = h.account
 		if err := release(ctx, tx, h.account, h.amount); err != nil {
 			return VoidResult{}, err
 		}
@@ -453,6 +468,9 @@ func (l *Ledger) VoidIn(ctx context.Context, tx pgx.Tx, req VoidRequest) (VoidRe
 type hold struct {
 	id, account, amount int64
 }
+
+// errResolvedSo: the hold was resolved already, the same way, by the same key.
+var errResolvedSo = errors.New("hold already resolved so by this key")
 
 // resolve moves an open, unexpired hold to state, once.
 func (l *Ledger) resolve(ctx context.Context, tx pgx.Tx, holdKey, resolveKey, state string, posted int64) (hold, error) {
@@ -473,12 +491,20 @@ func (l *Ledger) resolve(ctx context.Context, tx pgx.Tx, holdKey, resolveKey, st
 	var cur string
 	var amount int64
 	var expires *time.Time
-	err = tx.QueryRow(ctx, `SELECT state, amount, expires_at FROM holds WHERE key = $1`, holdKey).Scan(&cur, &amount, &expires)
+	var resolvedBy *string
+	err = tx.QueryRow(ctx, `SELECT id, account_id, state, amount, expires_at, resolve_key FROM holds WHERE key = $1`, holdKey).
+		Scan(&h.id, &h.account, &cur, &amount, &expires, &resolvedBy)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return h, ErrHoldNotFound
 	case err != nil:
 		return h, err
+	case cur == state && resolvedBy != nil && *resolvedBy == resolveKey:
+		// This very resolution happened already: a branch repeated after
+		// its wallet moved here with the hold (the barrier that would
+		// have answered stayed on the shard it came from).
+		h.amount = amount
+		return h, errResolvedSo
 	case cur != "open":
 		return h, fmt.Errorf("%w: %s", ErrHoldResolved, cur)
 	case posted > amount:

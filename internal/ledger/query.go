@@ -59,19 +59,42 @@ type Entry struct {
 // Statement returns a user's entries newest first. Pass before = 0 for the
 // first page and the returned cursor for the next; cursor 0 means no more.
 func (l *Ledger) Statement(ctx context.Context, user int64, before int64, limit int) ([]Entry, int64, error) {
-	if limit <= 0 || limit > 1000 {
-		return nil, 0, fmt.Errorf("%w: limit %d out of 1..1000", ErrInvalid, limit)
-	}
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
+	return l.statement(ctx, user, "id < $2", before, limit)
+}
+
+// StatementBefore is Statement of the entries made before t (a wallet's
+// time on this shard before it moved away and came back, say).
+func (l *Ledger) StatementBefore(ctx context.Context, user int64, t time.Time, limit int) ([]Entry, int64, error) {
+	return l.statement(ctx, user, "created_at < $2", t, limit)
+}
+
+// PostingTime is when a posting of this shard was made.
+func (l *Ledger) PostingTime(ctx context.Context, id int64) (time.Time, error) {
+	var t time.Time
+	err := l.db.QueryRow(ctx, `SELECT created_at FROM postings WHERE id = $1`, id).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("%w: no entry %d", ErrInvalid, id)
+	}
+	return t, err
+}
+
+// statement lists a user's entries newest first where cut holds, without
+// the moves of the wallet between shards (kind migrate: the money stays
+// the user's).
+func (l *Ledger) statement(ctx context.Context, user int64, cut string, arg any, limit int) ([]Entry, int64, error) {
+	if limit <= 0 || limit > 1000 {
+		return nil, 0, fmt.Errorf("%w: limit %d out of 1..1000", ErrInvalid, limit)
+	}
 	rows, err := l.db.Query(ctx, `
 		(SELECT id, kind, ref, amount, credit_balance, debit_account, created_at, coalesce(peer, 0) FROM postings
-		  WHERE credit_account = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
+		  WHERE credit_account = $1 AND `+cut+` AND kind <> 'migrate' ORDER BY id DESC LIMIT $3)
 		UNION ALL
 		(SELECT id, kind, ref, -amount, debit_balance, credit_account, created_at, coalesce(peer, 0) FROM postings
-		  WHERE debit_account = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
-		ORDER BY id DESC LIMIT $3`, user, before, limit+1)
+		  WHERE debit_account = $1 AND `+cut+` AND kind <> 'migrate' ORDER BY id DESC LIMIT $3)
+		ORDER BY id DESC LIMIT $3`, user, arg, limit+1)
 	if err != nil {
 		return nil, 0, fmt.Errorf("statement of user %d: %w", user, err)
 	}

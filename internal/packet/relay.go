@@ -195,6 +195,8 @@ func (r *Relay) pack(pending []ledger.CreditMessage) []Message {
 // PackCredits makes one message of credits for a ledger shard's subject.
 func PackCredits(subject string, ms []ledger.CreditMessage) Message {
 	data, _ := json.Marshal(ledger.CreditBatch{Credits: ms})
-	sum := sha256.Sum256(data) // identical batches share an id, different ones never do
+	// Identical batches to one subject share an id, different ones never
+	// do (the same credits forwarded to another shard are another message).
+	sum := sha256.Sum256(append([]byte(subject+"\n"), data...))
 	return Message{Subject: subject, ID: fmt.Sprintf("credits:%x", sum[:16]), Data: data}
 }

@@ -171,7 +171,7 @@ func event(ctx context.Context, tx pgx.Tx, id int64, from, to State, note string
 // returns the state to move to (the same state: no change) and the note.
 // The change, its money and its event commit together.
 func (s *Service) change(ctx context.Context, id int64, fn func(tx pgx.Tx, l *ledger.Ledger, o Order) (State, string, *time.Time, error)) (Order, error) {
-	l, ok := s.shardOfOrder(id)
+	l, ok := s.locate(ctx, id)
 	if !ok {
 		return Order{}, ErrNotFound
 	}
@@ -394,7 +394,7 @@ func (s *Service) askTopUp(ctx context.Context, o Order) (Order, error) {
 // applyPay acts on what the channel says of a pay order.
 func (s *Service) applyPay(ctx context.Context, o Order, po channel.PayOrder, by string) (Order, error) {
 	if po.Amount != o.Amount {
-		l, _ := s.shardOfOrder(o.ID)
+		l, _ := s.locate(ctx, o.ID)
 		_, _ = l.DB().Exec(ctx, `INSERT INTO channel_order_events (order_id, from_state, to_state, note) VALUES ($1, $2, $2, $3)`,
 			o.ID, o.State, fmt.Sprintf("the channel (%s) reports %s for an order of %s; not credited", by, po.Amount, o.Amount))
 		return o, fmt.Errorf("%w: order %d: %s at the channel, %s here", ErrAmountMismatch, o.ID, po.Amount, o.Amount)

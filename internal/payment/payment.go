@@ -228,6 +228,24 @@ func (s *Service) shardOfOrder(id int64) (*ledger.Ledger, bool) {
 	return s.o.Shards[n], true
 }
 
+// locate is the ledger shard that keeps an order now: the one its id names,
+// unless its user's wallet moved to another shard since (the order moved
+// with it), when the other shards are asked.
+func (s *Service) locate(ctx context.Context, id int64) (*ledger.Ledger, bool) {
+	home, ok := s.shardOfOrder(id)
+	if !ok {
+		return nil, false
+	}
+	for _, l := range append([]*ledger.Ledger{home}, s.o.Shards...) {
+		var one int
+		err := l.DB().QueryRow(ctx, `SELECT 1 FROM channel_orders WHERE id = $1`, id).Scan(&one)
+		if err == nil {
+			return l, true
+		}
+	}
+	return home, true // not found anywhere: the caller says so
+}
+
 func (s *Service) hook(step string) error {
 	if s.o.Hook == nil {
 		return nil

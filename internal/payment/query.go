@@ -18,7 +18,7 @@ import (
 
 // Get returns an order.
 func (s *Service) Get(ctx context.Context, id int64) (Order, error) {
-	l, ok := s.shardOfOrder(id)
+	l, ok := s.locate(ctx, id)
 	if !ok {
 		return Order{}, ErrNotFound
 	}
@@ -31,7 +31,7 @@ func (s *Service) Get(ctx context.Context, id int64) (Order, error) {
 
 // Events are an order's recorded transitions, oldest first.
 func (s *Service) Events(ctx context.Context, id int64) ([]Event, error) {
-	l, ok := s.shardOfOrder(id)
+	l, ok := s.locate(ctx, id)
 	if !ok {
 		return nil, ErrNotFound
 	}

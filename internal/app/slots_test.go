@@ -1,0 +1,295 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hongbao/internal/dtx"
+	"hongbao/internal/hbtest"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/packet"
+	"hongbao/internal/pgtest"
+	"hongbao/internal/shard"
+	"hongbao/internal/slots"
+)
+
+// usersIn returns n fresh user ids whose slot is slot.
+func usersIn(slot, n int) []int64 {
+	var out []int64
+	for len(out) < n {
+		u := nextUser.Add(1)
+		if shard.SlotOf(u) == slot {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// userOn returns a fresh user whose wallet is on shard sh and not in slot.
+func userOn(t *testing.T, sys *Node, sh, slot int) int64 {
+	for {
+		u := nextUser.Add(1)
+		if sys.Ledgers.Table.Of(u) == sh && shard.SlotOf(u) != slot {
+			return u
+		}
+	}
+}
+
+type books struct {
+	balances   map[int64]money.Amount
+	statements map[int64][]ledger.Entry
+}
+
+func snapshot(t *testing.T, sys *Node, users []int64) books {
+	t.Helper()
+	b := books{balances: map[int64]money.Amount{}, statements: map[int64][]ledger.Entry{}}
+	for _, u := range users {
+		b.balances[u] = balance(t, sys, u)
+		es, _, err := sys.Flows.Statement(context.Background(), u, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.statements[u] = es
+	}
+	return b
+}
+
+// migrationSum is the migration account over every shard: zero once every
+// move is done or undone.
+func migrationSum(t *testing.T, sys *Node) money.Amount {
+	t.Helper()
+	var sum money.Amount
+	for _, l := range sys.Ledgers.Shards {
+		b, err := l.SystemBalance(context.Background(), ledger.Migration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += b
+	}
+	return sum
+}
+
+func mustMove(t *testing.T, sys *Node, slotNos []int, to int) slots.Migration {
+	t.Helper()
+	m, err := sys.Slots.Start(t.Context(), slotNos, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return finish(t, sys, m.ID, slots.Done)
+}
+
+// finish drives a migration to its end, or waits for the node's resumer
+// that drives it already, and wants it to end in state want.
+func finish(t *testing.T, sys *Node, id int64, want string) slots.Migration {
+	t.Helper()
+	m, err := sys.Slots.Run(t.Context(), id)
+	if errors.Is(err, slots.ErrDriven) {
+		hbtest.WaitFor(t, 30*time.Second, "the migration driven to its end", func() bool {
+			m, err = sys.Slots.Get(t.Context(), id)
+			return err == nil && (m.State == slots.Done || m.State == slots.Cancelled)
+		})
+	} else if err != nil {
+		t.Fatalf("migration %d: %v", id, err)
+	}
+	if m.State != want {
+		t.Fatalf("migration %+v ended %s, want %s", m, m.State, want)
+	}
+	return m
+}
+
+// A slot moves from shard 0 to shard 1 and back: routing follows the
+// table, every moved wallet keeps its balance and its statement entry for
+// entry, the books of both shards stay sound and the migration account
+// nets to zero; money goes on moving after each move.
+func TestSlotMigration(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
+	defer sys.Close()
+	ctx := t.Context()
+	const slot = 42 // on shard 0 (42 mod 2)
+	if sys.Ledgers.Table.Of(usersIn(slot, 1)[0]) != 0 {
+		t.Fatal("slot 42 is not on shard 0")
+	}
+	movers := usersIn(slot, 5)
+	other := userOn(t, sys, 1, slot)
+	for _, u := range append(movers, other) {
+		if _, err := sys.Flows.Deposit(ctx, fmt.Sprint("mig-dep-", u), 0, u, 1_000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := sys.Flows.Transfer(ctx, "mig-t1", movers[0], other, 300); err != nil || r.Outcome != dtx.OutcomeCommitted {
+		t.Fatalf("transfer: %+v %v", r, err)
+	}
+	if r, err := sys.Flows.Transfer(ctx, "mig-t2", movers[1], movers[2], 200); err != nil || r.Outcome != dtx.OutcomeCommitted {
+		t.Fatalf("local transfer: %+v %v", r, err)
+	}
+	p, _, err := sys.Flows.SendPacket(ctx, "mig-p", packet.Packet{Kind: packet.Single, Sender: other, Receiver: movers[3], Amount: 150, Shares: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sys.Flows.Grab(ctx, p.ID, movers[3]); err != nil {
+		t.Fatal(err)
+	}
+	waitCredited(t, sys, p.ID, map[int64]money.Amount{movers[3]: 1_000})
+	all := append(movers, other)
+	before := snapshot(t, sys, all)
+
+	m := mustMove(t, sys, []int{slot}, 1)
+	if m.Wallets != len(movers) || m.Amount != 1_000*5-300+150 {
+		t.Fatalf("moved %d wallets, %d fen", m.Wallets, m.Amount)
+	}
+	for _, u := range movers {
+		if sys.Ledgers.Table.Of(u) != 1 {
+			t.Fatalf("user %d still routed to shard %d", u, sys.Ledgers.Table.Of(u))
+		}
+	}
+	after := snapshot(t, sys, all)
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("books changed by the move:\n%+v\n%+v", before, after)
+	}
+	reconcile(t, sys)
+	if s := migrationSum(t, sys); s != 0 {
+		t.Fatalf("migration account sums to %s", s)
+	}
+	// Money moves on the new shard, and the statement runs on across.
+	if r, err := sys.Flows.Transfer(ctx, "mig-t3", movers[0], movers[4], 100); err != nil || r.Outcome != dtx.OutcomeCommitted {
+		t.Fatalf("transfer after the move: %+v %v", r, err)
+	}
+	es, _, err := sys.Flows.Statement(ctx, movers[0], 0, 100)
+	if err != nil || len(es) != len(before.statements[movers[0]])+1 || es[0].Amount != -100 || !reflect.DeepEqual(es[1:], before.statements[movers[0]]) {
+		t.Fatalf("statement after the move: %+v %v", es, err)
+	}
+	// Paged one entry at a time across both shards: the same entries.
+	var paged []ledger.Entry
+	for cursor := int64(0); ; {
+		page, next, err := sys.Flows.Statement(ctx, movers[0], cursor, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paged = append(paged, page...)
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	if !reflect.DeepEqual(paged, es) {
+		t.Fatalf("paged statement %+v, want %+v", paged, es)
+	}
+	// And back.
+	mid := snapshot(t, sys, all)
+	mustMove(t, sys, []int{slot}, 0)
+	if got := snapshot(t, sys, all); !reflect.DeepEqual(mid, got) {
+		t.Fatalf("books changed by the move back:\n%+v\n%+v", mid, got)
+	}
+	reconcile(t, sys)
+	if s := migrationSum(t, sys); s != 0 {
+		t.Fatalf("migration account sums to %s", s)
+	}
+	if _, err := sys.Slots.Start(ctx, []int{slot}, 0); !errors.Is(err, slots.ErrInvalid) {
+		t.Fatalf("a move to the shard it is on: %v", err)
+	}
+	for _, bad := range [][]int{{}, {-1}, {1024}, {3, 3}} {
+		if _, err := sys.Slots.Start(ctx, bad, 1); !errors.Is(err, slots.ErrInvalid) {
+			t.Fatalf("slots %v: %v", bad, err)
+		}
+	}
+	if _, err := sys.Slots.Start(ctx, []int{2, 3}, 1); !errors.Is(err, slots.ErrInvalid) {
+		t.Fatalf("slots of two shards: %v", err)
+	}
+}
+
+// A crash after each step of a migration, then a resume: it ends done,
+// every wallet exact; a crash before the switch and a cancel: everything
+// undone, the slot where it was.
+func TestSlotMigrationCrashes(t *testing.T) {
+	t.Parallel()
+	var crashAt atomic.Value
+	crashAt.Store("")
+	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, BusDir: t.TempDir(),
+		Grace: time.Second, Every: 20 * time.Millisecond, SlotHook: func(step string) error {
+			if step == crashAt.Load().(string) {
+				crashAt.Store("")
+				return slots.ErrCrash
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	ctx := t.Context()
+	const slot = 100
+	movers := usersIn(slot, 4)
+	for _, u := range movers {
+		if _, err := sys.Flows.Deposit(ctx, fmt.Sprint("crash-dep-", u), 0, u, 500); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := snapshot(t, sys, movers)
+	to := 1
+	for _, step := range []string{"after:fencing", "between:copying", "after:copying", "after:verifying", "after:switching", "after:releasing", "after:cleaning"} {
+		crashAt.Store(step)
+		m, err := sys.Slots.Start(ctx, []int{slot}, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sys.Slots.Run(ctx, m.ID); !errors.Is(err, slots.ErrCrash) {
+			t.Fatalf("%s: no crash: %v", step, err)
+		}
+		// Another driver (a restarted node) resumes it from its record.
+		finish(t, sys, m.ID, slots.Done)
+		if got := snapshot(t, sys, movers); !reflect.DeepEqual(want, got) {
+			t.Fatalf("%s: books changed:\n%+v\n%+v", step, want, got)
+		}
+		reconcile(t, sys)
+		if s := migrationSum(t, sys); s != 0 {
+			t.Fatalf("%s: migration account sums to %s", step, s)
+		}
+		to = 1 - to
+	}
+	// Cancelled after the copy (crashed there first): all undone.
+	from := sys.Ledgers.Table.Of(movers[0])
+	for _, step := range []string{"after:fencing", "after:copying", "after:verifying"} {
+		crashAt.Store(step)
+		m, err := sys.Slots.Start(ctx, []int{slot}, 1-from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sys.Slots.Run(ctx, m.ID); !errors.Is(err, slots.ErrCrash) {
+			t.Fatalf("%s: no crash: %v", step, err)
+		}
+		if m, err = sys.Slots.Cancel(ctx, m.ID); err != nil || m.State != slots.Cancelling {
+			t.Fatalf("cancel: %+v %v", m, err)
+		}
+		finish(t, sys, m.ID, slots.Cancelled)
+		if sys.Ledgers.Table.Of(movers[0]) != from {
+			t.Fatalf("%s: cancelled, yet routed to shard %d", step, sys.Ledgers.Table.Of(movers[0]))
+		}
+		if got := snapshot(t, sys, movers); !reflect.DeepEqual(want, got) {
+			t.Fatalf("%s: books changed by the cancelled move:\n%+v\n%+v", step, want, got)
+		}
+		reconcile(t, sys)
+		if s := migrationSum(t, sys); s != 0 {
+			t.Fatalf("%s: migration account sums to %s", step, s)
+		}
+		// The wallets work again where they are.
+		if _, err := sys.Flows.Transfer(ctx, "crash-t-"+step, movers[0], movers[1], 1); err != nil {
+			t.Fatal(err)
+		}
+		want = snapshot(t, sys, movers)
+	}
+	// Too late to cancel after the switch.
+	crashAt.Store("after:switching")
+	m, _ := sys.Slots.Start(ctx, []int{slot}, 1-from)
+	_, _ = sys.Slots.Run(ctx, m.ID)
+	if _, err := sys.Slots.Cancel(ctx, m.ID); !errors.Is(err, slots.ErrTooLate) {
+		t.Fatalf("cancel after the switch: %v", err)
+	}
+	finish(t, sys, m.ID, slots.Done)
+}

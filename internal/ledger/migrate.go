@@ -1,0 +1,362 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"hongbao/internal/money"
+)
+
+// ErrSlotMoving: the wallet's slot is moving to another shard (or has just
+// moved): retry shortly.
+var ErrSlotMoving = errors.New("the wallet is moving to another shard: retry")
+
+// IsSlotMoving reports an error from a write the shard refused because the
+// wallet's slot is fenced (the database's HB503).
+func IsSlotMoving(err error) bool {
+	var pe *pgconn.PgError
+	return errors.Is(err, ErrSlotMoving) || (errors.As(err, &pe) && pe.Code == "HB503")
+}
+
+// Moved is one wallet a migration took out of a shard or brought in.
+type Moved struct {
+	User   int64        `json:"user"`
+	Amount money.Amount `json:"amount"`
+}
+
+// migrating runs fn in a transaction whose writes pass the slot fences.
+func (l *Ledger) migrating(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL hongbao.migrating = 'on'`); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// Fence sets the fences of slots for migration: "frozen" on the shard they
+// leave, "incoming" on the shard they come to (remembering a "gone" left
+// there by an earlier move away). Repeating it does nothing more.
+func (l *Ledger) Fence(ctx context.Context, migration int64, slots []int, state string) error {
+	_, err := l.db.Exec(ctx, `INSERT INTO slot_fences (slot, state, migration) SELECT s, $3, $2 FROM unnest($1::int[]) s
+		ON CONFLICT (slot) DO UPDATE SET state = excluded.state, migration = excluded.migration,
+			prev_state = CASE WHEN slot_fences.migration = excluded.migration THEN slot_fences.prev_state
+			                  WHEN slot_fences.state = 'gone' THEN 'gone' END, since = now()`, slots, migration, state)
+	if err != nil {
+		return fmt.Errorf("ledger shard %d: fence slots %v: %w", l.shard, slots, err)
+	}
+	return nil
+}
+
+// Unfence ends migration's fences of slots: "gone" makes them permanent
+// (the slots left), "" removes them, giving back a "gone" that was there
+// before the migration.
+func (l *Ledger) Unfence(ctx context.Context, migration int64, slots []int, gone bool) error {
+	var err error
+	if gone {
+		_, err = l.db.Exec(ctx, `UPDATE slot_fences SET state = 'gone', prev_state = NULL, since = now()
+			WHERE slot = ANY($1) AND migration = $2`, slots, migration)
+	} else {
+		_, err = l.db.Exec(ctx, `WITH d AS (DELETE FROM slot_fences WHERE slot = ANY($1) AND migration = $2 AND prev_state IS NULL)
+			UPDATE slot_fences SET state = prev_state, prev_state = NULL, since = now()
+			WHERE slot = ANY($1) AND migration = $2 AND prev_state IS NOT NULL`, slots, migration)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger shard %d: unfence slots %v: %w", l.shard, slots, err)
+	}
+	return nil
+}
+
+// Busy waits for every write in flight on the shard's wallets to end (a
+// share lock on accounts, held only for the count) and then counts the
+// wallets of slots that hold money or wait for incoming money: such a
+// wallet cannot move until its holds and reservations are resolved.
+func (l *Ledger) Busy(ctx context.Context, slots []int) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE accounts IN SHARE MODE`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT count(*) FROM accounts WHERE slot = ANY($1) AND (held > 0 OR incoming > 0)`, slots).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ledger shard %d: wallets busy in slots %v: %w", l.shard, slots, err)
+	}
+	return n, nil
+}
+
+// MigrateOut takes the wallets of slots out of this shard for migration:
+// in one transaction, each balance is posted to the migration account
+// (kind migrate, hidden in statements) and every wallet recorded with its
+// amount. Done once: a repeat returns what was recorded.
+func (l *Ledger) MigrateOut(ctx context.Context, migration int64, slots []int) ([]Moved, error) {
+	out, err := l.recorded(ctx, migration, "out")
+	if err != nil || out != nil {
+		return out, err
+	}
+	err = l.migrating(ctx, func(tx pgx.Tx) error {
+		ref := fmt.Sprint("migrate:", migration)
+		stripe := l.row(Migration, ref)
+		if _, err := tx.Exec(ctx, `WITH w AS (SELECT id, balance FROM accounts WHERE slot = ANY($1) AND kind = 'user' FOR UPDATE)
+			INSERT INTO slot_moves (migration, direction, user_id, amount) SELECT $2, 'out', id, balance FROM w`, slots, migration); err != nil {
+			return err
+		}
+		return l.postMoves(ctx, tx, migration, "out", ref, stripe, false)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger shard %d: migrate out slots %v: %w", l.shard, slots, err)
+	}
+	return l.recorded(ctx, migration, "out")
+}
+
+// postMoves posts every recorded move of a direction in one statement: a
+// wallet to the migration stripe (toStripe false: out of the wallets) or
+// the stripe to each wallet, with the running balances of both sides.
+func (l *Ledger) postMoves(ctx context.Context, tx pgx.Tx, migration int64, direction, ref string, stripe int64, toWallets bool) error {
+	// The wallets' rows: set each balance; the stripe's: move the total.
+	sign := "-"
+	if toWallets {
+		sign = "+"
+	}
+	if _, err := tx.Exec(ctx, `UPDATE accounts a SET balance = a.balance `+sign+` m.amount
+		FROM slot_moves m WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 AND a.id = m.user_id`, migration, direction); err != nil {
+		return err
+	}
+	var before int64
+	if err := tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, stripe).Scan(&before); err != nil {
+		return err
+	}
+	var total int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM slot_moves WHERE migration = $1 AND direction = $2`, migration, direction).Scan(&total); err != nil {
+		return err
+	}
+	if total == 0 {
+		return nil
+	}
+	if toWallets {
+		_, err := tx.Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+			SELECT 'migrate', $3, $4, m.user_id, m.amount, $5 - sum(m.amount) OVER (ORDER BY m.user_id), a.balance
+			FROM slot_moves m JOIN accounts a ON a.id = m.user_id
+			WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 ORDER BY m.user_id`, migration, direction, ref, stripe, before)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance - $2 WHERE id = $1`, stripe, total)
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+		SELECT 'migrate', $3, m.user_id, $4, m.amount, a.balance, $5 + sum(m.amount) OVER (ORDER BY m.user_id)
+		FROM slot_moves m JOIN accounts a ON a.id = m.user_id
+		WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 ORDER BY m.user_id`, migration, direction, ref, stripe, before)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1`, stripe, total)
+	return err
+}
+
+// recorded returns the moves of a migration in a direction (nil: none).
+func (l *Ledger) recorded(ctx context.Context, migration int64, direction string) ([]Moved, error) {
+	rows, err := l.db.Query(ctx, `SELECT user_id, amount FROM slot_moves WHERE migration = $1 AND direction = $2 ORDER BY user_id`, migration, direction)
+	if err != nil {
+		return nil, err
+	}
+	moved, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Moved])
+	if len(moved) == 0 {
+		return nil, err
+	}
+	return moved, err
+}
+
+// sideTables are what moves with a wallet besides its balance, in the
+// order they are copied: the table, its columns, which rows, and what a
+// row already there becomes.
+var sideTables = []struct{ table, cols, where, conflict string }{
+	{"request_keys", "user_id, key, op, req_hash, params, status, response, created_at", "user_id = ANY($1)",
+		"(user_id, key) DO UPDATE SET op = excluded.op, req_hash = excluded.req_hash, params = excluded.params, status = excluded.status, response = excluded.response"},
+	{"ops", "key, kind, req_hash, result, created_at, user_id", "user_id = ANY($1)", "DO NOTHING"},
+	{"holds", "key, account_id, amount, state, posted_amount, posting_id, resolve_key, expires_at, created_at, resolved_at", "account_id = ANY($1)",
+		"(key) DO UPDATE SET state = excluded.state, posted_amount = excluded.posted_amount, resolve_key = excluded.resolve_key, resolved_at = excluded.resolved_at"},
+	{"channel_orders", "id, kind, user_id, amount, state, pay_url, reason, day, deadline, next_check, attempts, channel_at, created_at, updated_at",
+		"user_id = ANY($1)", "DO NOTHING"},
+	{"channel_order_events", "order_id, from_state, to_state, note, at", "order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))", ""},
+	{"channel_limits", "user_id, day, kind, amount, orders", "user_id = ANY($1)", "(user_id, day, kind) DO UPDATE SET amount = excluded.amount, orders = excluded.orders"},
+}
+
+// MigrateIn brings the wallets another shard took out (from.MigrateOut)
+// into this one, in one transaction: each wallet credited from the
+// migration account with what it had, and what belongs to it copied (its
+// request keys, idempotency records, holds, payment orders and limits).
+// Done once: a repeat returns what was recorded.
+func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, moved []Moved) ([]Moved, error) {
+	in, err := l.recorded(ctx, migration, "in")
+	if err != nil || in != nil {
+		return in, err
+	}
+	users := make([]int64, len(moved))
+	amounts := make([]int64, len(moved))
+	for i, m := range moved {
+		users[i], amounts[i] = m.User, int64(m.Amount)
+	}
+	err = l.migrating(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name) SELECT u, 'user', '' FROM unnest($1::bigint[]) u ON CONFLICT (id) DO NOTHING`, users); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO slot_moves (migration, direction, user_id, amount) SELECT $1, 'in', u, a FROM unnest($2::bigint[], $3::bigint[]) x(u, a)`,
+			migration, users, amounts); err != nil {
+			return err
+		}
+		ref := fmt.Sprint("migrate:", migration)
+		if err := l.postMoves(ctx, tx, migration, "in", ref, l.row(Migration, ref), true); err != nil {
+			return err
+		}
+		for _, t := range sideTables {
+			if err := copyRows(ctx, from, tx, t.table, t.cols, t.where, t.conflict, users); err != nil {
+				return fmt.Errorf("copy %s: %w", t.table, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger shard %d: migrate in from shard %d: %w", l.shard, from.shard, err)
+	}
+	return l.recorded(ctx, migration, "in")
+}
+
+// copyRows copies the rows of table that where selects on the source shard
+// into tx, through a temporary table, resolving a row already there by
+// conflict.
+func copyRows(ctx context.Context, from *Ledger, tx pgx.Tx, table, cols, where, conflict string, users []int64) error {
+	rows, err := from.db.Query(ctx, `SELECT `+cols+` FROM `+table+` WHERE `+where, users)
+	if err != nil {
+		return err
+	}
+	var vals [][]any
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		vals = append(vals, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(vals) == 0 {
+		return err
+	}
+	tmp := "migrating_" + table
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE `+tmp+` ON COMMIT DROP AS SELECT `+cols+` FROM `+table+` WITH NO DATA`); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{tmp}, splitCols(cols), pgx.CopyFromRows(vals)); err != nil {
+		return err
+	}
+	q := `INSERT INTO ` + table + ` (` + cols + `) SELECT ` + cols + ` FROM ` + tmp
+	if conflict != "" {
+		q += ` ON CONFLICT ` + conflict
+	}
+	_, err = tx.Exec(ctx, q)
+	return err
+}
+
+func splitCols(cols string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(cols); i++ {
+		if i == len(cols) || cols[i] == ',' {
+			c := cols[start:i]
+			for len(c) > 0 && c[0] == ' ' {
+				c = c[1:]
+			}
+			out = append(out, c)
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// Forget removes from the shard a migration's wallets left behind once the
+// move is done: their payment orders, which now live on the other shard
+// (the wallets' rows stay, at zero, with the journal that made them).
+func (l *Ledger) Forget(ctx context.Context, users []int64) error {
+	return l.migrating(ctx, func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM channel_order_events WHERE order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))`,
+			`DELETE FROM channel_orders WHERE user_id = ANY($1)`,
+			`DELETE FROM channel_limits WHERE user_id = ANY($1)`,
+		} {
+			if _, err := tx.Exec(ctx, q, users); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// UndoMove takes back what MigrateOut (direction "out": the money goes
+// back to the wallets) or MigrateIn ("in": the money goes back to the
+// migration account, and the payment orders copied in are removed) did for
+// a migration that is cancelled. Done once.
+func (l *Ledger) UndoMove(ctx context.Context, migration int64, direction string) error {
+	undone := direction + "_undone"
+	done, err := l.recorded(ctx, migration, undone)
+	if err != nil || done != nil {
+		return err
+	}
+	moved, err := l.recorded(ctx, migration, direction)
+	if err != nil || moved == nil {
+		return err
+	}
+	err = l.migrating(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO slot_moves (migration, direction, user_id, amount)
+			SELECT migration, $2, user_id, amount FROM slot_moves WHERE migration = $1 AND direction = $3`, migration, undone, direction); err != nil {
+			return err
+		}
+		ref := fmt.Sprint("migrate:", migration, ":undo")
+		if err := l.postMoves(ctx, tx, migration, undone, ref, l.row(Migration, ref), direction == "out"); err != nil {
+			return err
+		}
+		if direction == "in" {
+			users := make([]int64, len(moved))
+			for i, m := range moved {
+				users[i] = m.User
+			}
+			for _, q := range []string{
+				`DELETE FROM channel_order_events WHERE order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))`,
+				`DELETE FROM channel_orders WHERE user_id = ANY($1)`,
+				`DELETE FROM channel_limits WHERE user_id = ANY($1)`,
+			} {
+				if _, err := tx.Exec(ctx, q, users); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger shard %d: undo migration %d (%s): %w", l.shard, migration, direction, err)
+	}
+	return nil
+}
+
+// Balances returns the balances of users on this shard.
+func (l *Ledger) Balances(ctx context.Context, users []int64) (map[int64]money.Amount, error) {
+	rows, err := l.db.Query(ctx, `SELECT id, balance FROM accounts WHERE id = ANY($1)`, users)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]money.Amount{}
+	for rows.Next() {
+		var id, b int64
+		if err := rows.Scan(&id, &b); err != nil {
+			return nil, err
+		}
+		out[id] = money.Amount(b)
+	}
+	return out, rows.Err()
+}
