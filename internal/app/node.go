@@ -152,7 +152,7 @@ type NodeOptions struct {
 type Node struct {
 	Ledgers *flow.Ledgers
 	// Slots is the stored slot table and the driver of slot migrations.
-	Slots *slots.Slots
+	Slots   *slots.Slots
 	Groups  *group.Store
 	Sets    []*packet.Set
 	Coord   *dtx.Coordinator
