@@ -627,7 +627,7 @@ func (n *Node) sweep(ctx context.Context) {
 func (n *Node) Backend() httpapi.Backend {
 	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
 		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors(),
-		Forward: n.forward, Nodes: n.nodes, Days: dayOps{n}}
+		Forward: n.forward, Nodes: n.nodes, Days: dayOps{n}, Migrations: n.Slots}
 }
 
 var forwardClient = &http.Client{Timeout: 10 * time.Second}

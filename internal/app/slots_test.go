@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -292,4 +293,203 @@ func TestSlotMigrationCrashes(t *testing.T) {
 		t.Fatalf("cancel after the switch: %v", err)
 	}
 	finish(t, sys, m.ID, slots.Done)
+}
+
+type sentTransfer struct {
+	from, to int64
+	amount   money.Amount
+	gid      string
+}
+
+// Slots move back and forth three times while transfers (local and
+// across shards), grabs crediting the moving wallets and paid entries run:
+// no request is answered wrongly (retryable refusals are counted), every
+// committed transfer replayed with its key after the moves answers the
+// same and moves nothing, and then every claim is credited once, the books
+// of both shards are sound, the migration account nets to zero and the
+// money in the system is what was deposited.
+func TestSlotMigrationUnderLoad(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, time.Second)
+	defer sys.Close()
+	ctx := t.Context()
+	moving := []int{42, 44} // on shard 0
+	var movers []int64
+	for _, s := range moving {
+		movers = append(movers, usersIn(s, 8)...)
+	}
+	var others []int64
+	for i := range 8 {
+		others = append(others, userOn(t, sys, i%2, 42))
+	}
+	users := append(append([]int64{}, movers...), others...)
+	const funds = 100_000
+	for _, u := range users {
+		if _, err := sys.Flows.Deposit(ctx, fmt.Sprint("load-dep-", u), 0, u, funds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := sys.Flows.CreateGroup(ctx, "load-g", others[0], 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users[:len(users)-1] {
+		if u == others[0] {
+			continue
+		}
+		if _, err := sys.Flows.JoinGroup(ctx, fmt.Sprint("load-join-", u), u, g.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stop atomic.Bool
+	var committed sync.Map // key -> sentTransfer
+	var ok, retry, cancelled, grabs, joins atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for i := 0; !stop.Load(); i++ {
+				from, to := users[(w*7+i)%len(users)], users[(w*3+i*5+1)%len(users)]
+				if from == to {
+					continue
+				}
+				key := fmt.Sprintf("load-t-%d-%d", w, i)
+				r, err := sys.Flows.Transfer(ctx, key, from, to, money.Amount(1+i%50))
+				switch {
+				case ledger.IsSlotMoving(err):
+					retry.Add(1)
+				case err != nil:
+					t.Errorf("transfer %s: %v", key, err)
+					return
+				case r.Outcome == dtx.OutcomeCommitted:
+					ok.Add(1)
+					committed.Store(key, sentTransfer{from, to, money.Amount(1 + i%50), r.GID})
+				case r.Outcome == dtx.OutcomeCancelled:
+					cancelled.Add(1)
+				}
+			}
+		})
+	}
+	wg.Go(func() { // packets from the others, grabbed by the movers
+		for i := 0; !stop.Load(); i++ {
+			p, _, err := sys.Flows.SendPacket(ctx, fmt.Sprint("load-p-", i), packet.Packet{Kind: packet.Lucky, Sender: others[1+i%3], Group: g.ID, Amount: 500, Shares: 5}, 0)
+			if ledger.IsSlotMoving(err) {
+				retry.Add(1)
+				continue
+			}
+			if err != nil {
+				t.Errorf("send: %v", err)
+				return
+			}
+			for _, u := range movers[i%8 : i%8+5] {
+				if _, err := sys.Flows.Grab(ctx, p.ID, u); err != nil {
+					t.Errorf("grab: %v", err)
+					return
+				}
+				grabs.Add(1)
+			}
+		}
+	})
+	wg.Go(func() { // paid entries by the movers
+		for i := 0; !stop.Load(); i++ {
+			pg, err := sys.Flows.CreateGroup(ctx, fmt.Sprint("load-pg-", i), others[4], 10, 100)
+			if err != nil {
+				t.Errorf("paid group: %v", err)
+				return
+			}
+			r, err := sys.Flows.JoinGroup(ctx, fmt.Sprint("load-pj-", i), movers[i%len(movers)], pg.ID)
+			switch {
+			case ledger.IsSlotMoving(err):
+				retry.Add(1)
+			case err != nil:
+				t.Errorf("paid join: %v", err)
+				return
+			case r.Outcome == dtx.OutcomeCommitted:
+				joins.Add(1)
+			}
+		}
+	})
+	time.Sleep(300 * time.Millisecond)
+	for _, to := range []int{1, 0, 1} {
+		m := mustMove(t, sys, moving, to)
+		t.Logf("moved slots %v to shard %d: %d wallets, %d fen, in %s", moving, to, m.Wallets, m.Amount, m.UpdatedAt.Sub(m.CreatedAt).Round(time.Millisecond))
+		time.Sleep(200 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("transfers committed %d, cancelled %d, told to retry %d; grabs %d; paid entries %d", ok.Load(), cancelled.Load(), retry.Load(), grabs.Load(), joins.Load())
+	if ok.Load() == 0 || grabs.Load() == 0 || joins.Load() == 0 {
+		t.Fatal("the load did not run")
+	}
+	// Every claim credited (seen by the reconciler on its wallet's shard now).
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		for i, c := range sys.Credits {
+			t.Logf("consumer %d: applied %d, retried %d, dead %d; relay dropped %d, queued %d", i, c.Applied.Load(), c.Retried.Load(), c.Dead.Load(), sys.Relay.Dropped.Load(), sys.Relay.Queued())
+		}
+		for _, set := range sys.Sets {
+			rows, _ := set.DB().Query(ctx, `SELECT id, user_id, amount FROM claims WHERE credited_at IS NULL LIMIT 3`)
+			for rows.Next() {
+				var id, u, a int64
+				_ = rows.Scan(&id, &u, &a)
+				for _, l := range sys.Ledgers.Shards {
+					var n int
+					_ = l.DB().QueryRow(ctx, `SELECT count(*) FROM ops WHERE key = $1`, fmt.Sprint("claim:", id)).Scan(&n)
+					t.Logf("claim %d of user %d (slot %d, shard %d): ops on shard %d: %d", id, u, shard.SlotOf(u), sys.Ledgers.Table.Of(u), l.Shard(), n)
+				}
+			}
+			rows.Close()
+		}
+	}()
+	hbtest.WaitFor(t, 60*time.Second, "every claim credited", func() bool {
+		for _, set := range sys.Sets {
+			var n int
+			if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE credited_at IS NULL`).Scan(&n); err != nil || n > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	total := func() money.Amount {
+		var sum money.Amount
+		for _, u := range users {
+			sum += balance(t, sys, u)
+		}
+		return sum
+	}
+	before := total()
+	// Replays of the committed transfers, after all the moves: the same
+	// answer from the request's record (it moved with the payer's wallet),
+	// nothing moved again.
+	replays := 0
+	committed.Range(func(k, v any) bool {
+		tr := v.(sentTransfer)
+		r, err := sys.Flows.Transfer(ctx, k.(string), tr.from, tr.to, tr.amount)
+		if err != nil || r.Outcome != dtx.OutcomeCommitted || r.GID != tr.gid {
+			t.Errorf("replay of %s: %+v %v, first %s", k, r, err, tr.gid)
+			return false
+		}
+		replays++
+		return true
+	})
+	t.Logf("%d committed transfers replayed", replays)
+	if after := total(); after != before {
+		t.Fatalf("replays moved money: %s before, %s after", before, after)
+	}
+	reconcile(t, sys)
+	if s := migrationSum(t, sys); s != 0 {
+		t.Fatalf("migration account sums to %s", s)
+	}
+	var external money.Amount
+	for _, l := range sys.Ledgers.Shards {
+		b, err := l.SystemBalance(ctx, ledger.External)
+		if err != nil {
+			t.Fatal(err)
+		}
+		external += b
+	}
+	if -external != money.Amount(funds*len(users)) {
+		t.Fatalf("money in the system %s, deposited %d", -external, funds*len(users))
+	}
 }

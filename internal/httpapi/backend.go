@@ -63,6 +63,8 @@ type Backend struct {
 	// Forward sends a grab on to the node that owns its packet's set (nil:
 	// one node serves every set).
 	Forward func(ctx context.Context, packetID int64, r *http.Request) (*http.Response, error)
+	// Migrations move ledger slots between shards (nil: not served).
+	Migrations Migrations
 	// Days are the day partitions for operators (nil: not served).
 	Days Days
 	// Nodes is the cluster view for operators (nil: not served).

@@ -22,6 +22,7 @@ import (
 	"hongbao/internal/packet"
 	"hongbao/internal/payment"
 	"hongbao/internal/recon"
+	"hongbao/internal/slots"
 )
 
 // apiError is the JSON body of every error: a stable code and a message.
@@ -61,6 +62,9 @@ var errorTable = []struct {
 	{ledger.ErrIdempotencyConflict, http.StatusConflict, "idempotency_conflict"},
 	{dtx.ErrGIDConflict, http.StatusConflict, "idempotency_conflict"},
 	{days.ErrArchived, http.StatusGone, "archived"},
+	{slots.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{slots.ErrNotFound, http.StatusNotFound, "not_found"},
+	{slots.ErrTooLate, http.StatusConflict, "conflict"},
 	{packet.ErrNotFound, http.StatusNotFound, "not_found"},
 	{group.ErrNotFound, http.StatusNotFound, "not_found"},
 	{dtx.ErrNotFound, http.StatusNotFound, "not_found"},
@@ -103,7 +107,7 @@ func clientMessage(err, sentinel error) string {
 		errors.Is(sentinel, money.ErrNotPositive), errors.Is(sentinel, ledger.ErrInvalid), errors.Is(sentinel, packet.ErrInvalid),
 		errors.Is(sentinel, group.ErrInvalid), errors.Is(sentinel, flow.ErrInvalid), errors.Is(sentinel, dtx.ErrInvalidSpec),
 		errors.Is(sentinel, payment.ErrDailyLimit), errors.Is(sentinel, recon.ErrInvalid), errors.Is(sentinel, events.ErrInvalid),
-		errors.Is(sentinel, days.ErrArchived):
+		errors.Is(sentinel, days.ErrArchived), errors.Is(sentinel, slots.ErrInvalid), errors.Is(sentinel, slots.ErrTooLate):
 		msg := err.Error()
 		if i := strings.LastIndex(msg, sentinel.Error()); i >= 0 {
 			msg = msg[i:] // from the sentinel on: what is wrong, without the internal wrapping before it

@@ -121,6 +121,12 @@ func New(b Backend, o Options) (*Server, error) {
 	if b.Nodes != nil {
 		s.routes = append(s.routes, route{"GET", "/v1/admin/nodes", admin, false, s.nodes})
 	}
+	if b.Migrations != nil {
+		s.routes = append(s.routes, route{"POST", "/v1/admin/migrations", admin, false, s.startMigration},
+			route{"GET", "/v1/admin/migrations", admin, false, s.migrations},
+			route{"GET", "/v1/admin/migrations/{id}", admin, false, s.migration},
+			route{"POST", "/v1/admin/migrations/{id}/cancel", admin, false, s.cancelMigration})
+	}
 	if b.Days != nil {
 		s.routes = append(s.routes, route{"GET", "/v1/admin/partitions", admin, false, s.partitions},
 			route{"POST", "/v1/admin/archive", admin, false, s.archive})

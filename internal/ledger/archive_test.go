@@ -8,6 +8,7 @@ import (
 	"hongbao/internal/days"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // The journal by day: postings of days that are over are archived with
@@ -102,5 +103,39 @@ func TestArchiveJournal(t *testing.T) {
 	if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "arch-t3", From: ledger.User(11), To: ledger.User(12), Amount: 500}); err != nil {
 		t.Fatal(err)
 	}
+	mustCheck(t, l)
+}
+
+// The database's slot of a user is shard.SlotOf, and a fenced slot
+// refuses its wallets' writes (insert and update) with HB503.
+func TestSlotFence(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	ctx := t.Context()
+	for _, u := range []int64{1, 2, 3, 1023, 1024, 5_000_001, 1 << 40, 1<<62 + 12345} {
+		var got int
+		if err := l.DB().QueryRow(ctx, `SELECT hb_slot($1)`, u).Scan(&got); err != nil || got != shard.SlotOf(u) {
+			t.Fatalf("hb_slot(%d) = %d (%v), SlotOf %d", u, got, err, shard.SlotOf(u))
+		}
+	}
+	if _, err := l.Deposit(ctx, "fence-1", 7, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Fence(ctx, 1, []int{shard.SlotOf(7), shard.SlotOf(8)}, "frozen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Deposit(ctx, "fence-2", 7, 100); !ledger.IsSlotMoving(err) {
+		t.Fatalf("update of a fenced wallet: %v", err)
+	}
+	if _, err := l.Deposit(ctx, "fence-3", 8, 100); !ledger.IsSlotMoving(err) {
+		t.Fatalf("insert of a fenced wallet: %v", err)
+	}
+	if err := l.Unfence(ctx, 1, []int{shard.SlotOf(7), shard.SlotOf(8)}, ledger.FenceRestore); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Deposit(ctx, "fence-2", 7, 100); err != nil {
+		t.Fatal(err)
+	}
+	wantWallet(t, l, 7, 200, 0)
 	mustCheck(t, l)
 }

@@ -52,18 +52,28 @@ func (l *Ledger) Fence(ctx context.Context, migration int64, slots []int, state 
 	return nil
 }
 
-// Unfence ends migration's fences of slots: "gone" makes them permanent
-// (the slots left), "" removes them, giving back a "gone" that was there
-// before the migration.
-func (l *Ledger) Unfence(ctx context.Context, migration int64, slots []int, gone bool) error {
+// How Unfence ends a migration's fences.
+const (
+	FenceGone    = "gone"    // the slots left this shard: refuse for good
+	FenceDrop    = "drop"    // the slots now live here: no fence at all
+	FenceRestore = "restore" // the migration is undone: what was there before
+)
+
+// Unfence ends migration's fences of slots as mode says.
+func (l *Ledger) Unfence(ctx context.Context, migration int64, slots []int, mode string) error {
 	var err error
-	if gone {
+	switch mode {
+	case FenceGone:
 		_, err = l.db.Exec(ctx, `UPDATE slot_fences SET state = 'gone', prev_state = NULL, since = now()
 			WHERE slot = ANY($1) AND migration = $2`, slots, migration)
-	} else {
+	case FenceDrop:
+		_, err = l.db.Exec(ctx, `DELETE FROM slot_fences WHERE slot = ANY($1) AND migration = $2`, slots, migration)
+	case FenceRestore:
 		_, err = l.db.Exec(ctx, `WITH d AS (DELETE FROM slot_fences WHERE slot = ANY($1) AND migration = $2 AND prev_state IS NULL)
 			UPDATE slot_fences SET state = prev_state, prev_state = NULL, since = now()
 			WHERE slot = ANY($1) AND migration = $2 AND prev_state IS NOT NULL`, slots, migration)
+	default:
+		err = fmt.Errorf("unfence mode %q", mode)
 	}
 	if err != nil {
 		return fmt.Errorf("ledger shard %d: unfence slots %v: %w", l.shard, slots, err)

@@ -72,8 +72,9 @@ type Options struct {
 
 // Slots is the slot table of a node and the driver of migrations.
 type Slots struct {
-	o   Options
-	log *slog.Logger
+	o    Options
+	log  *slog.Logger
+	wake chan struct{}
 }
 
 // Migration is one move of slots from a shard to another.
@@ -108,7 +109,7 @@ func New(ctx context.Context, o Options) (*Slots, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Slots{o: o, log: o.Logger}
+	s := &Slots{o: o, log: o.Logger, wake: make(chan struct{}, 1)}
 	err := pgx.BeginFunc(ctx, o.DB, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `LOCK TABLE slot_map IN EXCLUSIVE MODE`); err != nil {
 			return err
@@ -399,8 +400,17 @@ func (s *Slots) Keep(ctx context.Context, every time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.wake:
 		case <-time.After(every):
 		}
+	}
+}
+
+// Wake makes Keep look for migrations to drive now (one just started).
+func (s *Slots) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -519,7 +529,7 @@ func (s *Slots) step(ctx context.Context, m Migration) (string, string, error) {
 				return Copying, "fenced: writes of the slots' wallets wait or are told to retry", nil
 			}
 			// Let their holds and transfers finish, then try again.
-			if err := src.Unfence(ctx, m.ID, m.Slots, false); err != nil {
+			if err := src.Unfence(ctx, m.ID, m.Slots, ledger.FenceRestore); err != nil {
 				return "", "", err
 			}
 			if time.Now().After(deadline) {
@@ -613,10 +623,10 @@ func (s *Slots) step(ctx context.Context, m Migration) (string, string, error) {
 		}
 		return "", "", s.Load(ctx)
 	case Releasing:
-		if err := src.Unfence(ctx, m.ID, m.Slots, true); err != nil {
+		if err := src.Unfence(ctx, m.ID, m.Slots, ledger.FenceGone); err != nil {
 			return "", "", err
 		}
-		if err := dst.Unfence(ctx, m.ID, m.Slots, false); err != nil {
+		if err := dst.Unfence(ctx, m.ID, m.Slots, ledger.FenceDrop); err != nil {
 			return "", "", err
 		}
 		return Cleaning, "released: the wallets are written on their new shard; the old one tells stale routers to retry", nil
@@ -640,10 +650,10 @@ func (s *Slots) step(ctx context.Context, m Migration) (string, string, error) {
 		if err := src.UndoMove(ctx, m.ID, "out"); err != nil {
 			return "", "", err
 		}
-		if err := src.Unfence(ctx, m.ID, m.Slots, false); err != nil {
+		if err := src.Unfence(ctx, m.ID, m.Slots, ledger.FenceRestore); err != nil {
 			return "", "", err
 		}
-		if err := dst.Unfence(ctx, m.ID, m.Slots, false); err != nil {
+		if err := dst.Unfence(ctx, m.ID, m.Slots, ledger.FenceRestore); err != nil {
 			return "", "", err
 		}
 		return Cancelled, "cancelled: every wallet back as it was on shard " + fmt.Sprint(m.From), nil

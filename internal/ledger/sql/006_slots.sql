@@ -36,11 +36,22 @@ CREATE TABLE slot_fences (
     migration  bigint      NOT NULL,
     since      timestamptz NOT NULL DEFAULT now()
 );
+-- (A generated column is computed after BEFORE triggers: the slot is the
+-- stored one for an update, computed for an insert.)
 CREATE FUNCTION hb_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    s int;
 BEGIN
-    IF NEW.slot IS NOT NULL AND EXISTS (SELECT 1 FROM slot_fences WHERE slot = NEW.slot)
+    IF TG_OP = 'UPDATE' THEN
+        s := OLD.slot;
+    ELSIF TG_TABLE_NAME = 'accounts' THEN
+        s := CASE WHEN NEW.id > 0 THEN hb_slot(NEW.id) END;
+    ELSE
+        s := CASE WHEN NEW.user_id > 0 THEN hb_slot(NEW.user_id) END;
+    END IF;
+    IF s IS NOT NULL AND EXISTS (SELECT 1 FROM slot_fences WHERE slot = s)
        AND coalesce(current_setting('hongbao.migrating', true), '') <> 'on' THEN
-        RAISE EXCEPTION 'slot % is moving to another shard: retry', NEW.slot USING ERRCODE = 'HB503';
+        RAISE EXCEPTION 'slot % is moving to another shard: retry', s USING ERRCODE = 'HB503';
     END IF;
     RETURN NEW;
 END $$;

@@ -1,0 +1,69 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"hongbao/internal/slots"
+)
+
+// Migrations are the live moves of ledger slots (nil: not served).
+type Migrations interface {
+	Start(ctx context.Context, slots []int, to int) (slots.Migration, error)
+	Get(ctx context.Context, id int64) (slots.Migration, error)
+	List(ctx context.Context, limit int) ([]slots.Migration, error)
+	Cancel(ctx context.Context, id int64) (slots.Migration, error)
+	Wake()
+}
+
+type migrationRequest struct {
+	Slots []int `json:"slots"`
+	To    int   `json:"to"`
+}
+
+// startMigration records a move of slots to a shard and has it driven at
+// once (by this node's resumer): 202 with the migration, to be followed at
+// its Location.
+func (s *Server) startMigration(r *http.Request, _ Claims) (int, any, error) {
+	var req migrationRequest
+	if err := decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	m, err := s.b.Migrations.Start(r.Context(), req.Slots, req.To)
+	if err != nil {
+		return 0, nil, err
+	}
+	s.b.Migrations.Wake()
+	return http.StatusAccepted, m, nil
+}
+
+func (s *Server) migration(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	m, err := s.b.Migrations.Get(r.Context(), id)
+	return 200, m, err
+}
+
+func (s *Server) migrations(r *http.Request, _ Claims) (int, any, error) {
+	limit, err := queryLimit(r, 20, 500)
+	if err != nil {
+		return 0, nil, err
+	}
+	ms, err := s.b.Migrations.List(r.Context(), limit)
+	return 200, map[string]any{"migrations": nonNil(ms)}, err
+}
+
+func (s *Server) cancelMigration(r *http.Request, _ Claims) (int, any, error) {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return 0, nil, err
+	}
+	m, err := s.b.Migrations.Cancel(r.Context(), id)
+	if err != nil {
+		return 0, nil, err
+	}
+	s.b.Migrations.Wake()
+	return 200, m, nil
+}
