@@ -171,6 +171,9 @@ func benchMigrate(ctx context.Context, args []string, out io.Writer, log *slog.L
 		}
 		r.Sound, r.Violations = len(v) == 0, v
 		rep.Runs = append(rep.Runs, r)
+		for i := 1; i < len(m.Steps); i++ {
+			fmt.Fprintf(progress, "      %-10s %6.2f s\n", m.Steps[i-1].State, m.Steps[i].At.Sub(m.Steps[i-1].At).Seconds())
+		}
 		fmt.Fprintf(progress, "  %7d wallets: moved in %6.2f s (fenced %5.2f s); transfers %6.0f/s before, %6.0f/s during (%.2fx); books sound: %v %v\n",
 			n, r.MoveSeconds, r.FrozenSecs, r.BeforePerSec, r.DuringPerSec, r.Dip, r.Sound, r.Violations)
 	}
@@ -195,7 +198,12 @@ func fund(ctx context.Context, l *ledger.Ledger, wallets []int64, amount int64) 
 		if err := tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, stripe).Scan(&bal); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, balance) SELECT u, 'user', '', $2 FROM unnest($1::bigint[]) u`, wallets, amount); err != nil {
+		slotNos := make([]int32, len(wallets))
+		for i, u := range wallets {
+			slotNos[i] = int32(shard.SlotOf(u))
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, balance, slot) SELECT u, 'user', '', $2, s FROM unnest($1::bigint[], $3::int[]) x(u, s)`,
+			wallets, amount, slotNos); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)

@@ -17,6 +17,7 @@ import (
 	"hongbao/internal/days"
 	"hongbao/internal/ledger"
 	"hongbao/internal/packet"
+	"hongbao/internal/shard"
 )
 
 // PartitionsReport is what `hongbao bench partitions` saw: the plans of
@@ -90,7 +91,12 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 	if err := days.Ensure(ctx, ldb, first, today.AddDate(0, 0, days.Ahead), "postings"); err != nil {
 		return err
 	}
-	if _, err := ldb.Exec(ctx, `INSERT INTO accounts (id, kind, name) SELECT u, 'user', '' FROM generate_series(1, 100000) u`); err != nil {
+	ids, slotNos := make([]int64, 100_000), make([]int32, 100_000)
+	for i := range ids {
+		ids[i] = int64(i + 1)
+		slotNos[i] = int32(shard.SlotOf(ids[i]))
+	}
+	if _, err := ldb.Exec(ctx, `INSERT INTO accounts (id, kind, name, slot) SELECT u, 'user', '', s FROM unnest($1::bigint[], $2::int[]) x(u, s)`, ids, slotNos); err != nil {
 		return err
 	}
 	// Day by day: packets finished and credited, with their claims; the

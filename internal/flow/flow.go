@@ -139,6 +139,11 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 	}{to, amount}
 	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
 		gid := fmt.Sprintf("transfer:%d:%s", from, key)
+		if fresh {
+			if err := f.settled(from, to); err != nil {
+				return dtx.Result{}, false, err
+			}
+		}
 		if f.Ledgers.Table.Of(from) == f.Ledgers.Table.Of(to) {
 			// The ledger's own move refuses a full wallet (ErrBalanceLimit:
 			// refused, the key stays free) in the same statement.
@@ -215,6 +220,9 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 				if in, err := f.Groups.IsMember(ctx, groupID, user); err != nil || in {
 					return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed, Reason: "already a member"}, err == nil, err
 				}
+				if err := f.settled(user, g.Owner); err != nil {
+					return dtx.Result{}, false, err
+				}
 				if err := f.room(ctx, g.Owner, g.Fee); err != nil {
 					return dtx.Result{}, false, err
 				}
@@ -233,6 +241,18 @@ func (f *Flows) JoinGroup(ctx context.Context, key string, user, groupID int64) 
 		res, err := f.Coord.Run(ctx, PaidEntrySpec(f.Ledgers, gid, user, g))
 		return res, res.Outcome != dtx.OutcomePending, err
 	})
+}
+
+// settled refuses, retryably, an operation on wallets whose slot is being
+// moved to another shard right now (a transaction started would be
+// cancelled by the fence; asking again in a moment succeeds).
+func (f *Flows) settled(users ...int64) error {
+	for _, u := range users {
+		if f.Ledgers.Table.Moving(u) {
+			return fmt.Errorf("%w: user %d", ledger.ErrSlotMoving, u)
+		}
+	}
+	return nil
 }
 
 // CreateGroup creates a group owned by owner. The id follows from the

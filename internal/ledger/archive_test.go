@@ -138,4 +138,13 @@ func TestSlotFence(t *testing.T) {
 	}
 	wantWallet(t, l, 7, 200, 0)
 	mustCheck(t, l)
+	// Every writer stored the slot the database computes.
+	if _, err := l.ApplyCredits(ctx, []ledger.Credit{{Key: "fence-c", From: ledger.ClearingPackets, User: 9_000_001, Amount: 5, Kind: ledger.KindCredit}}); err != nil {
+		t.Fatal(err)
+	}
+	var wrong int
+	if err := l.DB().QueryRow(ctx, `SELECT (SELECT count(*) FROM accounts WHERE id > 0 AND slot IS DISTINCT FROM hb_slot(id))
+		+ (SELECT count(*) FROM request_keys WHERE user_id > 0 AND slot IS DISTINCT FROM hb_slot(user_id))`).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("%d rows with another slot than the database's: %v", wrong, err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // ReserveIn reserves room for amount on a user's wallet (incoming) inside
@@ -17,9 +18,9 @@ func (l *Ledger) ReserveIn(ctx context.Context, tx pgx.Tx, user int64, amount mo
 	if amount > money.Amount(l.maxBalance) {
 		return fmt.Errorf("%w: %s is above the maximum balance %s", ErrBalanceLimit, amount, money.Amount(l.maxBalance))
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, incoming) VALUES ($1, 'user', 'user', $2)
+	tag, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, incoming, slot) VALUES ($1, 'user', 'user', $2, $4)
 		ON CONFLICT (id) DO UPDATE SET incoming = accounts.incoming + excluded.incoming
-		WHERE accounts.balance + accounts.incoming + excluded.incoming <= $3`, user, int64(amount), l.maxBalance)
+		WHERE accounts.balance + accounts.incoming + excluded.incoming <= $3`, user, int64(amount), l.maxBalance, shard.SlotOf(user))
 	if err != nil {
 		return fmt.Errorf("reserve %s for user %d: %w", amount, user, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // Credit moves Amount from a system (clearing) account to a user: the
@@ -170,12 +171,13 @@ func (l *Ledger) applyCredits(ctx context.Context, tx pgx.Tx, credits []Credit, 
 	}
 	users := sortedKeys(userTotal)
 	totals := make([]int64, len(users))
+	slotNos := make([]int32, len(users))
 	for i, u := range users {
-		totals[i] = userTotal[u]
+		totals[i], slotNos[i] = userTotal[u], int32(shard.SlotOf(u))
 	}
-	rows, err = tx.Query(ctx, `INSERT INTO accounts (id, kind, name, balance)
-		SELECT id, 'user', 'user', amount FROM unnest($1::bigint[], $2::bigint[]) AS t(id, amount) ORDER BY id
-		ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING id, balance`, users, totals)
+	rows, err = tx.Query(ctx, `INSERT INTO accounts (id, kind, name, balance, slot)
+		SELECT id, 'user', 'user', amount, slot FROM unnest($1::bigint[], $2::bigint[], $3::int[]) AS t(id, amount, slot) ORDER BY id
+		ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING id, balance`, users, totals, slotNos)
 	if err != nil {
 		return fmt.Errorf("credit users: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // ErrSlotMoving: the wallet's slot is moving to another shard (or has just
@@ -186,7 +187,7 @@ func (l *Ledger) recorded(ctx context.Context, migration int64, direction string
 // order they are copied: the table, its columns, which rows, and what a
 // row already there becomes.
 var sideTables = []struct{ table, cols, where, conflict string }{
-	{"request_keys", "user_id, key, op, req_hash, params, status, response, created_at", "user_id = ANY($1)",
+	{"request_keys", "user_id, key, op, req_hash, params, status, response, created_at, slot", "user_id = ANY($1)",
 		"(user_id, key) DO UPDATE SET op = excluded.op, req_hash = excluded.req_hash, params = excluded.params, status = excluded.status, response = excluded.response"},
 	{"ops", "key, kind, req_hash, result, created_at, user_id", "user_id = ANY($1)", "DO NOTHING"},
 	{"holds", "key, account_id, amount, state, posted_amount, posting_id, resolve_key, expires_at, created_at, resolved_at", "account_id = ANY($1)",
@@ -213,7 +214,12 @@ func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, m
 		users[i], amounts[i] = m.User, int64(m.Amount)
 	}
 	err = l.migrating(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name) SELECT u, 'user', '' FROM unnest($1::bigint[]) u ON CONFLICT (id) DO NOTHING`, users); err != nil {
+		slotNos := make([]int32, len(users))
+		for i, u := range users {
+			slotNos[i] = int32(shard.SlotOf(u))
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, slot) SELECT u, 'user', '', s FROM unnest($1::bigint[], $2::int[]) x(u, s)
+			ON CONFLICT (id) DO NOTHING`, users, slotNos); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO slot_moves (migration, direction, user_id, amount) SELECT $1, 'in', u, a FROM unnest($2::bigint[], $3::bigint[]) x(u, a)`,
@@ -271,6 +277,15 @@ func copyRows(ctx context.Context, from *Ledger, tx pgx.Tx, table, cols, where, 
 	}
 	_, err = tx.Exec(ctx, q)
 	return err
+}
+
+// slotOf is the slot of a wallet (nil for the operator, user 0).
+func slotOf(user int64) *int32 {
+	if user <= 0 {
+		return nil
+	}
+	s := int32(shard.SlotOf(user))
+	return &s
 }
 
 func splitCols(cols string) []string {

@@ -11,6 +11,7 @@ import (
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // Posting kinds.
@@ -196,9 +197,9 @@ func (l *Ledger) move(ctx context.Context, tx pgx.Tx, m move) (posting, error) {
 	}
 	queueCredit := func() {
 		if m.to > 0 { // a user's wallet opens with the first money it receives
-			b.Queue(`INSERT INTO accounts (id, kind, name, balance) VALUES ($1, 'user', 'user', $2)
+			b.Queue(`INSERT INTO accounts (id, kind, name, balance, slot) VALUES ($1, 'user', 'user', $2, $6)
 				ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance, incoming = accounts.incoming - $3
-				WHERE NOT $4 OR accounts.balance + accounts.incoming + excluded.balance <= $5`, m.to, m.amount, m.incoming, m.capped, l.maxBalance)
+				WHERE NOT $4 OR accounts.balance + accounts.incoming + excluded.balance <= $5`, m.to, m.amount, m.incoming, m.capped, l.maxBalance, shard.SlotOf(m.to))
 		} else {
 			b.Queue(`UPDATE accounts SET balance = balance + $2 WHERE id = $1`, m.to, m.amount)
 		}

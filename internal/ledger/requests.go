@@ -40,8 +40,8 @@ func (l *Ledger) ClaimRequest(ctx context.Context, r Request) (stored Request, f
 	if len(params) == 0 {
 		params = json.RawMessage(`{}`)
 	}
-	tag, err := l.db.Exec(ctx, `INSERT INTO request_keys (user_id, key, op, req_hash, params) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT DO NOTHING`, r.User, r.Key, r.Op, r.Hash, params)
+	tag, err := l.db.Exec(ctx, `INSERT INTO request_keys (user_id, key, op, req_hash, params, slot) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT DO NOTHING`, r.User, r.Key, r.Op, r.Hash, params, slotOf(r.User))
 	if err != nil {
 		return r, false, fmt.Errorf("record request key %q of user %d: %w", r.Key, r.User, err)
 	}

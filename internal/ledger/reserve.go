@@ -8,6 +8,7 @@ import (
 
 	"hongbao/internal/dtx"
 	"hongbao/internal/money"
+	"hongbao/internal/shard"
 )
 
 // reserve is the try of a transfer's receiving branch: it reserves room
@@ -24,9 +25,9 @@ func (l *Ledger) reserve(ctx context.Context, ref dtx.BranchRef, user int64, amo
 		if err != nil || v != dtx.Run {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, incoming) VALUES ($1, 'user', 'user', $2)
+		tag, err := tx.Exec(ctx, `INSERT INTO accounts (id, kind, name, incoming, slot) VALUES ($1, 'user', 'user', $2, $4)
 			ON CONFLICT (id) DO UPDATE SET incoming = accounts.incoming + excluded.incoming
-			WHERE accounts.balance + accounts.incoming + excluded.incoming <= $3`, user, int64(amount), l.maxBalance)
+			WHERE accounts.balance + accounts.incoming + excluded.incoming <= $3`, user, int64(amount), l.maxBalance, shard.SlotOf(user))
 		if err != nil {
 			return err
 		}
