@@ -125,48 +125,51 @@ func (l *Ledger) MigrateOut(ctx context.Context, migration int64, slots []int) (
 }
 
 // postMoves posts every recorded move of a direction in one statement: a
-// wallet to the migration stripe (toStripe false: out of the wallets) or
-// the stripe to each wallet, with the running balances of both sides.
+// wallet to the migration stripe (toWallets false: out of the wallets) or
+// the stripe to each wallet, with the running balances of both sides. The
+// moves go in as arrays (a join with rows just written in this
+// transaction was planned as a loop: 13 s for 100,000 wallets).
 func (l *Ledger) postMoves(ctx context.Context, tx pgx.Tx, migration int64, direction, ref string, stripe int64, toWallets bool) error {
-	// The wallets' rows: set each balance; the stripe's: move the total.
-	sign := "-"
-	if toWallets {
-		sign = "+"
+	rows, err := tx.Query(ctx, `SELECT user_id, amount FROM slot_moves WHERE migration = $1 AND direction = $2 AND amount > 0 ORDER BY user_id`,
+		migration, direction)
+	if err != nil {
+		return err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE accounts a SET balance = a.balance `+sign+` m.amount
-		FROM slot_moves m WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 AND a.id = m.user_id`, migration, direction); err != nil {
+	var users, amounts []int64
+	var total int64
+	for rows.Next() {
+		var u, a int64
+		if err := rows.Scan(&u, &a); err != nil {
+			rows.Close()
+			return err
+		}
+		users, amounts, total = append(users, u), append(amounts, a), total+a
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || total == 0 {
 		return err
 	}
 	var before int64
 	if err := tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, stripe).Scan(&before); err != nil {
 		return err
 	}
-	var total int64
-	if err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM slot_moves WHERE migration = $1 AND direction = $2`, migration, direction).Scan(&total); err != nil {
-		return err
-	}
-	if total == 0 {
-		return nil
-	}
+	sign, debit, credit, debitBal, creditBal := "-", "w.id", "$4::bigint", "w.balance", "$5::bigint + sum(w.amount) OVER (ORDER BY w.id)"
 	if toWallets {
-		_, err := tx.Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
-			SELECT 'migrate', $3, $4, m.user_id, m.amount, $5 - sum(m.amount) OVER (ORDER BY m.user_id), a.balance
-			FROM slot_moves m JOIN accounts a ON a.id = m.user_id
-			WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 ORDER BY m.user_id`, migration, direction, ref, stripe, before)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance - $2 WHERE id = $1`, stripe, total)
+		sign, debit, credit, debitBal, creditBal = "+", "$4::bigint", "w.id", "$5::bigint - sum(w.amount) OVER (ORDER BY w.id)", "w.balance"
+	}
+	if _, err := tx.Exec(ctx, `WITH w AS (
+			UPDATE accounts a SET balance = a.balance `+sign+` x.amount FROM unnest($1::bigint[], $2::bigint[]) x(id, amount)
+			WHERE a.id = x.id RETURNING a.id, a.balance, x.amount)
+		INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+		SELECT 'migrate', $3, `+debit+`, `+credit+`, w.amount, `+debitBal+`, `+creditBal+` FROM w ORDER BY w.id`,
+		users, amounts, ref, stripe, before); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
-		SELECT 'migrate', $3, m.user_id, $4, m.amount, a.balance, $5 + sum(m.amount) OVER (ORDER BY m.user_id)
-		FROM slot_moves m JOIN accounts a ON a.id = m.user_id
-		WHERE m.migration = $1 AND m.direction = $2 AND m.amount > 0 ORDER BY m.user_id`, migration, direction, ref, stripe, before)
-	if err != nil {
-		return err
+	delta := total
+	if toWallets {
+		delta = -total
 	}
-	_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1`, stripe, total)
+	_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1`, stripe, delta)
 	return err
 }
 
