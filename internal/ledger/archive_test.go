@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"hongbao/internal/days"
+	"hongbao/internal/dtx"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
+	"hongbao/internal/pgtest"
 	"hongbao/internal/shard"
 )
 
@@ -147,4 +149,57 @@ func TestSlotFence(t *testing.T) {
 		+ (SELECT count(*) FROM request_keys WHERE user_id > 0 AND slot IS DISTINCT FROM hb_slot(user_id))`).Scan(&wrong); err != nil || wrong != 0 {
 		t.Fatalf("%d rows with another slot than the database's: %v", wrong, err)
 	}
+}
+
+// A saga step that ran on the shard a wallet left (a debit) and is
+// compensated after the move finds its try on the new shard: the refund
+// is paid, not taken for an empty compensation.
+func TestMigrationCarriesBarriers(t *testing.T) {
+	t.Parallel()
+	src, _ := newLedger(t)
+	dst, err := ledger.New(t.Context(), pgtest.NewDB(t, schema), ledger.Options{Shard: 1, Stripes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	const user = 77
+	if _, err := src.Deposit(ctx, "carry-dep", user, 1_000); err != nil {
+		t.Fatal(err)
+	}
+	debit := dtx.Call{GID: "join:carry", Branch: "1", Op: dtx.OpTry, Payload: ledger.Payload(ledger.ActionDebit, user, 300, ledger.ClearingGroups)}
+	if err := src.Participant().Do(ctx, debit); err != nil {
+		t.Fatal(err)
+	}
+	slot := []int{shard.SlotOf(user)}
+	if err := src.Fence(ctx, 9, slot, "frozen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Fence(ctx, 9, slot, "incoming"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := src.MigrateOut(ctx, 9, slot)
+	if err != nil || len(out) != 1 || out[0].Amount != 700 {
+		t.Fatalf("out %+v %v", out, err)
+	}
+	if _, err := dst.MigrateIn(ctx, 9, src, out, []string{"join:carry"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func() error{
+		func() error { return src.Unfence(ctx, 9, slot, ledger.FenceGone) },
+		func() error { return dst.Unfence(ctx, 9, slot, ledger.FenceDrop) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The compensation, now on the wallet's new shard.
+	refund := debit
+	refund.Op = dtx.OpCancel
+	if err := dst.Participant().Do(ctx, refund); err != nil {
+		t.Fatal(err)
+	}
+	wantWallet(t, dst, user, 1_000, 0)
+	wantWallet(t, src, user, 0, 0)
+	mustCheck(t, src)
+	mustCheck(t, dst)
 }

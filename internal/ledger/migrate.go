@@ -206,7 +206,12 @@ var sideTables = []struct{ table, cols, where, conflict string }{
 // migration account with what it had, and what belongs to it copied (its
 // request keys, idempotency records, holds, payment orders and limits).
 // Done once: a repeat returns what was recorded.
-func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, moved []Moved) ([]Moved, error) {
+//
+// gids are the global transactions not finished yet: their participant
+// barrier rows are copied too, so that a branch that ran on the old shard
+// (a paid entry's debit, say) and is compensated after the move finds its
+// try recorded here, rather than taking the compensation for an empty one.
+func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, moved []Moved, gids []string) ([]Moved, error) {
 	in, err := l.recorded(ctx, migration, "in")
 	if err != nil || in != nil {
 		return in, err
@@ -238,6 +243,11 @@ func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, m
 				return fmt.Errorf("copy %s: %w", t.table, err)
 			}
 		}
+		if len(gids) > 0 {
+			if err := copyRows(ctx, from, tx, "dtx_barrier", "gid, branch, op, reason, created_at", "gid = ANY($1)", "DO NOTHING", gids); err != nil {
+				return fmt.Errorf("copy dtx_barrier: %w", err)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -249,8 +259,11 @@ func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, m
 // copyRows copies the rows of table that where selects on the source shard
 // into tx, through a temporary table, resolving a row already there by
 // conflict.
-func copyRows(ctx context.Context, from *Ledger, tx pgx.Tx, table, cols, where, conflict string, users []int64) error {
-	rows, err := from.db.Query(ctx, `SELECT `+cols+` FROM `+table+` WHERE `+where, users)
+func copyRows(ctx context.Context, from *Ledger, tx pgx.Tx, table, cols, where, conflict string, arg any) error {
+	if ok, err := hasTable(ctx, from.db, table); err != nil || !ok {
+		return err // the payment tables live in the same database, but a bare ledger has none
+	}
+	rows, err := from.db.Query(ctx, `SELECT `+cols+` FROM `+table+` WHERE `+where, arg)
 	if err != nil {
 		return err
 	}
@@ -282,6 +295,32 @@ func copyRows(ctx context.Context, from *Ledger, tx pgx.Tx, table, cols, where, 
 	return err
 }
 
+// hasTable reports whether the shard's database has a table.
+func hasTable(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&ok)
+	return ok, err
+}
+
+// forgetOrders removes the payment orders, events and limits of users.
+func forgetOrders(ctx context.Context, tx pgx.Tx, users []int64) error {
+	if ok, err := hasTable(ctx, tx, "channel_orders"); err != nil || !ok {
+		return err
+	}
+	for _, q := range []string{
+		`DELETE FROM channel_order_events WHERE order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))`,
+		`DELETE FROM channel_orders WHERE user_id = ANY($1)`,
+		`DELETE FROM channel_limits WHERE user_id = ANY($1)`,
+	} {
+		if _, err := tx.Exec(ctx, q, users); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // slotOf is the slot of a wallet (nil for the operator, user 0).
 func slotOf(user int64) *int32 {
 	if user <= 0 {
@@ -311,18 +350,7 @@ func splitCols(cols string) []string {
 // move is done: their payment orders, which now live on the other shard
 // (the wallets' rows stay, at zero, with the journal that made them).
 func (l *Ledger) Forget(ctx context.Context, users []int64) error {
-	return l.migrating(ctx, func(tx pgx.Tx) error {
-		for _, q := range []string{
-			`DELETE FROM channel_order_events WHERE order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))`,
-			`DELETE FROM channel_orders WHERE user_id = ANY($1)`,
-			`DELETE FROM channel_limits WHERE user_id = ANY($1)`,
-		} {
-			if _, err := tx.Exec(ctx, q, users); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return l.migrating(ctx, func(tx pgx.Tx) error { return forgetOrders(ctx, tx, users) })
 }
 
 // UndoMove takes back what MigrateOut (direction "out": the money goes
@@ -353,14 +381,8 @@ func (l *Ledger) UndoMove(ctx context.Context, migration int64, direction string
 			for i, m := range moved {
 				users[i] = m.User
 			}
-			for _, q := range []string{
-				`DELETE FROM channel_order_events WHERE order_id IN (SELECT id FROM channel_orders WHERE user_id = ANY($1))`,
-				`DELETE FROM channel_orders WHERE user_id = ANY($1)`,
-				`DELETE FROM channel_limits WHERE user_id = ANY($1)`,
-			} {
-				if _, err := tx.Exec(ctx, q, users); err != nil {
-					return err
-				}
+			if err := forgetOrders(ctx, tx, users); err != nil {
+				return err
 			}
 		}
 		return nil

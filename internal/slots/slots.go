@@ -548,7 +548,16 @@ func (s *Slots) step(ctx context.Context, m Migration) (string, string, error) {
 		if err := s.hook("between:copying"); err != nil {
 			return "", "", err
 		}
-		in, err := dst.MigrateIn(ctx, m.ID, src, out)
+		// The global transactions still running: their barriers come along.
+		rows, err := s.o.DB.Query(ctx, `SELECT gid FROM dtx_global WHERE finished_at IS NULL`)
+		if err != nil {
+			return "", "", err
+		}
+		gids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return "", "", err
+		}
+		in, err := dst.MigrateIn(ctx, m.ID, src, out, gids)
 		if err != nil {
 			return "", "", err
 		}
@@ -565,7 +574,7 @@ func (s *Slots) step(ctx context.Context, m Migration) (string, string, error) {
 		if err != nil {
 			return "", "", err
 		}
-		in, err := dst.MigrateIn(ctx, m.ID, src, out)
+		in, err := dst.MigrateIn(ctx, m.ID, src, out, nil) // the recorded moves
 		if err != nil {
 			return "", "", err
 		}
