@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
@@ -127,6 +128,9 @@ type NodeOptions struct {
 	// holds to resolve; SlotHook is the migrations' test hook.
 	SlotDrainWait time.Duration
 	SlotHook      func(step string) error
+	// SlotResume is how often the node resumes unfinished migrations
+	// (default 2 s; negative: never, a test drives them itself).
+	SlotResume time.Duration
 	// NodeID names this node across its restarts (one live process per id):
 	// a restarted node takes over at once what its dead predecessor was
 	// driving. Empty: a fresh identity, and a predecessor's leases run out.
@@ -339,7 +343,9 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
 	n.wg.Go(func() { n.Slots.Watch(run, 2*time.Second) })
-	n.wg.Go(func() { n.Slots.Keep(run, 2*time.Second) })
+	if o.SlotResume >= 0 {
+		n.wg.Go(func() { n.Slots.Keep(run, cmp.Or(o.SlotResume, 2*time.Second)) })
+	}
 	// Day partitions ahead, on every node (creating one is idempotent).
 	for _, l := range n.Ledgers.Shards {
 		n.wg.Go(func() { l.Days.Keep(run, time.Hour, o.Logger) })

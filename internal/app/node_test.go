@@ -190,7 +190,8 @@ func TestExpiryRefundOnce(t *testing.T) {
 	sys := startNode(t, pgtest.Opener(t), t.TempDir(), 0, 200*time.Millisecond)
 	defer sys.Close()
 	p := newParty(t, sys, 10, 10_000)
-	pk := sendLucky(t, sys, p, 1000, 10, time.Now().Add(time.Second))
+	// Three seconds: time enough for the grabs on a busy machine.
+	pk := sendLucky(t, sys, p, 1000, 10, time.Now().Add(3*time.Second))
 	var claimed money.Amount
 	for _, u := range p.members[:3] {
 		c, err := sys.Flows.Grab(t.Context(), pk.ID, u)

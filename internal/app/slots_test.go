@@ -213,7 +213,7 @@ func TestSlotMigrationCrashes(t *testing.T) {
 	var crashAt atomic.Value
 	crashAt.Store("")
 	sys, err := StartNode(t.Context(), pgtest.Opener(t), NodeOptions{LedgerShards: 2, PacketSets: 1, BusDir: t.TempDir(),
-		Grace: time.Second, Every: 20 * time.Millisecond, SlotHook: func(step string) error {
+		Grace: time.Second, Every: 20 * time.Millisecond, SlotResume: -1, SlotHook: func(step string) error {
 			if step == crashAt.Load().(string) {
 				crashAt.Store("")
 				return slots.ErrCrash
