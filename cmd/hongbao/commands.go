@@ -41,7 +41,7 @@ func commands() []command {
 		{"withdraw", "withdraw from your wallet through the payment channel; show or list withdrawals", runOrder("withdraw", "/v1/withdrawals")},
 		{"orders", "payment channel orders not final yet (admin token)", runOpenOrders},
 		{"recon", "reconcile a day against the channel's statement and the books (admin token); exits 1 unless sound", runRecon},
-		{"migrate", "move ledger slots to another shard while traffic goes on (--slots 17,18 --to 1), or --list, --show, --cancel (admin token)", runMigrate},
+		{"migrate", "move ledger slots to another shard while traffic goes on (--slots 17,19 --to 0), or --list, --show, --cancel (admin token)", runMigrate},
 		{"archive", "archive the day partitions before --before DATE, or --list them (admin token)", runArchive},
 		{"channel-sim", "a payment channel simulator with fault knobs, as its own process", runChannelSim},
 		{"cluster", "cluster up: many nodes on this machine (2 PostgreSQL, 3 NATS, N serve processes) to try", runCluster},
