@@ -99,6 +99,10 @@ func OpenLedgers(ctx context.Context, open OpenDB, n int, o ledger.Options) (*fl
 	return ls, nil
 }
 
+// DefaultCreditWorkers is how many batches of credits a node applies at
+// once per ledger shard.
+const DefaultCreditWorkers = 4
+
 // NodeOptions size and tune a whole Hongbao node.
 type NodeOptions struct {
 	LedgerShards int
@@ -128,6 +132,9 @@ type NodeOptions struct {
 	// holds to resolve; SlotHook is the migrations' test hook.
 	SlotDrainWait time.Duration
 	SlotHook      func(step string) error
+	// CreditWorkers pull each shard's credits side by side (default
+	// DefaultCreditWorkers).
+	CreditWorkers int
 	// SlotResume is how often the node resumes unfinished migrations
 	// (default 2 s; negative: never, a test drives them itself).
 	SlotResume time.Duration
@@ -337,9 +344,15 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 	}
 	n.Coord.Start(run)
 	n.wg.Go(func() { n.superviseRelay(run) })
+	// Several pullers per shard's durable consumer: the stage is bound by
+	// round trips, not by the database, so batches commit side by side
+	// (each locks its users in id order and one stripe per clearing
+	// account: no deadlock, at most a short wait on a shared stripe).
 	for i, c := range n.Credits {
 		h := n.creditHandler(n.Ledgers.Shards[i])
-		n.wg.Go(func() { c.Run(run, h) })
+		for range cmp.Or(o.CreditWorkers, DefaultCreditWorkers) {
+			n.wg.Go(func() { c.Run(run, h) })
+		}
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
 	n.wg.Go(func() { n.Slots.Watch(run, 2*time.Second) })

@@ -138,11 +138,29 @@ func TestSlotMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCredited(t, sys, p.ID, map[int64]money.Amount{movers[3]: 1_000})
+	// A withdrawal paid out before the move: its order and its share of
+	// clearing:channel go with the wallet.
+	w := sys.Ledgers.For(movers[4])
+	if _, err := w.Transfer(ctx, ledger.TransferRequest{Key: "mig-wd", From: ledger.User(movers[4]), To: ledger.ClearingChannel, Amount: 100, Kind: ledger.KindWithdrawal}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.DB().Exec(ctx, `INSERT INTO channel_orders (id, kind, user_id, amount, state, day, deadline, next_check)
+		VALUES (424242, 'withdrawal', $1, 100, 'succeeded', current_date, now(), NULL)`, movers[4]); err != nil {
+		t.Fatal(err)
+	}
+	channelSound := func() {
+		t.Helper()
+		if v, err := sys.Payments.Check(ctx); err != nil || len(v) > 0 {
+			t.Fatalf("channel money: %v %v", v, err)
+		}
+	}
+	channelSound()
 	all := append(movers, other)
 	before := snapshot(t, sys, all)
 
 	m := mustMove(t, sys, []int{slot}, 1)
-	if m.Wallets != len(movers) || m.Amount != 1_000*5-300+150 {
+	channelSound()
+	if m.Wallets != len(movers) || m.Amount != 1_000*5-300+150-100 {
 		t.Fatalf("moved %d wallets, %d fen", m.Wallets, m.Amount)
 	}
 	for _, u := range movers {
@@ -185,6 +203,7 @@ func TestSlotMigration(t *testing.T) {
 	// And back.
 	mid := snapshot(t, sys, all)
 	mustMove(t, sys, []int{slot}, 0)
+	channelSound()
 	if got := snapshot(t, sys, all); !reflect.DeepEqual(mid, got) {
 		t.Fatalf("books changed by the move back:\n%+v\n%+v", mid, got)
 	}

@@ -9,6 +9,7 @@ import (
 	"hongbao/internal/hbtest"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/ids"
+	"hongbao/internal/shard"
 )
 
 // Days archived through the API: only an admin archives; a packet of an
@@ -90,5 +91,43 @@ func TestArchiveThroughTheAPI(t *testing.T) {
 		if v, err := l.Check(ctx); err != nil || len(v) > 0 {
 			t.Fatalf("ledger shard %d after archive: %v %v", l.Shard(), v, err)
 		}
+	}
+}
+
+// Migrations through the API: a body without "to" (or with null) is
+// refused, not read as shard 0; only an admin moves slots; a move is
+// followed to its end, and the moved wallet's statement names the shard
+// of each entry.
+func TestMigrationsThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	a := newAPI(t)
+	adm := token(t, httpapi.Claims{Admin: true})
+	u, tok := a.funded("5.00")
+	slot := shard.SlotOf(u)
+	from := a.sys.Ledgers.Table.Of(u)
+	for _, body := range []string{`{"slots":[` + strconv.Itoa(slot) + `]}`, `{"slots":[` + strconv.Itoa(slot) + `],"to":null}`} {
+		if r := a.do("POST", "/v1/admin/migrations", adm, "", body); r.status != 400 {
+			t.Fatalf("%s: %s", body, r.raw)
+		}
+	}
+	if r := a.do("POST", "/v1/admin/migrations", tok, "", map[string]any{"slots": []int{slot}, "to": 1 - from}); r.status != 403 {
+		t.Fatalf("a user moved slots: %s", r.raw)
+	}
+	m := a.must(a.do("POST", "/v1/admin/migrations", adm, "", map[string]any{"slots": []int{slot}, "to": 1 - from}), 202)
+	id := strconv.FormatFloat(m.body["id"].(float64), 'f', 0, 64)
+	hbtest.WaitFor(t, 30*time.Second, "the migration done", func() bool {
+		return a.must(a.do("GET", "/v1/admin/migrations/"+id, adm, "", nil), 200).body["state"] == "done"
+	})
+	if got := a.balance(tok); got != "5.00/0.00" {
+		t.Fatalf("wallet after the move: %s", got)
+	}
+	a.must(a.do("POST", "/v1/transfers", tok, "after-move", map[string]any{"to": u + 1, "amount": "1.00"}), 200)
+	st := a.must(a.do("GET", "/v1/wallet/statement", tok, "", nil), 200)
+	es := st.body["entries"].([]any)
+	if len(es) != 2 || es[0].(map[string]any)["shard"] != float64(1-from) || es[1].(map[string]any)["shard"] != float64(from) {
+		t.Fatalf("statement across the move: %s", st.raw)
+	}
+	if r := a.do("POST", "/v1/admin/migrations/"+id+"/cancel", adm, "", nil); r.status != 409 {
+		t.Fatalf("cancel after done: %s", r.raw)
 	}
 }

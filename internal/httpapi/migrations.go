@@ -18,7 +18,7 @@ type Migrations interface {
 
 type migrationRequest struct {
 	Slots []int `json:"slots"`
-	To    int   `json:"to"`
+	To    *int  `json:"to"`
 }
 
 // startMigration records a move of slots to a shard and has it driven at
@@ -29,7 +29,10 @@ func (s *Server) startMigration(r *http.Request, _ Claims) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	m, err := s.b.Migrations.Start(r.Context(), req.Slots, req.To)
+	if req.To == nil {
+		return 0, nil, bad("invalid_request", "to: name the ledger shard to move the slots to")
+	}
+	m, err := s.b.Migrations.Start(r.Context(), req.Slots, *req.To)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -116,7 +116,10 @@ func (l *Ledger) MigrateOut(ctx context.Context, migration int64, slots []int) (
 			INSERT INTO slot_moves (migration, direction, user_id, amount) SELECT $2, 'out', id, balance FROM w`, slots, migration); err != nil {
 			return err
 		}
-		return l.postMoves(ctx, tx, migration, "out", ref, stripe, false)
+		if err := l.postMoves(ctx, tx, migration, "out", ref, stripe, false); err != nil {
+			return err
+		}
+		return l.moveClearing(ctx, tx, migration, "out", ref, 0)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger shard %d: migrate out slots %v: %w", l.shard, slots, err)
@@ -170,6 +173,41 @@ func (l *Ledger) postMoves(ctx context.Context, tx pgx.Tx, migration int64, dire
 		delta = -total
 	}
 	_, err = tx.Exec(ctx, `UPDATE accounts SET balance = balance + $2 WHERE id = $1`, stripe, delta)
+	return err
+}
+
+// moveClearing moves the share of clearing:channel that the payment
+// orders of a migration's wallets carry, between it and the migration
+// account, and records it: "out" computes the share from the orders of the
+// wallets moving out and takes it out of this shard's clearing:channel;
+// "in" brings share in; the undone directions take back what "out" (share
+// back in) or "in" (share out again) did.
+func (l *Ledger) moveClearing(ctx context.Context, tx pgx.Tx, migration int64, direction, ref string, share int64) error {
+	if direction == "out" {
+		if ok, err := hasTable(ctx, tx, "channel_orders"); err != nil || !ok {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(CASE WHEN o.state = 'succeeded' THEN o.amount WHEN o.state = 'paid' THEN -o.amount ELSE 0 END), 0)
+			FROM channel_orders o JOIN slot_moves m ON m.user_id = o.user_id AND m.migration = $1 AND m.direction = 'out'`, migration).Scan(&share); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO slot_move_clearing (migration, direction, amount) VALUES ($1, $2, $3)`, migration, direction, share); err != nil {
+		return err
+	}
+	// Taking the share out of clearing:channel: clearing -> migration.
+	out := direction == "out" || direction == "in_undone"
+	from, to := l.row(ClearingChannel, ref), l.row(Migration, ref)
+	if !out {
+		from, to = to, from
+	}
+	if share < 0 {
+		from, to, share = to, from, -share
+	}
+	if share == 0 {
+		return nil
+	}
+	_, err := l.move(ctx, tx, move{kind: "migrate", ref: ref, from: from, to: to, amount: share})
 	return err
 }
 
@@ -242,6 +280,14 @@ func (l *Ledger) MigrateIn(ctx context.Context, migration int64, from *Ledger, m
 			if err := copyRows(ctx, from, tx, t.table, t.cols, t.where, t.conflict, users); err != nil {
 				return fmt.Errorf("copy %s: %w", t.table, err)
 			}
+		}
+		var share int64
+		if err := from.db.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM slot_move_clearing WHERE migration = $1 AND direction = 'out'`,
+			migration).Scan(&share); err != nil {
+			return err
+		}
+		if err := l.moveClearing(ctx, tx, migration, "in", ref, share); err != nil {
+			return err
 		}
 		if len(gids) > 0 {
 			if err := copyRows(ctx, from, tx, "dtx_barrier", "gid, branch, op, reason, created_at", "gid = ANY($1)", "DO NOTHING", gids); err != nil {
@@ -374,6 +420,14 @@ func (l *Ledger) UndoMove(ctx context.Context, migration int64, direction string
 		}
 		ref := fmt.Sprint("migrate:", migration, ":undo")
 		if err := l.postMoves(ctx, tx, migration, undone, ref, l.row(Migration, ref), direction == "out"); err != nil {
+			return err
+		}
+		var share int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM slot_move_clearing WHERE migration = $1 AND direction = $2`,
+			migration, direction).Scan(&share); err != nil {
+			return err
+		}
+		if err := l.moveClearing(ctx, tx, migration, undone, ref, share); err != nil {
 			return err
 		}
 		if direction == "in" {

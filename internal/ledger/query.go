@@ -45,7 +45,11 @@ func (l *Ledger) SystemBalance(ctx context.Context, a Account) (money.Amount, er
 
 // Entry is one line of a user's statement.
 type Entry struct {
+	// PostingID is the posting's id on Shard, the ledger shard that wrote
+	// it: a wallet that moved between shards has entries of several, and
+	// (shard, posting_id) names each one.
 	PostingID int64        `json:"posting_id"`
+	Shard     int          `json:"shard"`
 	Kind      string       `json:"kind"`
 	Ref       string       `json:"ref"`
 	Amount    money.Amount `json:"amount"` // positive in, negative out
@@ -111,6 +115,7 @@ func (l *Ledger) statement(ctx context.Context, user int64, cut string, arg any,
 			e.Other = fmt.Sprintf("user %d", other)
 		}
 		e.Description = describe(e.Kind, e.Amount > 0, Account(other), peer)
+		e.Shard = l.shard
 		out = append(out, e)
 	}
 	rows.Close()

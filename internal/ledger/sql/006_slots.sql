@@ -79,3 +79,12 @@ CREATE TABLE slot_moves (
 ALTER TABLE postings DROP CONSTRAINT postings_kind_check;
 ALTER TABLE postings ADD CONSTRAINT postings_kind_check
     CHECK (kind IN ('deposit', 'transfer', 'hold_post', 'credit', 'debit', 'refund', 'settle', 'topup', 'withdrawal', 'reversal', 'migrate'));
+
+-- The share of clearing:channel that a migration's payment orders carry
+-- (withdrawals paid out minus top-ups credited), moved with them.
+CREATE TABLE slot_move_clearing (
+    migration bigint NOT NULL,
+    direction text   NOT NULL CHECK (direction IN ('out', 'in', 'out_undone', 'in_undone')),
+    amount    bigint NOT NULL,
+    PRIMARY KEY (migration, direction)
+);
