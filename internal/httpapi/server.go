@@ -54,6 +54,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	tokens  *tokenCache
 	// stop ends the live streams when the server shuts down (Stop).
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -98,7 +99,7 @@ func New(b Backend, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
+	s := &Server{b: b, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry(), stop: make(chan struct{}), tokens: newTokenCache(100_000)}
 	s.metrics()
 	s.routes = []route{
 		{"GET", "/v1/wallet", user, false, s.wallet},
@@ -306,7 +307,7 @@ func (s *Server) authenticate(r *http.Request) (Claims, error) {
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return Claims{}, ErrNoToken
 	}
-	return VerifyToken(s.o.Secret, h[len(prefix):], s.o.Now())
+	return s.tokens.verify(s.o.Secret, h[len(prefix):], s.o.Now())
 }
 
 func checkKey(k string) *apiError {
