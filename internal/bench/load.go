@@ -21,6 +21,25 @@ type Result struct {
 	P50ms    float64       `json:"p50_ms"`
 	P99ms    float64       `json:"p99_ms"`
 	FirstErr string        `json:"first_error,omitempty"`
+	// Series is the run over time, one point per SeriesStep: the rate of
+	// each step and its 99th latency percentile (the report's charts).
+	Series []Point `json:"series,omitempty"`
+}
+
+// Point is one step of a run.
+type Point struct {
+	At     float64 `json:"t_s"`
+	PerSec float64 `json:"per_sec"`
+	P99ms  float64 `json:"p99_ms"`
+}
+
+// SeriesStep is the width of a Series point.
+const SeriesStep = 250 * time.Millisecond
+
+type sample struct {
+	step int
+	lat  time.Duration
+	n    int
 }
 
 // ErrDone from op stops its worker: there is nothing left to do (a packet
@@ -34,13 +53,13 @@ func Run(ctx context.Context, workers int, d time.Duration, op func(ctx context.
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
-	var all []time.Duration
+	var all []sample
 	var res Result
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			var lat []time.Duration
+			var lat []sample
 			var ops, errs int64
 			var first error
 			for i := 0; ctx.Err() == nil; i++ {
@@ -56,7 +75,7 @@ func Run(ctx context.Context, workers int, d time.Duration, op func(ctx context.
 					}
 					continue
 				}
-				lat = append(lat, time.Since(t0))
+				lat = append(lat, sample{int(time.Since(start) / SeriesStep), time.Since(t0), n})
 				ops += int64(n)
 			}
 			mu.Lock()
@@ -72,9 +91,25 @@ func Run(ctx context.Context, workers int, d time.Duration, op func(ctx context.
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	res.PerSec = float64(res.Ops) / res.Elapsed.Seconds()
-	slices.Sort(all)
-	res.P50ms = percentile(all, 0.50)
-	res.P99ms = percentile(all, 0.99)
+	durs := make([]time.Duration, len(all))
+	steps := map[int][]time.Duration{}
+	counts := map[int]int{}
+	last := 0
+	for i, s := range all {
+		durs[i] = s.lat
+		steps[s.step] = append(steps[s.step], s.lat)
+		counts[s.step] += s.n
+		last = max(last, s.step)
+	}
+	slices.Sort(durs)
+	res.P50ms = percentile(durs, 0.50)
+	res.P99ms = percentile(durs, 0.99)
+	for st := 0; st <= last && len(all) > 0; st++ {
+		ds := steps[st]
+		slices.Sort(ds)
+		res.Series = append(res.Series, Point{At: (time.Duration(st+1) * SeriesStep).Seconds(),
+			PerSec: float64(counts[st]) / SeriesStep.Seconds(), P99ms: percentile(ds, 0.99)})
+	}
 	return res
 }
 

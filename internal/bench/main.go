@@ -18,7 +18,7 @@ import (
 
 func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) == 0 || app.IsHelp(args[0]) {
-		return app.Verbs(out, args, "hongbao bench hot-packet|spring-festival|transfer|ledger|topup|partitions|migrate [flags]; hongbao bench <scenario> -h for its flags")
+		return app.Verbs(out, args, "hongbao bench hot-packet|spring-festival|transfer|ledger|topup|partitions|migrate|all [flags]; hongbao bench <scenario> -h for its flags")
 	}
 	switch args[0] {
 	case "ledger":
@@ -31,12 +31,14 @@ func Main(ctx context.Context, args []string, out io.Writer, log *slog.Logger) e
 		return benchFestival(ctx, args[1:], out, log)
 	case "topup":
 		return benchTopUp(ctx, args[1:], out, log)
+	case "all":
+		return benchAll(ctx, args[1:], out, log)
 	case "migrate":
 		return benchMigrate(ctx, args[1:], out, log)
 	case "partitions":
 		return benchPartitions(ctx, args[1:], out, log)
 	}
-	return app.UsageErr(fmt.Errorf("unknown scenario %q (have: hot-packet, spring-festival, transfer, ledger, topup, partitions, migrate)", args[0]))
+	return app.UsageErr(fmt.Errorf("unknown scenario %q (have: hot-packet, spring-festival, transfer, ledger, topup, partitions, migrate, all)", args[0]))
 }
 
 // benchDatabases starts a fresh durable private cluster (or uses the
