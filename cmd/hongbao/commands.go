@@ -29,7 +29,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API (private PostgreSQL and NATS unless URLs are given)", runServe},
 		{"demo", "a short New Year's Eve on a private database, reconciled at the end", demo.Main},
-		{"bench", "measure a scenario against its baseline: hot-packet, transfer, ledger", bench.Main},
+		{"bench", "measure a scenario against its baseline (hot-packet, transfer, ledger, spring-festival, topup, migrate, partitions) or all of them: bench all", bench.Main},
 		{"token", "issue a signed bearer token (--user ID or --admin)", runToken},
 		{"wallet", "show your wallet (--statement for the entries)", runWallet},
 		{"transfer", "send money to another user", runTransfer},
