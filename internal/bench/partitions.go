@@ -190,6 +190,8 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 		{"reconciler: claims not yet seen credited", false, pdb, `SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL AND created_at <= $1
 			UNION ALL SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL AND created_at <= $1 LIMIT 10000`,
 			[]any{time.Now().Add(-time.Minute)}},
+		{"reconciler: mark claims credited (by id and day)", false, pdb, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1) AND packet_at = ANY($3)`,
+			[]any{[]int64{old*1000 + 1, old*1000 + 2}, time.Now(), []time.Time{oldAt}}},
 		{"expiry sweep", false, pdb, `SELECT id, created_at FROM packets WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT 1000`,
 			[]any{time.Now()}},
 		{"statement of a user, first page", false, ldb, `

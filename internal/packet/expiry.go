@@ -97,11 +97,12 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		id     int64 // claim id, or packet id of a refund
 		refund bool
 		msg    ledger.CreditMessage
+		day    time.Time // a claim's packet_at: the partition to mark it in
 	}
 	rows, err := s.db.Query(ctx, `
-		SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		SELECT id, false, user_id, amount, packet_at FROM claims WHERE credited_at IS NULL AND created_at <= $1
 		UNION ALL
-		SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL AND created_at <= $1
+		SELECT packet_id, true, sender, amount, NULL FROM refunds WHERE credited_at IS NULL AND created_at <= $1
 		LIMIT 10000`, cutoff)
 	if err != nil {
 		return 0, 0, err
@@ -110,8 +111,12 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		var o owed
 		var user int64
 		var amount money.Amount
-		if err := r.Scan(&o.id, &o.refund, &user, &amount); err != nil {
+		var day *time.Time
+		if err := r.Scan(&o.id, &o.refund, &user, &amount, &day); err != nil {
 			return o, err
+		}
+		if day != nil {
+			o.day = *day
 		}
 		if o.refund {
 			o.msg = RefundMessage(Refund{PacketID: o.id, Sender: user, Amount: amount})
@@ -132,6 +137,7 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		return 0, 0, err
 	}
 	var claimIDs, refundIDs []int64
+	var claimDays []time.Time
 	var missing []ledger.CreditMessage
 	for _, o := range all {
 		switch {
@@ -141,10 +147,13 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 			refundIDs = append(refundIDs, o.id)
 		default:
 			claimIDs = append(claimIDs, o.id)
+			claimDays = append(claimDays, o.day)
 		}
 	}
 	now = s.o.Now()
-	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1)`, claimIDs, now); err != nil {
+	// By (id, packet_at): only the partitions of those packets' days are
+	// searched, not every day's.
+	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1) AND packet_at = ANY($3)`, claimIDs, now, claimDays); err != nil {
 		return 0, 0, err
 	}
 	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, now); err != nil {
