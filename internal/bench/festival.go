@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"hongbao/internal/app"
@@ -58,7 +59,8 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	users := fs.Int("users", 2000, "users (fresh ids above 10,000,000 unless --first-user)")
 	firstUser := fs.Int64("first-user", 10_000_000, "first user id")
 	groups := fs.Int("groups", 20, "groups the users are spread over")
-	workers := fs.Int("workers", 64, "concurrent clients")
+	workers := fs.Int("workers", 256, "concurrent clients")
+	hotEvery := fs.Int("hot-every", 50, "one send in this many is a hot packet of thousands of shares to everyone (0: none)")
 	d := fs.Duration("duration", 10*time.Second, "length of the run")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
@@ -125,19 +127,33 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(progress, "  set up: %d funded users, %d groups of %d\n", *users, *groups, per)
+	// And one hall everybody is in, for the few hot packets.
+	var hall group.Group
+	if *hotEvery > 0 {
+		if _, err := b.Call(ctx, "POST", "/v1/groups", ids[0], "festival-hall", map[string]any{"capacity": *users, "fee": "0"}, &hall); err != nil {
+			return err
+		}
+		if err := run(*users-1, func(i int) error {
+			_, err := b.Call(ctx, "POST", fmt.Sprintf("/v1/groups/%d/join", hall.ID), ids[i+1], "join-hall", nil, nil)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(progress, "  set up: %d funded users, %d groups of %d, and a hall of everyone\n", *users, *groups, per)
 
 	// The festival: a quarter of the clients send packets to their groups,
 	// the rest grab the newest packets as members of those groups.
 	type live struct {
 		id    int64
-		group int
+		group int // -1: the hall
 	}
 	var mu sync.Mutex
 	var recent []live
 	var all []int64
 	var creditLat []time.Duration
 	var tracking sync.WaitGroup
+	var sampled atomic.Int64
 	senders := max(1, *workers/4)
 	var sends, grabs Result
 	var wg sync.WaitGroup
@@ -146,9 +162,17 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 			g := r.IntN(*groups)
 			sender := ids[g*per+r.IntN(per)]
+			// Mostly 5 to 50 shares (at most the group), 0.10 to 2.00 a
+			// share; now and then a hot one of thousands to the hall.
+			to, shares := gs[g].ID, min(5+r.IntN(46), per-1)
+			amount := money.Amount(shares) * money.Amount(10+r.IntN(191))
+			if *hotEvery > 0 && r.IntN(*hotEvery) == 0 {
+				g, to, shares = -1, hall.ID, min(1000+r.IntN(2001), *users-1)
+				amount = money.Amount(shares) * money.Amount(1+r.IntN(10)) // a fen to 0.10 a share
+			}
 			var p packet.Packet
 			_, err := b.Call(ctx, "POST", "/v1/packets", sender, fmt.Sprintf("festival-%d-%d", w, i),
-				map[string]any{"kind": "lucky", "group": gs[g].ID, "amount": "8.88", "shares": 10, "greeting": "春节快乐"}, &p)
+				map[string]any{"kind": "lucky", "group": to, "amount": amount, "shares": shares, "greeting": "春节快乐"}, &p)
 			if err != nil {
 				return 0, err
 			}
@@ -173,7 +197,10 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
 			pk := recent[r.IntN(len(recent))]
 			mu.Unlock()
-			user := ids[pk.group*per+r.IntN(per)]
+			user := ids[r.IntN(len(ids))]
+			if pk.group >= 0 {
+				user = ids[pk.group*per+r.IntN(per)]
+			}
 			var g struct {
 				Claim packet.Claim `json:"claim"`
 			}
@@ -184,7 +211,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 			if err != nil {
 				return 0, err
 			}
-			if !g.Claim.Duplicate && i%20 == 0 { // sample grab-to-credited latency
+			if !g.Claim.Duplicate && sampled.Add(1)%100 == 0 { // sample grab-to-credited latency, lightly
 				got := time.Now()
 				tracking.Go(func() {
 					if lat, ok := creditedAfter(context.WithoutCancel(ctx), b, pk.id, g.Claim.ID, got); ok {
@@ -306,9 +333,12 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	return nil
 }
 
-// creditedAfter polls a packet until the claim shows credited.
+// creditedAfter polls a packet until the claim shows credited, waiting
+// 10 ms and then twice as long each time up to 160 ms, so that the probe
+// costs the server a few reads a sample, not fifty a second.
 func creditedAfter(ctx context.Context, b *client.Users, packetID, claimID int64, since time.Time) (time.Duration, bool) {
 	deadline := time.Now().Add(time.Minute)
+	pause := 10 * time.Millisecond
 	for time.Now().Before(deadline) {
 		var det packet.Detail
 		if _, err := b.Call(ctx, "GET", fmt.Sprintf("/v1/packets/%d", packetID), 0, "", nil, &det); err == nil {
@@ -318,7 +348,8 @@ func creditedAfter(ctx context.Context, b *client.Users, packetID, claimID int64
 				}
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 160*time.Millisecond)
 	}
 	return 0, false
 }
