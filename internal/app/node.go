@@ -156,7 +156,14 @@ type NodeOptions struct {
 	// its sets (default 6 s).
 	URL      string
 	LeaseTTL time.Duration
-	Logger   *slog.Logger
+	// TxBackoff, when set, is the coordinator's retry delay (minimum and
+	// maximum); TxHook its step hook (tests make a transaction stick).
+	TxBackoff time.Duration
+	TxHook    func(point string) error
+	// SampleEvery is how often the operators' overview samples the
+	// counters (default 2 s; it keeps 10 minutes of them).
+	SampleEvery time.Duration
+	Logger      *slog.Logger
 }
 
 // Node is every part of a Hongbao node, started and stopped together.
@@ -184,6 +191,7 @@ type Node struct {
 	Feeds       *events.Feeds
 	Webhooks    *events.Webhooks
 	feedIn      *bus.Consumer
+	samples     *sampler
 	// DeadCredits counts credits parked on a dead-letter subject;
 	// RelayRestarts the relay's restarts after a stall; Redriven the
 	// credits the reconciler published again.
@@ -276,7 +284,7 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		return nil, err
 	}
 	n.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: flow.Participants(n.Ledgers, n.Groups, n.Sets),
-		Retention: o.TxRetention, Logger: o.Logger})
+		Retention: o.TxRetention, Logger: o.Logger, MinBackoff: o.TxBackoff, MaxBackoff: o.TxBackoff, Hook: o.TxHook})
 	n.Flows = flow.New(n.Coord, n.Ledgers, n.Groups, n.Sets, o.Limits, o.MaxAmount)
 	po := o.Payments
 	po.Channel, po.Secret, po.Shards, po.ShardOf, po.Logger = o.Channel, o.ChannelSecret, n.Ledgers.Shards, n.Ledgers.Table.Of, o.Logger
@@ -355,6 +363,8 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		}
 	}
 	n.wg.Go(func() { n.sweepLoop(run) })
+	n.samples = newSampler(cmp.Or(o.SampleEvery, 2*time.Second), 10*time.Minute, n.counters)
+	n.wg.Go(func() { n.samples.Run(run) })
 	n.wg.Go(func() { n.Slots.Watch(run, 2*time.Second) })
 	if o.SlotResume >= 0 {
 		n.wg.Go(func() { n.Slots.Keep(run, cmp.Or(o.SlotResume, 2*time.Second)) })
@@ -646,7 +656,7 @@ func (n *Node) sweep(ctx context.Context) {
 func (n *Node) Backend() httpapi.Backend {
 	return httpapi.Backend{Wallets: n.Flows, Packets: n.Flows, Groups: n.Flows, Transactions: n.Coord, Payments: payments{n.Flows, n.Payments},
 		Recon: n.Recon, Feeds: feeds{n}, Webhooks: n.Webhooks, Ready: n.Ready, Collectors: n.collectors(),
-		Forward: n.forward, Nodes: n.nodes, Days: dayOps{n}, Migrations: n.Slots}
+		Forward: n.forward, Nodes: n.nodes, Days: dayOps{n}, Migrations: n.Slots, Operations: operations{n}}
 }
 
 var forwardClient = &http.Client{Timeout: 10 * time.Second}

@@ -190,6 +190,7 @@ func (c *Coordinator) Get(ctx context.Context, gid string) (Global, error) {
 // Filter selects global transactions for List.
 type Filter struct {
 	State      State     // empty: any
+	Kind       Kind      // empty: any
 	Unfinished bool      // only those not final
 	Before     time.Time // created before (cursor); zero: now
 	Limit      int       // default 50, at most 1000
@@ -205,8 +206,8 @@ func (c *Coordinator) List(ctx context.Context, f Filter) ([]Global, error) {
 		f.Before = time.Now().Add(time.Hour)
 	}
 	rows, err := c.db.Query(ctx, `SELECT `+globalCols+` FROM dtx_global
-		WHERE ($1 = '' OR state = $1) AND (NOT $2 OR finished_at IS NULL) AND created_at < $3
-		ORDER BY created_at DESC LIMIT $4`, string(f.State), f.Unfinished, f.Before, f.Limit)
+		WHERE ($1 = '' OR state = $1) AND (NOT $2 OR finished_at IS NULL) AND created_at < $3 AND ($5 = '' OR kind = $5)
+		ORDER BY created_at DESC LIMIT $4`, string(f.State), f.Unfinished, f.Before, f.Limit, string(f.Kind))
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,9 @@ type Flows struct {
 	Payments *payment.Service
 	requests *requests
 	next     atomic.Uint64 // round-robin over sets for new packets
+	// Sends and Transfers count the packets sent and the transfers made
+	// (committed or under way) for the operators' overview.
+	Sends, Transfers atomic.Int64
 }
 
 // New returns the flows over a node's parts.
@@ -137,7 +140,7 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		To     int64        `json:"to"`
 		Amount money.Amount `json:"amount"`
 	}{to, amount}
-	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
+	res, err := once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
 		gid := fmt.Sprintf("transfer:%d:%s", from, key)
 		if fresh {
 			if err := f.settled(from, to); err != nil {
@@ -167,6 +170,10 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		res, err := f.Coord.Run(ctx, TransferSpec(f.Ledgers, gid, from, to, amount))
 		return res, res.Outcome != dtx.OutcomePending, err
 	})
+	if err == nil && res.Outcome != dtx.OutcomeCancelled {
+		f.Transfers.Add(1)
+	}
+	return res, err
 }
 
 // DepositResult is what an operator's deposit did.
@@ -402,6 +409,9 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 	})
 	if err != nil {
 		return p, dtx.Result{}, err
+	}
+	if r.Result.Outcome != dtx.OutcomeCancelled {
+		f.Sends.Add(1)
 	}
 	return r.Packet, r.Result, nil
 }

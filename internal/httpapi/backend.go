@@ -46,6 +46,9 @@ type Transactions interface {
 	List(ctx context.Context, f dtx.Filter) ([]dtx.Global, error)
 	Get(ctx context.Context, gid string) (dtx.Global, error)
 	Unfinished(ctx context.Context, stuck time.Duration) (all, old int64, err error)
+	// Retry drives an unfinished transaction now (dtx.ErrFinished when it
+	// is final already).
+	Retry(ctx context.Context, gid string) (dtx.Global, error)
 }
 
 // Backend is everything the API serves from.
@@ -67,6 +70,8 @@ type Backend struct {
 	Migrations Migrations
 	// Days are the day partitions for operators (nil: not served).
 	Days Days
+	// Operations are the console's overview and dead letters (nil: not served).
+	Operations Operations
 	// Nodes is the cluster view for operators (nil: not served).
 	Nodes func(ctx context.Context) (any, error)
 	// Ready reports whether every dependency answers (nil: ready).

@@ -28,6 +28,8 @@ type Reconciliation interface {
 	Run(ctx context.Context, day time.Time) (recon.Report, error)
 	Latest(ctx context.Context, day time.Time) (recon.Report, error)
 	Resolve(ctx context.Context, day time.Time, kind, order, note string) error
+	// Reports lists stored reports newest first (ids below before; 0: all).
+	Reports(ctx context.Context, before int64, limit int) ([]recon.Summary, error)
 }
 
 // orderPath is where an order of a kind is read.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"hongbao/internal/bus"
 	"hongbao/internal/channel"
 	"hongbao/internal/days"
 	"hongbao/internal/dtx"
@@ -68,6 +69,8 @@ var errorTable = []struct {
 	{packet.ErrNotFound, http.StatusNotFound, "not_found"},
 	{group.ErrNotFound, http.StatusNotFound, "not_found"},
 	{dtx.ErrNotFound, http.StatusNotFound, "not_found"},
+	{dtx.ErrFinished, http.StatusConflict, "already_finished"},
+	{bus.ErrNoDeadLetter, http.StatusNotFound, "not_found"},
 	{packet.ErrWrongSet, http.StatusNotFound, "not_found"},
 	{packet.ErrSoldOut, http.StatusConflict, "sold_out"},
 	{packet.ErrExpired, http.StatusConflict, "packet_expired"},

@@ -43,8 +43,19 @@ var docs = map[string]doc{
 		map[string]map[string]any{"200": list("members", "Member")}, nil},
 	"POST /v1/admin/deposits": {"Credit a user from the external account (admin).", obj(map[string]any{"user": userID, "amount": amount}, "user", "amount"),
 		map[string]map[string]any{"200": ref("Deposit")}, []string{"409"}},
-	"GET /v1/admin/wallets/{user}":     {"Any user's wallet (admin).", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
-	"GET /v1/admin/transactions":       {"Global transactions, newest first (query: state, unfinished, cursor, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
+	"GET /v1/admin/wallets/{user}": {"Any user's wallet (admin).", nil, map[string]map[string]any{"200": ref("Wallet")}, nil},
+	"GET /v1/admin/transactions":   {"Global transactions, newest first (query: state, kind tcc|saga, unfinished, older_than_seconds, cursor, limit) (admin).", nil, map[string]map[string]any{"200": list("transactions", "Global")}, nil},
+	"POST /v1/admin/transactions/{gid}/retry": {"Retry an unfinished global transaction now, as recovery would (under its lease; one leased by a driver at work is made due at once); answers it as it is afterwards; 409 already_finished when it is committed or cancelled (admin).", nil,
+		map[string]map[string]any{"200": ref("Global")}, []string{"409"}},
+	"GET /v1/admin/wallets/{user}/statement": {"Any user's entries, newest first (query: cursor, limit) (admin).", nil, map[string]map[string]any{"200": ref("Statement")}, nil},
+	"GET /v1/admin/overview": {"The operators' overview: claims waiting for credit and the oldest's age, dead letters, global transactions pending and in recovery, webhook deliveries pending and given up, orders unknown, the last reconciliation, and grabs, sends and transfers per second over the last minutes (admin).", nil,
+		map[string]map[string]any{"200": ref("Overview")}, nil},
+	"GET /v1/admin/dead-letters": {"Messages parked on a dead-letter subject, oldest first (query: cursor, limit), credits decoded (admin).", nil,
+		map[string]map[string]any{"200": list("dead_letters", "DeadLetter")}, nil},
+	"GET /v1/admin/dead-letters/{seq}": {"One dead letter by its stream sequence (admin).", nil, map[string]map[string]any{"200": ref("DeadLetter")}, nil},
+	"POST /v1/admin/dead-letters/{seq}/redrive": {"Publish a dead letter back to the subject it came from and record it (the ledger applies a credit once however often it is re-driven) (admin).", nil,
+		map[string]map[string]any{"200": ref("DeadLetter")}, nil},
+	"GET /v1/admin/recon":              {"Stored reconciliation reports, newest first (query: cursor, limit) (admin).", nil, map[string]map[string]any{"200": list("reports", "ReportSummary")}, nil},
 	"GET /v1/admin/transactions/{gid}": {"One global transaction with branches, attempts and last error (admin).", nil, map[string]map[string]any{"200": ref("Global")}, nil},
 	"POST /v1/topups": {"Top up the caller's wallet through the payment channel: 201 with the pay URL once the channel has the pay order, 202 while its answer is unknown (ask again with the same key). The wallet is credited once the channel definitely says paid.",
 		obj(map[string]any{"amount": amount}, "amount"), map[string]map[string]any{"201": ref("Order"), "202": ref("Order")}, []string{"409"}},
@@ -101,7 +112,7 @@ var commonErrors = []string{"400", "401", "403", "404", "413", "415", "503"}
 var errorCodes = []string{"bad_json", "bad_amount", "bad_id", "bad_query", "bad_idempotency_key", "invalid_request", "idempotency_key_required",
 	"unauthorized", "token_expired", "forbidden", "not_a_member", "banned", "not_found", "no_route", "method_not_allowed",
 	"insufficient_funds", "balance_limit", "daily_limit", "amount_mismatch", "no_channel", "bad_signature", "channel_unavailable", "bad_day", "idempotency_conflict", "sold_out", "packet_expired", "packet_not_active", "group_full",
-	"already_member", "conflict", "cancelled", "too_large", "archived", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
+	"already_member", "already_finished", "conflict", "cancelled", "too_large", "archived", "unsupported_media_type", "busy", "unavailable", "retry", "canceled", "internal"}
 
 var (
 	userID   = map[string]any{"type": "integer", "format": "int64", "minimum": 1, "maximum": 9007199254740991}
@@ -112,6 +123,7 @@ var (
 	boolean  = map[string]any{"type": "boolean"}
 	when     = map[string]any{"type": "string", "format": "date-time"}
 	count    = map[string]any{"type": "integer", "minimum": 0}
+	number   = map[string]any{"type": "number", "minimum": 0}
 	day      = map[string]any{"type": "string", "format": "date", "description": "a day, YYYY-MM-DD (UTC)"}
 	greeting = map[string]any{"type": "string", "maxLength": 64, "description": "one line of visible text, at most 64 characters"}
 )
@@ -194,6 +206,20 @@ var schemas = map[string]any{
 		"differences": map[string]any{"type": "array", "items": ref("Difference")}, "checks": map[string]any{"type": "array", "items": ref("Check")},
 		"repaired": count, "unresolved": count, "sound": boolean},
 		"id", "day", "ran_at", "channel", "ours", "differences", "checks", "repaired", "unresolved", "sound"),
+	"ReportSummary": obj(map[string]any{"id": bigID, "day": day, "ran_at": when, "unresolved": count, "sound": boolean}, "id", "day", "ran_at", "unresolved", "sound"),
+	"Overview": obj(map[string]any{"at": when,
+		"claims":         obj(map[string]any{"waiting": count, "oldest_seconds": number}, "waiting", "oldest_seconds"),
+		"dead_letters":   obj(map[string]any{"total": count, "not_redriven": count}, "total", "not_redriven"),
+		"transactions":   obj(map[string]any{"pending": count, "in_recovery": count, "stuck": count}, "pending", "in_recovery", "stuck"),
+		"deliveries":     obj(map[string]any{"pending": count, "given_up": count}, "pending", "given_up"),
+		"orders":         obj(map[string]any{"unknown": count}, "unknown"),
+		"recon":          nullable(ref("ReportSummary")),
+		"sample_seconds": number,
+		"rates":          arrayOf(obj(map[string]any{"at": when, "grabs": number, "sends": number, "transfers": number}, "at", "grabs", "sends", "transfers"))},
+		"at", "claims", "dead_letters", "transactions", "deliveries", "orders", "recon", "sample_seconds", "rates"),
+	"Credit": obj(map[string]any{"key": str, "user": userID, "amount": amount, "kind": str, "from": str}, "key", "user", "amount", "kind", "from"),
+	"DeadLetter": obj(map[string]any{"seq": count, "subject": str, "origin": str, "at": when, "redriven": count, "redriven_at": when,
+		"credits": arrayOf(ref("Credit")), "payload": str, "size": count}, "seq", "subject", "origin", "at", "redriven", "size"),
 	"Node":  obj(map[string]any{"id": str, "url": str, "started_at": when, "seen_at": when}, "id", "url", "started_at", "seen_at"),
 	"Lease": obj(map[string]any{"set": count, "owner": str, "url": str, "expires_at": when, "since": when, "moves": count}, "set", "owner", "url", "expires_at", "since", "moves"),
 	"Event": obj(map[string]any{"id": str, "kind": enum(events.Kinds...), "conversation": str, "seq": count, "user": userID, "payload": map[string]any{"type": "object", "required": []string{}, "description": "what happened, by kind (see the README)"}, "at": when},

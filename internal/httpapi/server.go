@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +117,14 @@ func New(b Backend, o Options) (*Server, error) {
 		{"GET", "/v1/admin/wallets/{user}", admin, false, s.adminWallet},
 		{"GET", "/v1/admin/transactions", admin, false, s.transactions},
 		{"GET", "/v1/admin/transactions/{gid}", admin, false, s.transaction},
+		{"POST", "/v1/admin/transactions/{gid}/retry", admin, false, s.retryTransaction},
+		{"GET", "/v1/admin/wallets/{user}/statement", admin, false, s.adminStatement},
+	}
+	if b.Operations != nil {
+		s.routes = append(s.routes, route{"GET", "/v1/admin/overview", admin, false, s.overview},
+			route{"GET", "/v1/admin/dead-letters", admin, false, s.deadLetters},
+			route{"GET", "/v1/admin/dead-letters/{seq}", admin, false, s.deadLetter},
+			route{"POST", "/v1/admin/dead-letters/{seq}/redrive", admin, false, s.redrive})
 	}
 	if b.Nodes != nil {
 		s.routes = append(s.routes, route{"GET", "/v1/admin/nodes", admin, false, s.nodes})
@@ -162,6 +169,7 @@ func New(b Backend, o Options) (*Server, error) {
 	if b.Recon != nil {
 		s.routes = append(s.routes,
 			route{"POST", "/v1/admin/recon", admin, false, s.runRecon},
+			route{"GET", "/v1/admin/recon", admin, false, s.reconReports},
 			route{"GET", "/v1/admin/recon/{day}", admin, false, s.latestRecon},
 			route{"POST", "/v1/admin/recon/{day}/resolutions", admin, false, s.resolveRecon},
 		)
@@ -432,6 +440,11 @@ func (s *Server) adminWallet(r *http.Request, _ Claims) (int, any, error) {
 }
 
 func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
+	return s.statementOf(r, c.User)
+}
+
+// statementOf is a page of a user's statement, newest first.
+func (s *Server) statementOf(r *http.Request, user int64) (int, any, error) {
 	before, err := queryInt(r, "cursor", 0)
 	if err != nil {
 		return 0, nil, err
@@ -440,7 +453,7 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	es, next, err := s.b.Wallets.Statement(r.Context(), c.User, before, limit)
+	es, next, err := s.b.Wallets.Statement(r.Context(), user, before, limit)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -449,7 +462,7 @@ func (s *Server) statement(r *http.Request, c Claims) (int, any, error) {
 		page["next"] = strconv.FormatInt(next, 10)
 	} else if s.b.Days != nil {
 		// The last page: say so when older days were archived.
-		through, err := s.b.Days.ArchivedThrough(r.Context(), c.User)
+		through, err := s.b.Days.ArchivedThrough(r.Context(), user)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -793,32 +806,15 @@ func (s *Server) members(r *http.Request, c Claims) (int, any, error) {
 // ---- operators ----
 
 func (s *Server) transactions(r *http.Request, _ Claims) (int, any, error) {
-	q := r.URL.Query()
-	limit, err := queryLimit(r, 50, 1000)
+	f, err := txFilter(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	unfinished, err := queryBool(r, "unfinished")
+	gs, err := s.b.Transactions.List(r.Context(), f)
 	if err != nil {
 		return 0, nil, err
 	}
-	state := dtx.State(q.Get("state"))
-	if !slices.Contains([]dtx.State{"", dtx.Trying, dtx.Confirming, dtx.Cancelling, dtx.Committed, dtx.Cancelled}, state) {
-		return 0, nil, bad("bad_query", fmt.Sprintf("state %q is not one of trying, confirming, cancelling, committed, cancelled", state))
-	}
-	var before time.Time
-	if cur := q.Get("cursor"); cur != "" {
-		n, ok := digitsInt(cur)
-		if !ok {
-			return 0, nil, bad("bad_query", fmt.Sprintf("cursor=%q is not a cursor this list gave", cur))
-		}
-		before = time.Unix(0, n)
-	}
-	gs, err := s.b.Transactions.List(r.Context(), dtx.Filter{State: state, Unfinished: unfinished, Before: before, Limit: limit})
-	if err != nil {
-		return 0, nil, err
-	}
-	return 200, map[string]any{"transactions": nonNil(gs), "next": next(len(gs), limit, func() string {
+	return 200, map[string]any{"transactions": nonNil(gs), "next": next(len(gs), f.Limit, func() string {
 		return strconv.FormatInt(gs[len(gs)-1].CreatedAt.UnixNano(), 10)
 	})}, nil
 }
