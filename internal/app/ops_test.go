@@ -1,0 +1,82 @@
+package app
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"hongbao/internal/bus"
+	"hongbao/internal/hbtest"
+	"hongbao/internal/ledger"
+	"hongbao/internal/money"
+	"hongbao/internal/pgtest"
+)
+
+// A credit parked on a dead-letter subject is listed with what it
+// carries; re-driven twice, it is applied once, and the list and the
+// overview show it re-driven. A message that is no credit at all is
+// parked by the consumer and listed as text.
+func TestDeadLetterRedriveAppliesOnce(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), -1, time.Second)
+	defer sys.Close()
+	ops := operations{sys}
+	ctx := t.Context()
+	u := nextUser.Add(1)
+	shard := sys.Ledgers.Table.Of(u)
+	const amount money.Amount = 1234
+	data, _ := json.Marshal(ledger.CreditBatch{Credits: []ledger.CreditMessage{{Key: "redrive-test:1", User: u, Amount: amount, Kind: ledger.KindCredit, From: "external"}}})
+	if err := sys.Bus.Publish(ctx, []bus.Msg{{Subject: deadCreditSubject(shard), ID: "parked-1", Data: data}}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ops.DeadLetters(ctx, 0, 10)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("dead letters = %+v, %v", ds, err)
+	}
+	d := ds[0]
+	if d.Origin != creditSubject(shard) || len(d.Credits) != 1 || d.Credits[0].User != u || d.Credits[0].Amount != amount || d.Redriven != 0 {
+		t.Fatalf("dead letter = %+v", d)
+	}
+	v, err := ops.Overview(ctx)
+	if err != nil || v.DeadLetters.Total != 1 || v.DeadLetters.NotRedriven != 1 {
+		t.Fatalf("overview dead letters = %+v, %v", v.DeadLetters, err)
+	}
+	applied := sys.Credits[shard].Applied.Load()
+	for i := range 2 {
+		r, err := ops.Redrive(ctx, d.Seq)
+		if err != nil || r.Redriven != i+1 || r.RedrivenAt == nil {
+			t.Fatalf("redrive %d = %+v, %v", i+1, r, err)
+		}
+	}
+	hbtest.WaitFor(t, 30*time.Second, "both re-driven messages consumed", func() bool {
+		return sys.Credits[shard].Applied.Load() >= applied+2
+	})
+	if b := balance(t, sys, u); b != amount {
+		t.Fatalf("balance after two re-drives = %s, want %s once", b, amount)
+	}
+	got, err := ops.DeadLetter(ctx, d.Seq)
+	if err != nil || got.Redriven != 2 {
+		t.Fatalf("after re-drives = %+v, %v", got, err)
+	}
+	if v, _ := ops.Overview(ctx); v.DeadLetters.Total != 1 || v.DeadLetters.NotRedriven != 0 {
+		t.Fatalf("overview after re-drive = %+v", v.DeadLetters)
+	}
+	if _, err := ops.DeadLetter(ctx, d.Seq+100000); err == nil {
+		t.Fatal("an unknown sequence was found")
+	}
+
+	// Not a credit batch: the consumer parks it.
+	if err := sys.Bus.Publish(ctx, []bus.Msg{{Subject: creditSubject(shard), ID: "garbage-1", Data: []byte("not json <script>")}}); err != nil {
+		t.Fatal(err)
+	}
+	hbtest.WaitFor(t, 30*time.Second, "the garbage parked", func() bool {
+		ds, _ = ops.DeadLetters(ctx, d.Seq, 10)
+		return len(ds) == 1
+	})
+	if ds[0].Payload != "not json <script>" || ds[0].Credits != nil || ds[0].Origin != creditSubject(shard) {
+		t.Fatalf("parked garbage = %+v", ds[0])
+	}
+	if v, _ := ops.Overview(ctx); v.DeadLetters.Total != 2 || v.DeadLetters.NotRedriven != 1 {
+		t.Fatalf("overview = %+v", v.DeadLetters)
+	}
+}
