@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"hongbao/internal/channel"
+	"hongbao/internal/console"
 	"hongbao/internal/flow"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/ledger"
@@ -197,7 +198,7 @@ func Serve(ctx context.Context, cfg ServeConfig, out io.Writer, log *slog.Logger
 		return err
 	}
 	log.Info("hongbao serving", "addr", l.Addr().String(), "ledger_shards", cfg.LedgerShards, "packet_sets", cfg.PacketSets)
-	fmt.Fprintf(out, "hongbao serving on http://%s (OpenAPI at /openapi.json)\n", l.Addr())
+	fmt.Fprintf(out, "hongbao serving on http://%s (OpenAPI at /openapi.json, operator console at /console/)\n", l.Addr())
 	return ServeUntilDone(ctx, srv, l, stop, log)
 }
 
@@ -255,7 +256,8 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		dbs.Close()
 		return nil, nil, err
 	}
-	handler := api.Handler()
+	// The operators' console: static files in front of the API it calls.
+	handler := console.Mount(api.Handler())
 	if sim != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/sim/", http.StripPrefix("/sim", sim.Handler()))
