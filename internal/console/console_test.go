@@ -106,8 +106,8 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("HONGBAO_REQUIRE_BROWSER") == "1" {
-		t.Fatal("no chromium found and HONGBAO_REQUIRE_BROWSER=1: apt-get install -y chromium")
+	if os.Getenv("HONGBAO_REQUIRE_BROWSER") == "1" || os.Getenv("HONGBAO_SCREENSHOT_DIR") != "" {
+		t.Fatal("no chromium found and HONGBAO_REQUIRE_BROWSER=1 or HONGBAO_SCREENSHOT_DIR set: apt-get install -y chromium")
 	}
 	t.Skip("no chromium found (apt-get install -y chromium); HONGBAO_REQUIRE_BROWSER=1 makes this a failure")
 	return ""
@@ -375,6 +375,40 @@ func TestConsole(t *testing.T) {
 	for _, u := range users[1:4] {
 		s.must(200, "POST", "/v1/packets/"+packetID+"/grab", toks[u], "", nil)
 	}
+	// A few seconds of steady traffic for the charts: packets sent to the
+	// group and grabbed by four members, and transfers within a shard.
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	load.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st, p := s.call("POST", "/v1/packets", toks[owner], fmt.Sprint("load-", i), map[string]any{"kind": "lucky", "group": g["id"], "amount": "0.04", "shares": 4})
+			if st != 201 {
+				t.Errorf("load send: %d %v", st, p)
+				return
+			}
+			for _, u := range users[1:5] {
+				s.call("POST", "/v1/packets/"+p["id"].(string)+"/grab", toks[u], "", nil)
+			}
+			s.call("POST", "/v1/transfers", toks[owner], fmt.Sprint("load-t-", i), map[string]any{"to": users[2], "amount": "0.01"})
+		}
+	})
+	hbtest.WaitFor(t, 60*time.Second, "eight seconds of samples", func() bool {
+		_, ov := s.call("GET", "/v1/admin/overview", s.adm, "", nil)
+		rs, _ := ov["rates"].([]any)
+		return len(rs) >= 16
+	})
+	close(stop)
+	load.Wait()
+	hbtest.WaitFor(t, 30*time.Second, "every claim credited", func() bool {
+		_, ov := s.call("GET", "/v1/admin/overview", s.adm, "", nil)
+		c, _ := ov["claims"].(map[string]any)
+		return c != nil && c["waiting"] == float64(0)
+	})
 	today := time.Now().UTC().Format(time.DateOnly)
 	s.must(200, "POST", "/v1/admin/recon", s.adm, "", map[string]any{"day": today})
 

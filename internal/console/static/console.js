@@ -277,11 +277,11 @@
       s.appendChild(svg('polyline', { class: 'line', points: pts.join(' ') }));
     }
     var last = n > 0 ? points[n - 1][key] : null;
-    var mins = n > 1 ? Math.round((new Date(points[n - 1].at) - new Date(points[0].at)) / 60000) : 0;
+    var spanS = n > 1 ? (new Date(points[n - 1].at) - new Date(points[0].at)) / 1000 : 0;
     return el('section', { class: 'chart', id: id },
       el('div', { class: 'head' }, el('b', null, title), el('span', { class: 'now', id: id + '-now' }, rate(last))),
       s,
-      el('div', { class: 'axis' }, el('span', null, n > 1 ? mins + ' min ago' : 'sampling…'), el('span', null, 'peak ' + rate(maxV)), el('span', null, 'now')));
+      el('div', { class: 'axis' }, el('span', null, n > 1 ? age(spanS) + ' ago' : 'sampling…'), el('span', null, 'peak ' + rate(maxV)), el('span', null, 'now')));
   }
 
   function renderOverview(v, at) {
@@ -326,7 +326,7 @@
       chart('chart-sends', 'Packets sent', rates, 'sends'),
       chart('chart-transfers', 'Transfers', rates, 'transfers'));
 
-    page('Overview', banner, cards, el('h2', null, 'Per second, last ' + Math.max(1, Math.round(rates.length * (v.sample_seconds || 2) / 60)) + ' min'), charts,
+    page('Overview', banner, cards, el('h2', null, 'Per second over the last ' + age(rates.length * (v.sample_seconds || 2)) + ' (one point every ' + (v.sample_seconds || 2) + ' s)'), charts,
       el('p', { class: 'note', id: 'ov-updated' }, 'Figures as of ' + utc(v.at) + '; refreshed every ' + REFRESH_MS / 1000 + ' s (last fetch ' + hms(at) + ').'));
   }
 
