@@ -64,19 +64,22 @@ func FuzzPathsAndHeaders(f *testing.F) {
 	a := newAPI(f)
 	adm := token(f, httpapi.Claims{Admin: true})
 	_, tok := a.funded("20.00")
-	for _, s := range []string{"a\x00b", "a\xffb", "%00", "%ff", "..", "386833498809307136", "-1", "0", "9223372036854775808",
+	for _, s := range []string{"a\x00b", "a\xffb", "%00", "%ff", "..", "386833498809307136", "-1", "0", "9223372036854775808", "9223372036854775807",
 		"transfer:1:k", strings.Repeat("x", 600), "\u202e", "a/b", "?x=%00", "1e3", " 1"} {
 		f.Add(uint8(len(s)), s, "application/json")
 		f.Add(uint8(len(s)+1), s, "text/plain; charset=\xff")
 	}
 	routes := []string{"/v1/admin/transactions/%s", "/v1/packets/%s", "/v1/groups/%s", "/v1/groups/%s/members", "/v1/admin/wallets/%s",
 		"/v1/wallet/statement?cursor=%s", "/v1/admin/transactions?state=%s", "/v1/packets/sent?limit=%s", "/v1/groups/1/members?cursor=%s", "/v1/packets/received?cursor=%s",
-		"/v1/packets/%s/grab", "/v1/groups/%s/join", "/v1/transfers"}
+		"/v1/packets/%s/grab", "/v1/groups/%s/join", "/v1/transfers",
+		"/v1/admin/dead-letters/%s", "/v1/admin/dead-letters?cursor=%s", "/v1/admin/wallets/%s/statement", "/v1/admin/wallets/1/statement?cursor=%s",
+		"/v1/admin/recon?cursor=%s", "/v1/admin/transactions?older_than_seconds=%s", "/v1/admin/transactions?kind=%s",
+		"/v1/admin/transactions/%s/retry", "/v1/admin/dead-letters/%s/redrive"}
 	f.Fuzz(func(t *testing.T, which uint8, seg, ctype string) {
 		a := &api{t: t, srv: a.srv, sys: a.sys, s: a.s}
 		route := routes[int(which)%len(routes)]
 		method := "GET"
-		if strings.HasSuffix(route, "grab") || strings.HasSuffix(route, "join") || route == "/v1/transfers" {
+		if strings.HasSuffix(route, "grab") || strings.HasSuffix(route, "join") || strings.HasSuffix(route, "retry") || strings.HasSuffix(route, "redrive") || route == "/v1/transfers" {
 			method = "POST"
 		}
 		path := route

@@ -197,6 +197,8 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 		{"/v1/admin/recon", "post", "/v1/admin/recon", adm, "", map[string]any{"day": "2026-13-01"}},
 		{"/v1/admin/recon/{day}", "get", "/v1/admin/recon/" + today, adm, "", nil},
 		{"/v1/admin/recon", "get", "/v1/admin/recon?limit=5", adm, "", nil},
+		{"/v1/admin/recon", "get", "/v1/admin/recon?cursor=9223372036854775807", adm, "", nil},
+		{"/v1/admin/recon", "get", "/v1/admin/recon?cursor=x", adm, "", nil},
 		{"/v1/admin/recon/{day}", "get", "/v1/admin/recon/2001-01-01", adm, "", nil},
 		{"/v1/admin/recon/{day}/resolutions", "post", "/v1/admin/recon/" + today + "/resolutions", adm, "", map[string]any{"kind": "unknown_order", "order": "777", "note": "checked"}},
 		{"/v1/admin/recon/{day}/resolutions", "post", "/v1/admin/recon/" + today + "/resolutions", adm, "", map[string]any{"kind": "x", "order": "777", "note": "checked"}},

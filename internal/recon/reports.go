@@ -21,7 +21,7 @@ type Summary struct {
 // before (0: from the newest).
 func (r *Reconciler) Reports(ctx context.Context, before int64, limit int) ([]Summary, error) {
 	rows, err := r.o.DB.Query(ctx, `SELECT id, to_char(day, 'YYYY-MM-DD'), ran_at, unresolved, sound FROM recon_reports
-		WHERE $1 = 0 OR id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
+		WHERE $1::bigint = 0 OR id < $1::bigint ORDER BY id DESC LIMIT $2`, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("recon: list reports: %w", err)
 	}
