@@ -514,6 +514,23 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("formats = %q, want %q", formats, want)
 	}
 
+	// The page's policy holds in the browser: an inline script does not
+	// run, and the console reports the violation.
+	if !eval[bool](b, `(function(){var s=document.createElement('script');s.textContent='window.inlineRan=1';document.body.appendChild(s);return window.inlineRan===undefined})()`) {
+		t.Fatal("an inline script ran despite the Content-Security-Policy")
+	}
+	hbtest.WaitFor(t, 10*time.Second, "the violation reported", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for i, e := range b.errors {
+			if strings.Contains(e, "Content-Security-Policy blocked") {
+				b.errors = append(b.errors[:i], b.errors[i+1:]...)
+				return true
+			}
+		}
+		return false
+	})
+
 	// The stuck transaction is listed red; "retry now" commits it.
 	b.run("list unfinished", chromedp.Navigate(base+"/console/#/transactions?unfinished=true"))
 	b.until("the stuck transaction listed", fmt.Sprintf(`!!document.querySelector('tr.bad[data-gid=%s]')`, js(stuckGID)))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -191,6 +192,32 @@ func TestAuthentication(t *testing.T) {
 	}
 	if r := a.do("GET", "/v1/wallet", token(t, httpapi.Claims{Admin: true}), "", nil); r.status != 403 {
 		t.Fatalf("admin on a user route: %d %s", r.status, r.raw)
+	}
+	// Every operators' route, the console's included, refuses a user token.
+	var doc struct {
+		Paths map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(a.must(a.do("GET", "/openapi.json", "", "", nil), 200).raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	admin := 0
+	for p, ops := range doc.Paths {
+		if !strings.HasPrefix(p, "/v1/admin/") {
+			continue
+		}
+		path := regexp.MustCompile(`\{[a-z]+\}`).ReplaceAllString(p, "1")
+		if strings.Contains(p, "{day}") {
+			path = strings.Replace(p, "{day}", "2026-01-01", 1)
+		}
+		for m := range ops {
+			admin++
+			if r := a.do(strings.ToUpper(m), path, tok, "k", nil); r.status != 403 || r.code() != "forbidden" {
+				t.Errorf("user token on %s %s: %d %s", m, path, r.status, r.raw)
+			}
+		}
+	}
+	if admin < 25 {
+		t.Fatalf("only %d admin operations in the document", admin)
 	}
 	if got := a.balance(tok); got != "10.00/0.00" {
 		t.Fatalf("balance %s", got)

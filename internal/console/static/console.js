@@ -653,6 +653,12 @@
 
   window.HB = { yuan: yuan, yuanFromFen: yuanFromFen, utc: utc, age: age, count: count, clean: clean };
 
+  // A blocked resource or script would fail silently: say so (the browser
+  // tests fail on any console error).
+  document.addEventListener('securitypolicyviolation', function (e) {
+    console.error('Content-Security-Policy blocked ' + e.blockedURI + ' (' + e.violatedDirective + ')');
+  });
+
   document.addEventListener('DOMContentLoaded', function () {
     app = document.getElementById('app');
     nav = document.getElementById('nav');
