@@ -3,10 +3,12 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
 	"hongbao/internal/bus"
+	"hongbao/internal/dtx"
 	"hongbao/internal/httpapi"
 	"hongbao/internal/ledger"
 )
@@ -95,11 +97,25 @@ func (o operations) Overview(ctx context.Context) (httpapi.Overview, error) {
 	n := o.n
 	var v httpapi.Overview
 	v.At = time.Now().UTC()
+	v.Problems = []string{}
+	// A figure that cannot be read is -1 and named in Problems: the rest
+	// of the overview still shows (a database down is when it matters).
+	failed := func(what string, err error) {
+		n.o.Logger.Warn("overview figure unavailable", "figure", what, "err", err)
+		v.Problems = append(v.Problems, what+" could not be read")
+	}
+	// Each figure has its own deadline: one part that hangs costs only
+	// its own figure.
+	bounded := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+	fctx, cancel := bounded()
+	defer func() { cancel() }()
 	var oldest time.Time
 	for _, set := range n.Sets {
-		k, at, err := set.Overdue(ctx, v.At)
+		k, at, err := set.Overdue(fctx, v.At)
 		if err != nil {
-			return v, err
+			failed(fmt.Sprintf("claims of packet set %d", set.Number()), err)
+			v.Claims.Waiting, oldest = -1, time.Time{}
+			break
 		}
 		v.Claims.Waiting += k
 		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
@@ -110,23 +126,30 @@ func (o operations) Overview(ctx context.Context) (httpapi.Overview, error) {
 		v.Claims.OldestSeconds = max(0, v.At.Sub(oldest).Seconds())
 	}
 	var err error
-	if v.DeadLetters.Total, v.DeadLetters.NotRedriven, err = n.Bus.DeadCounts(ctx); err != nil {
-		return v, err
+	next := func() context.Context {
+		cancel()
+		fctx, cancel = bounded()
+		return fctx
 	}
-	if v.Transactions, err = n.Coord.Count(ctx, 5*time.Minute); err != nil {
-		return v, err
+	if v.DeadLetters.Total, v.DeadLetters.NotRedriven, err = n.Bus.DeadCounts(next()); err != nil {
+		failed("dead letters", err)
+		v.DeadLetters.Total, v.DeadLetters.NotRedriven = -1, -1
 	}
-	if v.Deliveries.Pending, v.Deliveries.GivenUp, err = n.Webhooks.DeliveryCounts(ctx); err != nil {
-		return v, err
+	if v.Transactions, err = n.Coord.Count(next(), 5*time.Minute); err != nil {
+		failed("global transactions", err)
+		v.Transactions = dtx.Counts{Pending: -1, InRecovery: -1, Stuck: -1}
 	}
-	if v.Orders.Unknown, err = n.Payments.CountUnknown(ctx); err != nil {
-		return v, err
+	if v.Deliveries.Pending, v.Deliveries.GivenUp, err = n.Webhooks.DeliveryCounts(next()); err != nil {
+		failed("webhook deliveries", err)
+		v.Deliveries.Pending, v.Deliveries.GivenUp = -1, -1
 	}
-	rs, err := n.Recon.Reports(ctx, 0, 1)
-	if err != nil {
-		return v, err
+	if v.Orders.Unknown, err = n.Payments.CountUnknown(next()); err != nil {
+		failed("payment orders", err)
+		v.Orders.Unknown = -1
 	}
-	if len(rs) == 1 {
+	if rs, err := n.Recon.Reports(next(), 0, 1); err != nil {
+		failed("reconciliation reports", err)
+	} else if len(rs) == 1 {
 		v.Recon = &rs[0]
 	}
 	v.SampleSeconds = n.samples.every.Seconds()

@@ -80,3 +80,26 @@ func TestDeadLetterRedriveAppliesOnce(t *testing.T) {
 		t.Fatalf("overview = %+v", v.DeadLetters)
 	}
 }
+
+// With NATS down the overview still answers: the dead letters are -1 and
+// named as a problem, every other figure is read.
+func TestOverviewWithNATSDown(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), -1, time.Second)
+	defer sys.Close()
+	ops := operations{sys}
+	if v, err := ops.Overview(t.Context()); err != nil || len(v.Problems) != 0 || v.DeadLetters.Total != 0 {
+		t.Fatalf("overview = %+v, %v", v, err)
+	}
+	if err := sys.Bus.StopServer(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ops.Overview(t.Context())
+	if err := sys.Bus.StartServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || v.DeadLetters.Total != -1 || v.DeadLetters.NotRedriven != -1 || len(v.Problems) != 1 || v.Problems[0] != "dead letters could not be read" ||
+		v.Transactions.Pending != 0 || v.Claims.Waiting != 0 {
+		t.Fatalf("overview with NATS down = %+v, %v", v, err)
+	}
+}

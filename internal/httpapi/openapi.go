@@ -124,6 +124,7 @@ var (
 	when     = map[string]any{"type": "string", "format": "date-time"}
 	count    = map[string]any{"type": "integer", "minimum": 0}
 	number   = map[string]any{"type": "number", "minimum": 0}
+	figure   = map[string]any{"type": "integer", "minimum": -1, "description": "a count; -1 when it could not be read (see problems)"}
 	day      = map[string]any{"type": "string", "format": "date", "description": "a day, YYYY-MM-DD (UTC)"}
 	greeting = map[string]any{"type": "string", "maxLength": 64, "description": "one line of visible text, at most 64 characters"}
 )
@@ -207,16 +208,16 @@ var schemas = map[string]any{
 		"repaired": count, "unresolved": count, "sound": boolean},
 		"id", "day", "ran_at", "channel", "ours", "differences", "checks", "repaired", "unresolved", "sound"),
 	"ReportSummary": obj(map[string]any{"id": bigID, "day": day, "ran_at": when, "unresolved": count, "sound": boolean}, "id", "day", "ran_at", "unresolved", "sound"),
-	"Overview": obj(map[string]any{"at": when,
-		"claims":         obj(map[string]any{"waiting": count, "oldest_seconds": number}, "waiting", "oldest_seconds"),
-		"dead_letters":   obj(map[string]any{"total": count, "not_redriven": count}, "total", "not_redriven"),
-		"transactions":   obj(map[string]any{"pending": count, "in_recovery": count, "stuck": count}, "pending", "in_recovery", "stuck"),
-		"deliveries":     obj(map[string]any{"pending": count, "given_up": count}, "pending", "given_up"),
-		"orders":         obj(map[string]any{"unknown": count}, "unknown"),
+	"Overview": obj(map[string]any{"at": when, "problems": arrayOf(str),
+		"claims":         obj(map[string]any{"waiting": figure, "oldest_seconds": number}, "waiting", "oldest_seconds"),
+		"dead_letters":   obj(map[string]any{"total": figure, "not_redriven": figure}, "total", "not_redriven"),
+		"transactions":   obj(map[string]any{"pending": figure, "in_recovery": figure, "stuck": figure}, "pending", "in_recovery", "stuck"),
+		"deliveries":     obj(map[string]any{"pending": figure, "given_up": figure}, "pending", "given_up"),
+		"orders":         obj(map[string]any{"unknown": figure}, "unknown"),
 		"recon":          nullable(ref("ReportSummary")),
 		"sample_seconds": number,
 		"rates":          arrayOf(obj(map[string]any{"at": when, "grabs": number, "sends": number, "transfers": number}, "at", "grabs", "sends", "transfers"))},
-		"at", "claims", "dead_letters", "transactions", "deliveries", "orders", "recon", "sample_seconds", "rates"),
+		"at", "problems", "claims", "dead_letters", "transactions", "deliveries", "orders", "recon", "sample_seconds", "rates"),
 	"Credit": obj(map[string]any{"key": str, "user": userID, "amount": amount, "kind": str, "from": str}, "key", "user", "amount", "kind", "from"),
 	"DeadLetter": obj(map[string]any{"seq": count, "subject": str, "origin": str, "at": when, "redriven": count, "redriven_at": when,
 		"credits": arrayOf(ref("Credit")), "payload": str, "size": count}, "seq", "subject", "origin", "at", "redriven", "size"),

@@ -24,9 +24,11 @@ type Operations interface {
 	Redrive(ctx context.Context, seq uint64) (DeadLetter, error)
 }
 
-// Overview is the figures an on-call operator looks at first.
+// Overview is the figures an on-call operator looks at first. A figure
+// that could not be read is -1, and Problems says which.
 type Overview struct {
-	At time.Time `json:"at"`
+	At       time.Time `json:"at"`
+	Problems []string  `json:"problems"`
 	// Claims (and refunds) committed and not yet seen credited, and the
 	// age of the oldest of them in seconds.
 	Claims struct {

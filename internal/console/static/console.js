@@ -285,18 +285,19 @@
   }
 
   function renderOverview(v, at) {
-    var needs = [];
+    // A figure of -1 could not be read: that needs a person too.
+    var needs = (v.problems || []).slice();
     var oldest = v.claims.oldest_seconds;
-    var claimsAlert = v.claims.waiting > 0 && oldest > OLDEST_CLAIM_ALERT_S;
-    if (claimsAlert) needs.push('claims have waited ' + age(oldest) + ' for credit');
-    var deadAlert = v.dead_letters.not_redriven > 0;
-    if (deadAlert) needs.push(count(v.dead_letters.not_redriven) + ' dead letter(s) not re-driven');
-    var txAlert = v.transactions.in_recovery > 0 || v.transactions.stuck > 0;
-    if (txAlert) needs.push(count(v.transactions.in_recovery) + ' global transaction(s) in recovery, ' + count(v.transactions.stuck) + ' stuck over 5 min');
-    var hookAlert = v.deliveries.given_up > 0;
-    if (hookAlert) needs.push(count(v.deliveries.given_up) + ' webhook deliveries given up');
-    var orderAlert = v.orders.unknown > 0;
-    if (orderAlert) needs.push(count(v.orders.unknown) + ' payment order(s) in an unknown state');
+    var claimsAlert = v.claims.waiting < 0 || (v.claims.waiting > 0 && oldest > OLDEST_CLAIM_ALERT_S);
+    if (claimsAlert && v.claims.waiting > 0) needs.push('claims have waited ' + age(oldest) + ' for credit');
+    var deadAlert = v.dead_letters.not_redriven !== 0;
+    if (v.dead_letters.not_redriven > 0) needs.push(count(v.dead_letters.not_redriven) + ' dead letter(s) not re-driven');
+    var txAlert = v.transactions.in_recovery !== 0 || v.transactions.stuck !== 0;
+    if (txAlert && v.transactions.pending >= 0) needs.push(count(v.transactions.in_recovery) + ' global transaction(s) in recovery, ' + count(v.transactions.stuck) + ' stuck over 5 min');
+    var hookAlert = v.deliveries.given_up !== 0;
+    if (v.deliveries.given_up > 0) needs.push(count(v.deliveries.given_up) + ' webhook deliveries given up');
+    var orderAlert = v.orders.unknown !== 0;
+    if (v.orders.unknown > 0) needs.push(count(v.orders.unknown) + ' payment order(s) in an unknown state');
     var rc = v.recon;
     var reconAlert = !!rc && !rc.sound;
     if (reconAlert) needs.push('the last reconciliation (' + rc.day + ') is not sound: ' + rc.unresolved + ' unresolved');
