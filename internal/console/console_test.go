@@ -583,6 +583,13 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("wallet shows %q, want balance %s", f, bal)
 	}
 	b.shot("console-wallet.png")
+	// The statement pages: the next page starts where the first ended.
+	firstPage := b.text("#statement-table tbody")
+	b.run("older entries", chromedp.Click(chromedp.ID("statement-older")))
+	b.until("the second page", `!!document.getElementById('statement-newest')`)
+	if second := b.text("#statement-table tbody"); second == firstPage || second == "" {
+		t.Fatal("the second statement page is the first one again")
+	}
 
 	// Dead letters: the garbage is shown as text; the parked credit is
 	// re-driven, twice, and applied once.
