@@ -535,6 +535,11 @@ func TestConsole(t *testing.T) {
 	b.run("list unfinished", chromedp.Navigate(base+"/console/#/transactions?unfinished=true"))
 	b.until("the stuck transaction listed", fmt.Sprintf(`!!document.querySelector('tr.bad[data-gid=%s]')`, js(stuckGID)))
 	b.shot("console-transactions.png")
+	// The filters: no saga is unfinished; older than an hour, none either.
+	b.run("filter sagas", chromedp.SetValue(chromedp.ID("f-kind"), "saga"), chromedp.Click(chromedp.ID("tx-apply")))
+	b.until("no saga listed", `!!document.getElementById('tx-empty') && location.hash.indexOf('kind=saga') >= 0`)
+	b.run("filter old ones", chromedp.Navigate(base+"/console/#/transactions?unfinished=true&older_than_seconds=3600"))
+	b.until("none an hour old", `!!document.getElementById('tx-empty')`)
 	b.run("open it", chromedp.Navigate(base+"/console/#/transactions/"+url.PathEscape(stuckGID)))
 	b.until("its detail", `!!document.getElementById('retry-now')`)
 	if le := b.text("#tx-fields"); !strings.Contains(le, "confirm refused (test fault)") || !strings.Contains(le, "confirming") {
