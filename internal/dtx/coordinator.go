@@ -523,7 +523,15 @@ func (c *Coordinator) transition(ctx context.Context, r *record, to State, reaso
 	if to.Final() {
 		finished = &now
 	}
-	n, err := c.log.exec(ctx, `UPDATE dtx_global SET state = $3, reason = $4, updated_at = $5, finished_at = $6, next_attempt = $5
+	// A final state is written after every branch acknowledged: losing it
+	// in a crash only makes recovery repeat phase 2, so its commit does not
+	// wait for the disk. Every other state must be durable before anything
+	// of it is done.
+	exec := c.log.exec
+	if to.Final() {
+		exec = c.log.execLazy
+	}
+	n, err := exec(ctx, `UPDATE dtx_global SET state = $3, reason = $4, updated_at = $5, finished_at = $6, next_attempt = $5
 		WHERE gid = $1 AND owner = $2 AND state = $7`, r.gid, c.o.ID, string(to), reason, now, finished, string(r.state))
 	if err != nil {
 		return fmt.Errorf("dtx: log %s -> %s: %w", r.gid, to, err)

@@ -133,7 +133,7 @@ func (a Account) String() string {
 // Options configure a shard.
 type Options struct {
 	Shard int
-	// Stripes per system account (default 16, at most 1024).
+	// Stripes per system account (default 64, at most 1024).
 	Stripes int
 	// MaxBalance bounds a user's balance plus what is on its way in, for
 	// money the user is given by choice (deposits, transfers). Credits of
@@ -162,7 +162,7 @@ type Ledger struct {
 // account stripes exist.
 func New(ctx context.Context, db *pgxpool.Pool, opts Options) (*Ledger, error) {
 	if opts.Stripes == 0 {
-		opts.Stripes = 16
+		opts.Stripes = 64
 	}
 	if opts.Stripes < 1 || opts.Stripes > stripeSpan {
 		return nil, fmt.Errorf("ledger: stripes %d out of range 1..%d", opts.Stripes, stripeSpan)
