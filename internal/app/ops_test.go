@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"hongbao/internal/bus"
+	"hongbao/internal/dtx"
 	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/money"
+	"hongbao/internal/packet"
 	"hongbao/internal/pgtest"
 )
 
@@ -101,5 +103,34 @@ func TestOverviewWithNATSDown(t *testing.T) {
 	if err != nil || v.DeadLetters.Total != -1 || v.DeadLetters.NotRedriven != -1 || len(v.Problems) != 1 || v.Problems[0] != "dead letters could not be read" ||
 		v.Transactions.Pending != 0 || v.Claims.Waiting != 0 {
 		t.Fatalf("overview with NATS down = %+v, %v", v, err)
+	}
+}
+
+// The overview counts a transfer and a send once: a replay of the same
+// key answers the stored result and is not counted again (nor paid again).
+func TestOverviewCountsReplaysOnce(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), -1, time.Second)
+	defer sys.Close()
+	ctx := t.Context()
+	p := newParty(t, sys, 1, 1_000)
+	to := p.members[0]
+	transfers, sends := sys.Flows.Transfers.Load(), sys.Flows.Sends.Load()
+	for range 3 {
+		if r, err := sys.Flows.Transfer(ctx, "overview-t", p.sender, to, 300); err != nil || r.Outcome != dtx.OutcomeCommitted {
+			t.Fatalf("transfer = %+v, %v", r, err)
+		}
+		if _, _, err := sys.Flows.SendPacket(ctx, "overview-s", packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: 200, Shares: 1}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sys.Flows.Transfers.Load() - transfers; got != 1 {
+		t.Fatalf("transfers counted %d, want 1", got)
+	}
+	if got := sys.Flows.Sends.Load() - sends; got != 1 {
+		t.Fatalf("sends counted %d, want 1", got)
+	}
+	if b := balance(t, sys, p.sender); b != 500 {
+		t.Fatalf("sender balance = %s, want 5.00 (one transfer, one packet)", b)
 	}
 }

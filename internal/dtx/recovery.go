@@ -128,18 +128,24 @@ func (c *Coordinator) claim(ctx context.Context, n int) ([]*record, error) {
 	rows, err := c.db.Query(ctx, `UPDATE dtx_global SET owner = $1, lease_until = $2
 		WHERE gid IN (SELECT gid FROM dtx_global WHERE finished_at IS NULL AND next_attempt <= $3 AND lease_until <= $3
 		              ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)
-		RETURNING gid, kind, state, branches, try_deadline, attempts, reason`, c.o.ID, now.Add(c.o.Lease), now, n)
+		RETURNING `+leasedCols, c.o.ID, now.Add(c.o.Lease), now, n)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*record, error) {
-		var r record
-		var branches []byte
-		if err := row.Scan(&r.gid, &r.kind, &r.state, &branches, &r.tryDeadline, &r.attempts, &r.reason); err != nil {
-			return nil, err
-		}
-		return &r, json.Unmarshal(branches, &r.branches)
-	})
+	return pgx.CollectRows(rows, scanLeased)
+}
+
+// leasedCols are what a driver needs of a transaction it leased; scanLeased
+// reads them into a record.
+const leasedCols = `gid, kind, state, branches, try_deadline, attempts, reason`
+
+func scanLeased(row pgx.CollectableRow) (*record, error) {
+	var r record
+	var branches []byte
+	if err := row.Scan(&r.gid, &r.kind, &r.state, &branches, &r.tryDeadline, &r.attempts, &r.reason); err != nil {
+		return nil, err
+	}
+	return &r, json.Unmarshal(branches, &r.branches)
 }
 
 // Global is a global transaction as operators see it.

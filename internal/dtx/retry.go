@@ -2,7 +2,6 @@ package dtx
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -24,18 +23,11 @@ func (c *Coordinator) Retry(ctx context.Context, gid string) (Global, error) {
 	now := c.o.Now()
 	rows, err := c.db.Query(ctx, `UPDATE dtx_global SET owner = $1, lease_until = $2
 		WHERE gid = $3 AND finished_at IS NULL AND lease_until <= $4
-		RETURNING gid, kind, state, branches, try_deadline, attempts, reason`, c.o.ID, now.Add(c.o.Lease), gid, now)
+		RETURNING `+leasedCols, c.o.ID, now.Add(c.o.Lease), gid, now)
 	if err != nil {
 		return Global{}, fmt.Errorf("dtx: retry %s: %w", gid, err)
 	}
-	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*record, error) {
-		var r record
-		var branches []byte
-		if err := row.Scan(&r.gid, &r.kind, &r.state, &branches, &r.tryDeadline, &r.attempts, &r.reason); err != nil {
-			return nil, err
-		}
-		return &r, json.Unmarshal(branches, &r.branches)
-	})
+	recs, err := pgx.CollectRows(rows, scanLeased)
 	if err != nil {
 		return Global{}, fmt.Errorf("dtx: retry %s: %w", gid, err)
 	}

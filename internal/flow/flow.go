@@ -140,7 +140,7 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		To     int64        `json:"to"`
 		Amount money.Amount `json:"amount"`
 	}{to, amount}
-	res, err := once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
+	return once(ctx, f.requests, from, key, "transfer", req, &struct{}{}, func(ctx context.Context, fresh bool) (dtx.Result, bool, error) {
 		gid := fmt.Sprintf("transfer:%d:%s", from, key)
 		if fresh {
 			if err := f.settled(from, to); err != nil {
@@ -168,12 +168,18 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 		ctx, cancel := detached(ctx)
 		defer cancel()
 		res, err := f.Coord.Run(ctx, TransferSpec(f.Ledgers, gid, from, to, amount))
+		f.count(&f.Transfers, fresh, res, err)
 		return res, res.Outcome != dtx.OutcomePending, err
 	})
-	if err == nil && res.Outcome != dtx.OutcomeCancelled {
-		f.Transfers.Add(1)
+}
+
+// count adds one to an overview counter for a request that started its
+// work (a replay of a stored answer, or a retry of one under way, is not
+// counted again) and was not cancelled.
+func (f *Flows) count(n *atomic.Int64, fresh bool, res dtx.Result, err error) {
+	if fresh && err == nil && res.Outcome != dtx.OutcomeCancelled {
+		n.Add(1)
 	}
-	return res, err
 }
 
 // DepositResult is what an operator's deposit did.
@@ -390,6 +396,7 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 		dctx, cancel := detached(ctx)
 		defer cancel()
 		res, err := f.Coord.Run(dctx, SendSpec(f.Ledgers, gid, p))
+		f.count(&f.Sends, fresh, res, err)
 		if err != nil {
 			return SendResult{}, false, err
 		}
@@ -409,9 +416,6 @@ func (f *Flows) SendPacket(ctx context.Context, key string, p packet.Packet, exp
 	})
 	if err != nil {
 		return p, dtx.Result{}, err
-	}
-	if r.Result.Outcome != dtx.OutcomeCancelled {
-		f.Sends.Add(1)
 	}
 	return r.Packet, r.Result, nil
 }
