@@ -1,7 +1,9 @@
 package app
 
 import (
+	"cmp"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -114,23 +116,35 @@ func TestOverviewCountsReplaysOnce(t *testing.T) {
 	defer sys.Close()
 	ctx := t.Context()
 	p := newParty(t, sys, 1, 1_000)
-	to := p.members[0]
+	// One recipient on the sender's shard (a local move), one on the other
+	// (a global transaction): both paths count once.
+	var local, remote int64
+	for local == 0 || remote == 0 {
+		u := nextUser.Add(1)
+		if sys.Ledgers.Table.Of(u) == sys.Ledgers.Table.Of(p.sender) {
+			local = cmp.Or(local, u)
+		} else {
+			remote = cmp.Or(remote, u)
+		}
+	}
 	transfers, sends := sys.Flows.Transfers.Load(), sys.Flows.Sends.Load()
 	for range 3 {
-		if r, err := sys.Flows.Transfer(ctx, "overview-t", p.sender, to, 300); err != nil || r.Outcome != dtx.OutcomeCommitted {
-			t.Fatalf("transfer = %+v, %v", r, err)
+		for i, to := range []int64{local, remote} {
+			if r, err := sys.Flows.Transfer(ctx, fmt.Sprint("overview-t", i), p.sender, to, 150); err != nil || r.Outcome != dtx.OutcomeCommitted {
+				t.Fatalf("transfer to %d = %+v, %v", to, r, err)
+			}
 		}
 		if _, _, err := sys.Flows.SendPacket(ctx, "overview-s", packet.Packet{Kind: packet.Lucky, Sender: p.sender, Group: p.group, Amount: 200, Shares: 1}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := sys.Flows.Transfers.Load() - transfers; got != 1 {
-		t.Fatalf("transfers counted %d, want 1", got)
+	if got := sys.Flows.Transfers.Load() - transfers; got != 2 {
+		t.Fatalf("transfers counted %d, want 2", got)
 	}
 	if got := sys.Flows.Sends.Load() - sends; got != 1 {
 		t.Fatalf("sends counted %d, want 1", got)
 	}
 	if b := balance(t, sys, p.sender); b != 500 {
-		t.Fatalf("sender balance = %s, want 5.00 (one transfer, one packet)", b)
+		t.Fatalf("sender balance = %s, want 5.00 (two transfers, one packet)", b)
 	}
 }

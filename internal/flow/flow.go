@@ -155,7 +155,9 @@ func (f *Flows) Transfer(ctx context.Context, key string, from, to int64, amount
 			if err != nil {
 				return definite(gid, err)
 			}
-			return dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}, true, nil
+			res := dtx.Result{GID: gid, Outcome: dtx.OutcomeCommitted, State: dtx.Committed}
+			f.count(&f.Transfers, fresh, res, nil)
+			return res, true, nil
 		}
 		// Across shards, a wallet already too full to take it is refused up
 		// front too (409 balance_limit, the key stays free), not cancelled
