@@ -298,7 +298,9 @@ func TestSlotMigrationCrashes(t *testing.T) {
 		if s := migrationSum(t, sys); s != 0 {
 			t.Fatalf("%s: migration account sums to %s", step, s)
 		}
-		// The wallets work again where they are.
+		// The wallets work again where they are, once the node's table has
+		// heard that the move is over (until then it says retry).
+		hbtest.WaitFor(t, 30*time.Second, "the routing table done with the move", func() bool { return !sys.Ledgers.Table.Moving(movers[0]) })
 		if _, err := sys.Flows.Transfer(ctx, "crash-t-"+step, movers[0], movers[1], 1); err != nil {
 			t.Fatal(err)
 		}

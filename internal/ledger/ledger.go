@@ -278,29 +278,6 @@ func idempotent[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any
 	return res, false, nil
 }
 
-// once runs fn once per operation. Called as a branch of a global
-// transaction, the participant barrier row (written first, in the same
-// transaction) is the guard, and the ops row is not needed: a repeat or an
-// empty cancel is answered by skipped. Otherwise the key row in ops is the
-// guard (see idempotent).
-func once[T any](ctx context.Context, tx pgx.Tx, key, kind string, req any, user *int64, branch *dtx.BranchRef, op dtx.Op,
-	fn func() (T, error), skipped func(dtx.Verdict) (T, error)) (T, bool, error) {
-	if branch == nil {
-		return idempotent(ctx, tx, key, kind, req, user, fn)
-	}
-	var zero T
-	v, err := dtx.Barrier(ctx, tx, *branch, op)
-	if err != nil {
-		return zero, false, err
-	}
-	if v == dtx.Run {
-		res, err := fn()
-		return res, false, err
-	}
-	res, err := skipped(v)
-	return res, true, err
-}
-
 func requestHash(kind string, req any) ([]byte, error) { return idempotency.Digest(kind, req) }
 
 // inTx runs fn in a transaction of the shard.

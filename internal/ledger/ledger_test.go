@@ -217,73 +217,88 @@ func TestHoldPostVoid(t *testing.T) {
 	mustCheck(t, l)
 }
 
+// The participant's barrier, call by call: repeats answer as before, an
+// empty cancel fences off its late try, a refused try leaves nothing.
 func TestBarrierBranches(t *testing.T) {
 	t.Parallel()
 	l, _ := newLedger(t)
 	ctx := t.Context()
 	deposit(t, l, 1, 1000)
-	ref := func(gid string) *dtx.BranchRef { return &dtx.BranchRef{GID: gid, Branch: "1"} }
+	p := l.Participant()
+	call := func(gid string, op dtx.Op, action string, amount money.Amount, account ledger.Account) error {
+		return p.Do(ctx, dtx.Call{GID: gid, Branch: "1", Op: op, Payload: ledger.Payload(action, 1, amount, account)})
+	}
+	hold := func(gid string, op dtx.Op, amount money.Amount) error {
+		return call(gid, op, ledger.ActionHold, amount, ledger.ClearingPackets)
+	}
 
 	// Normal: try, repeated try, confirm, repeated confirm.
-	if _, err := l.Hold(ctx, ledger.HoldRequest{Key: "g1-h", User: 1, Amount: 100, Branch: ref("g1")}); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := l.Hold(ctx, ledger.HoldRequest{Key: "g1-h", User: 1, Amount: 100, Branch: ref("g1")}); err != nil || !r.Replayed {
-		t.Fatalf("repeated try = %+v, %v", r, err)
-	}
 	for range 2 {
-		if _, err := l.Post(ctx, ledger.PostRequest{Key: "g1-p", HoldKey: "g1-h", To: ledger.ClearingPackets, Amount: 100, Branch: ref("g1")}); err != nil {
+		if err := hold("g1", dtx.OpTry, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantWallet(t, l, 1, 1000, 100)
+	for range 2 {
+		if err := hold("g1", dtx.OpConfirm, 100); err != nil {
 			t.Fatal(err)
 		}
 	}
 	wantWallet(t, l, 1, 900, 0)
 
 	// Empty cancel: cancel before any try succeeds and changes nothing;
-	// the late try is refused (anti-hanging).
-	v, err := l.Void(ctx, ledger.VoidRequest{Key: "g2-v", HoldKey: "g2-h", Branch: ref("g2")})
-	if err != nil || !v.Empty {
-		t.Fatalf("empty cancel = %+v, %v", v, err)
+	// the late try is refused (anti-hanging), definitely.
+	if err := hold("g2", dtx.OpCancel, 100); err != nil {
+		t.Fatalf("empty cancel: %v", err)
 	}
-	if _, err := l.Hold(ctx, ledger.HoldRequest{Key: "g2-h", User: 1, Amount: 100, Branch: ref("g2")}); !errors.Is(err, dtx.ErrTryAfterCancel) {
+	if err := hold("g2", dtx.OpTry, 100); !errors.Is(err, dtx.ErrTryAfterCancel) || !dtx.IsFailure(err) {
 		t.Fatalf("try after cancel err = %v", err)
 	}
-	if r, err := l.Void(ctx, ledger.VoidRequest{Key: "g2-v", HoldKey: "g2-h", Branch: ref("g2")}); err != nil || !r.Replayed || r.Released != 0 {
-		t.Fatalf("repeated empty cancel = %+v, %v", r, err)
+	if err := hold("g2", dtx.OpCancel, 100); err != nil {
+		t.Fatalf("repeated empty cancel: %v", err)
 	}
 	wantWallet(t, l, 1, 900, 0)
 
 	// Try then cancel releases; cancel again is a no-op.
-	if _, err := l.Hold(ctx, ledger.HoldRequest{Key: "g3-h", User: 1, Amount: 300, Branch: ref("g3")}); err != nil {
+	if err := hold("g3", dtx.OpTry, 300); err != nil {
 		t.Fatal(err)
 	}
 	wantWallet(t, l, 1, 900, 300)
-	if v, err := l.Void(ctx, ledger.VoidRequest{Key: "g3-v", HoldKey: "g3-h", Branch: ref("g3")}); err != nil || v.Released != 300 {
-		t.Fatalf("cancel = %+v, %v", v, err)
+	for range 2 {
+		if err := hold("g3", dtx.OpCancel, 300); err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
 	}
-	if _, err := l.Void(ctx, ledger.VoidRequest{Key: "g3-v-again", HoldKey: "g3-h", Branch: ref("g3")}); err != nil {
-		t.Fatalf("second cancel with another key: %v", err)
+	wantWallet(t, l, 1, 900, 0)
+	// A confirm of a hold voided is refused for good.
+	if err := hold("g3", dtx.OpConfirm, 300); !errors.Is(err, ledger.ErrHoldResolved) || !dtx.IsFailure(err) {
+		t.Fatalf("confirm after cancel err = %v", err)
+	}
+
+	// A try that fails (no money) leaves no barrier row: its cancel is
+	// empty, and the same try with money later still runs.
+	if err := hold("g4", dtx.OpTry, 5000); !errors.Is(err, ledger.ErrInsufficientFunds) || !dtx.IsFailure(err) {
+		t.Fatalf("try err = %v", err)
+	}
+	if err := hold("g4", dtx.OpCancel, 5000); err != nil {
+		t.Fatalf("cancel after failed try: %v", err)
 	}
 	wantWallet(t, l, 1, 900, 0)
 
-	// A try that fails (no money) leaves no barrier row: its cancel is empty.
-	if _, err := l.Hold(ctx, ledger.HoldRequest{Key: "g4-h", User: 1, Amount: 5000, Branch: ref("g4")}); !errors.Is(err, ledger.ErrInsufficientFunds) {
-		t.Fatalf("try err = %v", err)
-	}
-	if v, err := l.Void(ctx, ledger.VoidRequest{Key: "g4-v", HoldKey: "g4-h", Branch: ref("g4")}); err != nil || !v.Empty {
-		t.Fatalf("cancel after failed try = %+v, %v", v, err)
-	}
-
-	// Saga action and compensation on Transfer.
-	sref := ref("g5")
-	if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "g5-a", From: 1, To: ledger.ClearingGroups, Amount: 50, Kind: ledger.KindDebit, Branch: sref, Op: dtx.OpTry}); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if _, err := l.Transfer(ctx, ledger.TransferRequest{Key: "g5-c", From: ledger.ClearingGroups, To: 1, Amount: 50, Kind: ledger.KindRefund, Branch: sref, Op: dtx.OpCancel}); err != nil {
+	// Saga action and compensation, each repeated.
+	for _, op := range []dtx.Op{dtx.OpTry, dtx.OpTry, dtx.OpCancel, dtx.OpCancel} {
+		if err := call("g5", op, ledger.ActionDebit, 50, ledger.ClearingGroups); err != nil {
 			t.Fatal(err)
 		}
 	}
 	wantWallet(t, l, 1, 900, 0)
+	if err := call("g6", dtx.OpTry, ledger.ActionDebit, 901, ledger.ClearingGroups); !errors.Is(err, ledger.ErrInsufficientFunds) || !dtx.IsFailure(err) {
+		t.Fatalf("debit of more than the wallet err = %v", err)
+	}
+	// An action the ledger does not take is a definite failure.
+	if err := call("g7", dtx.OpConfirm, ledger.ActionDebit, 1, ledger.ClearingGroups); !errors.Is(err, ledger.ErrInvalid) || !dtx.IsFailure(err) {
+		t.Fatalf("saga confirm err = %v", err)
+	}
 	mustCheck(t, l)
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/money"
 	"hongbao/internal/shard"
@@ -38,10 +37,6 @@ type TransferRequest struct {
 	Amount money.Amount `json:"amount"`
 	// Kind of posting (KindTransfer when empty).
 	Kind string `json:"kind"`
-	// Branch, when set, runs the participant barrier for a saga action
-	// (dtx.OpTry) or its compensation (dtx.OpCancel) in the same transaction.
-	Branch *dtx.BranchRef `json:"-"`
-	Op     dtx.Op         `json:"-"`
 	// Reserved: the receiving user's room for Amount was reserved at try
 	// (Reserve); this transfer uses it up and is not refused for the limit.
 	Reserved bool `json:"-"`
@@ -58,9 +53,7 @@ type TransferResult struct {
 	Amount      money.Amount `json:"amount"`
 	FromBalance money.Amount `json:"from_balance"`
 	ToBalance   money.Amount `json:"to_balance"`
-	// Empty: a compensation with no action before it; nothing moved.
-	Empty    bool `json:"empty,omitempty"`
-	Replayed bool `json:"-"`
+	Replayed    bool         `json:"-"`
 }
 
 // Transfer moves money between two accounts of the shard. A user's
@@ -105,7 +98,7 @@ func (l *Ledger) transferIn(ctx context.Context, tx pgx.Tx, req TransferRequest)
 	if !req.From.IsUser() {
 		user = int64(req.To)
 	}
-	res, replayed, err := once(ctx, tx, req.Key, "transfer", req, &user, req.Branch, req.Op, func() (TransferResult, error) {
+	res, replayed, err := idempotent(ctx, tx, req.Key, "transfer", req, &user, func() (TransferResult, error) {
 		m := move{kind: req.Kind, ref: req.Key, from: l.row(req.From, req.Key), to: l.row(req.To, req.Key), amount: int64(req.Amount),
 			capped: req.Kind == KindDeposit || req.Kind == KindTransfer, peer: req.Peer}
 		if req.Reserved {
@@ -119,8 +112,6 @@ func (l *Ledger) transferIn(ctx context.Context, tx pgx.Tx, req TransferRequest)
 			return TransferResult{}, err
 		}
 		return TransferResult{PostingID: p.id, Amount: req.Amount, FromBalance: money.Amount(p.debitBalance), ToBalance: money.Amount(p.creditBalance)}, nil
-	}, func(v dtx.Verdict) (TransferResult, error) {
-		return TransferResult{Amount: req.Amount, Empty: v == dtx.EmptyCancel}, nil
 	})
 	res.Replayed = replayed
 	return res, err
@@ -258,8 +249,7 @@ type HoldRequest struct {
 	Amount money.Amount `json:"amount"`
 	// ExpiresAt, when set, lets ExpireHolds void the hold after it. Holds
 	// that are TCC branches usually leave it zero: the coordinator resolves them.
-	ExpiresAt time.Time      `json:"expires_at"`
-	Branch    *dtx.BranchRef `json:"-"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // HoldResult describes a hold.
@@ -293,7 +283,7 @@ func (l *Ledger) HoldIn(ctx context.Context, tx pgx.Tx, req HoldRequest) (HoldRe
 		return HoldResult{}, fmt.Errorf("hold: %w: amount %s must be positive", ErrInvalid, req.Amount)
 	}
 	user := req.User
-	res, replayed, err := once(ctx, tx, req.Key, "hold", req, &user, req.Branch, dtx.OpTry, func() (HoldResult, error) {
+	res, replayed, err := idempotent(ctx, tx, req.Key, "hold", req, &user, func() (HoldResult, error) {
 		var expires *time.Time
 		if !req.ExpiresAt.IsZero() {
 			expires = &req.ExpiresAt
@@ -322,10 +312,6 @@ func (l *Ledger) HoldIn(ctx context.Context, tx pgx.Tx, req HoldRequest) (HoldRe
 			return HoldResult{}, err
 		}
 		return HoldResult{HoldID: id, Amount: req.Amount, Available: money.Amount(available)}, nil
-	}, func(dtx.Verdict) (HoldResult, error) {
-		r := HoldResult{Amount: req.Amount}
-		err := tx.QueryRow(ctx, `SELECT id FROM holds WHERE key = $1`, req.Key).Scan(&r.HoldID)
-		return r, err
 	})
 	res.Replayed = replayed
 	return res, err
@@ -334,12 +320,11 @@ func (l *Ledger) HoldIn(ctx context.Context, tx pgx.Tx, req HoldRequest) (HoldRe
 // PostRequest settles a hold (TCC confirm): Amount (at most the held amount)
 // moves to To, the rest is released.
 type PostRequest struct {
-	Key     string         `json:"-"`
-	HoldKey string         `json:"hold_key"`
-	To      Account        `json:"to"`
-	Amount  money.Amount   `json:"amount"`
-	Branch  *dtx.BranchRef `json:"-"`
-	Peer    int64          `json:"-"` // the user on the other side, for statements
+	Key     string       `json:"-"`
+	HoldKey string       `json:"hold_key"`
+	To      Account      `json:"to"`
+	Amount  money.Amount `json:"amount"`
+	Peer    int64        `json:"-"` // the user on the other side, for statements
 	// Kind of posting (KindHoldPost when empty).
 	Kind string `json:"kind,omitempty"`
 }
@@ -391,7 +376,7 @@ func (l *Ledger) PostIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostRe
 
 func (l *Ledger) postIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostResult, error) {
 	var user int64
-	res, replayed, err := once(ctx, tx, req.Key, "post", req, &user, req.Branch, dtx.OpConfirm, func() (PostResult, error) {
+	res, replayed, err := idempotent(ctx, tx, req.Key, "post", req, &user, func() (PostResult, error) {
 		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "posted", int64(req.Amount))
 		if errors.Is(err, errResolvedSo) {
 			return PostResult{HoldID: h.id, Posted: req.Amount}, nil // done before, maybe on the shard the wallet came from
@@ -410,25 +395,22 @@ func (l *Ledger) postIn(ctx context.Context, tx pgx.Tx, req PostRequest) (PostRe
 			return PostResult{}, err
 		}
 		return PostResult{HoldID: h.id, PostingID: p.id, Posted: req.Amount, Released: money.Amount(h.amount) - req.Amount}, nil
-	}, func(dtx.Verdict) (PostResult, error) { return PostResult{Posted: req.Amount}, nil })
+	})
 	res.Replayed = replayed
 	return res, err
 }
 
 // VoidRequest releases a hold (TCC cancel).
 type VoidRequest struct {
-	Key     string         `json:"-"`
-	HoldKey string         `json:"hold_key"`
-	Branch  *dtx.BranchRef `json:"-"`
+	Key     string `json:"-"`
+	HoldKey string `json:"hold_key"`
 }
 
 // VoidResult describes a voided hold.
 type VoidResult struct {
 	HoldID   int64        `json:"hold_id"`
 	Released money.Amount `json:"released"`
-	// Empty: a TCC cancel that found no try (empty rollback); nothing changed.
-	Empty    bool `json:"empty,omitempty"`
-	Replayed bool `json:"-"`
+	Replayed bool         `json:"-"`
 }
 
 // Void releases a hold once.
@@ -448,7 +430,7 @@ func (l *Ledger) Void(ctx context.Context, req VoidRequest) (VoidResult, error) 
 // VoidIn is Void inside the caller's transaction on this shard's database.
 func (l *Ledger) VoidIn(ctx context.Context, tx pgx.Tx, req VoidRequest) (VoidResult, error) {
 	var user int64
-	res, replayed, err := once(ctx, tx, req.Key, "void", req, &user, req.Branch, dtx.OpCancel, func() (VoidResult, error) {
+	res, replayed, err := idempotent(ctx, tx, req.Key, "void", req, &user, func() (VoidResult, error) {
 		h, err := l.resolve(ctx, tx, req.HoldKey, req.Key, "voided", 0)
 		if errors.Is(err, errResolvedSo) {
 			return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil // done before, maybe on the shard the wallet came from
@@ -461,7 +443,7 @@ func (l *Ledger) VoidIn(ctx context.Context, tx pgx.Tx, req VoidRequest) (VoidRe
 			return VoidResult{}, err
 		}
 		return VoidResult{HoldID: h.id, Released: money.Amount(h.amount)}, nil
-	}, func(v dtx.Verdict) (VoidResult, error) { return VoidResult{Empty: v == dtx.EmptyCancel}, nil })
+	})
 	res.Replayed = replayed
 	return res, err
 }
