@@ -148,3 +148,48 @@ func TestOverviewCountsReplaysOnce(t *testing.T) {
 		t.Fatalf("sender balance = %s, want 5.00 (two transfers, one packet)", b)
 	}
 }
+
+// An answer lost in a crash (it is committed without waiting for the
+// disk) leaves the key's record without one: a replay runs the transfer
+// again, which answers the same, applies nothing twice, and stores it.
+func TestLostAnswerReplaysOnce(t *testing.T) {
+	t.Parallel()
+	sys := startNode(t, pgtest.Opener(t), t.TempDir(), -1, time.Second)
+	defer sys.Close()
+	ctx := t.Context()
+	p := newParty(t, sys, 1, 1_000)
+	var local, remote int64
+	for local == 0 || remote == 0 {
+		u := nextUser.Add(1)
+		if sys.Ledgers.Table.Of(u) == sys.Ledgers.Table.Of(p.sender) {
+			local = cmp.Or(local, u)
+		} else {
+			remote = cmp.Or(remote, u)
+		}
+	}
+	db := sys.Ledgers.For(p.sender).DB()
+	for i, to := range []int64{local, remote} {
+		key := fmt.Sprint("lost-answer-", i)
+		first, err := sys.Flows.Transfer(ctx, key, p.sender, to, 100)
+		if err != nil || first.Outcome != dtx.OutcomeCommitted {
+			t.Fatalf("transfer to %d = %+v, %v", to, first, err)
+		}
+		if tag, err := db.Exec(ctx, `UPDATE request_keys SET status = NULL, response = NULL WHERE user_id = $1 AND key = $2`, p.sender, key); err != nil || tag.RowsAffected() != 1 {
+			t.Fatalf("lose the answer: %v, %v", tag, err)
+		}
+		again, err := sys.Flows.Transfer(ctx, key, p.sender, to, 100)
+		if err != nil || again != first {
+			t.Fatalf("replay = %+v, %v; first %+v", again, err, first)
+		}
+		var status *int
+		if err := db.QueryRow(ctx, `SELECT status FROM request_keys WHERE user_id = $1 AND key = $2`, p.sender, key).Scan(&status); err != nil || status == nil || *status != 200 {
+			t.Fatalf("answer stored again: %v, %v", status, err)
+		}
+		if b := balance(t, sys, to); b != 100 {
+			t.Fatalf("receiver %d has %s, want 1.00", to, b)
+		}
+	}
+	if b := balance(t, sys, p.sender); b != 800 {
+		t.Fatalf("sender balance = %s, want 8.00", b)
+	}
+}

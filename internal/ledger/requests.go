@@ -69,10 +69,16 @@ func (l *Ledger) ClaimRequest(ctx context.Context, r Request) (stored Request, f
 }
 
 // FinishRequest stores the final answer of a request, once: a later answer
-// never replaces the first.
+// never replaces the first. Its commit does not wait for the disk: an
+// answer lost in a crash leaves the record without one, and a replay then
+// runs the operation again, which is idempotent and answers the same (the
+// global transaction's log, the ledger's own key), and stores it.
 func (l *Ledger) FinishRequest(ctx context.Context, user int64, key string, status int, response json.RawMessage) error {
-	_, err := l.db.Exec(ctx, `UPDATE request_keys SET status = $3, response = $4 WHERE user_id = $1 AND key = $2 AND status IS NULL`,
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`) // local to this implicit transaction
+	b.Queue(`UPDATE request_keys SET status = $3, response = $4 WHERE user_id = $1 AND key = $2 AND status IS NULL`,
 		user, key, status, response)
+	err := l.db.SendBatch(ctx, b).Close()
 	if err != nil {
 		return fmt.Errorf("store answer of request key %q of user %d: %w", key, user, err)
 	}
