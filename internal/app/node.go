@@ -781,13 +781,10 @@ func (n *Node) collectors() []prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	sum := func(f func(*packet.Set) int64) func() float64 {
-		return func() float64 {
-			var t int64
-			for _, set := range n.Sets {
-				t += f(set)
-			}
-			return float64(t)
-		}
+		return func() float64 { return float64(total(n.Sets, f)) }
+	}
+	sumLedgers := func(f func(*ledger.Ledger) int64) func() float64 {
+		return func() float64 { return float64(total(n.Ledgers.Shards, f)) }
 	}
 	cs := []prometheus.Collector{
 		counter("hongbao_grabs_total", "Claims committed by the grab engines.", sum(func(s *packet.Set) int64 { return s.Grabs.Load() })),
@@ -800,13 +797,9 @@ func (n *Node) collectors() []prometheus.Collector {
 			}
 			return float64(t)
 		}),
-		counter("hongbao_credits_applied_total", "Credits (red packet claims and refunds) applied to wallets.", func() float64 {
-			var t int64
-			for _, l := range n.Ledgers.Shards {
-				t += l.CreditsApplied.Load()
-			}
-			return float64(t)
-		}),
+		counter("hongbao_credits_applied_total", "Credits (red packet claims and refunds) applied to wallets.", sumLedgers(func(l *ledger.Ledger) int64 { return l.CreditsApplied.Load() })),
+		counter("hongbao_ledger_branch_calls_total", "Global transaction branch calls run by the ledger shards.", sumLedgers(func(l *ledger.Ledger) int64 { return l.BranchCalls.Load() })),
+		counter("hongbao_ledger_branch_batches_total", "Batches (one statement and one local transaction each) the branch calls ran in; calls per batch is the batching.", sumLedgers(func(l *ledger.Ledger) int64 { return l.BranchBatches.Load() })),
 		counter("hongbao_dead_letters_total", "Credits and messages parked on a dead-letter subject (alert on any).", func() float64 {
 			t := n.DeadCredits.Load()
 			for _, c := range n.Credits {
@@ -923,4 +916,13 @@ func (c *creditLag) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(uncredited, prometheus.GaugeValue, float64(total))
 	ch <- prometheus.MustNewConstMetric(uncreditedAge, prometheus.GaugeValue, age)
+}
+
+// total adds up a counter of each of xs.
+func total[T any](xs []T, f func(T) int64) int64 {
+	var t int64
+	for _, x := range xs {
+		t += f(x)
+	}
+	return t
 }

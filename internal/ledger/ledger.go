@@ -156,6 +156,10 @@ type Ledger struct {
 	Days *days.Keeper
 	now  func() time.Time
 	log  *slog.Logger
+	// batches runs the participant's calls together (batch.go);
+	// BranchBatches counts the batches, BranchCalls the calls in them.
+	batches                    branchBatcher
+	BranchBatches, BranchCalls atomic.Int64
 }
 
 // New opens a shard on a migrated database and makes sure the system

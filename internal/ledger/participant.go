@@ -12,7 +12,6 @@ import (
 	"hongbao/internal/dtx"
 	"hongbao/internal/events"
 	"hongbao/internal/money"
-	"hongbao/internal/shard"
 )
 
 // Branch actions the ledger takes part in global transactions with.
@@ -77,7 +76,10 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 	if !ok || p.User <= 0 || p.Amount <= 0 || p.Amount > money.Max {
 		return dtx.Fail(fmt.Errorf("%w: ledger branch %+v", ErrInvalid, p))
 	}
-	err := l.branch(ctx, c, p, sys)
+	bc, err := l.newBranchCall(c, p, sys)
+	if err == nil {
+		err = l.runBranch(ctx, bc)
+	}
 	if err != nil && !errors.Is(err, errUnknownAction) {
 		err = fmt.Errorf("ledger shard %d: %s %s of %s for user %d (%s): %w", l.shard, p.Action, c.Op, p.Amount, p.User, c.Ref(), refusal(err))
 	}
@@ -97,73 +99,6 @@ func TransferEvent(id string, from, to int64, amount money.Amount, at time.Time)
 // errUnknownAction: a branch payload with an action the ledger does not
 // take, or not in this phase.
 var errUnknownAction = fmt.Errorf("%w: unknown ledger action", ErrInvalid)
-
-// branch runs a branch call as one statement (the functions of
-// sql/007_branches.sql): the barrier and the money change in one round
-// trip and one local transaction. A refusal comes back as its error, with
-// nothing kept.
-func (l *Ledger) branch(ctx context.Context, c dtx.Call, p BranchPayload, sys Account) error {
-	holdKey := c.GID + "/" + c.Branch + "/hold"
-	var err error
-	switch {
-	case p.Action == ActionHold && c.Op == dtx.OpTry:
-		_, err = l.db.Exec(ctx, `SELECT hb_hold_try($1, $2, $3, $4, $5)`, c.GID, c.Branch, holdKey, p.User, int64(p.Amount))
-	case p.Action == ActionHold && c.Op == dtx.OpConfirm:
-		_, err = l.db.Exec(ctx, `SELECT hb_hold_confirm($1, $2, $3, $4, $5, $6, $7, $8)`,
-			c.GID, c.Branch, c.Key(), holdKey, l.row(sys, c.Key()), int64(p.Amount), p.Peer, l.now())
-	case p.Action == ActionHold && c.Op == dtx.OpCancel:
-		_, err = l.db.Exec(ctx, `SELECT hb_hold_cancel($1, $2, $3, $4, $5)`, c.GID, c.Branch, c.Key(), holdKey, l.now())
-	case p.Action == ActionReceive && c.Op == dtx.OpTry:
-		if p.Amount > money.Amount(l.maxBalance) {
-			return fmt.Errorf("%w: %s is above the maximum balance %s", ErrBalanceLimit, p.Amount, money.Amount(l.maxBalance))
-		}
-		_, err = l.db.Exec(ctx, `SELECT hb_receive_try($1, $2, $3, $4, $5, $6)`, c.GID, c.Branch, p.User, int64(p.Amount), l.maxBalance, shard.SlotOf(p.User))
-	case p.Action == ActionReceive && c.Op == dtx.OpConfirm:
-		e := TransferEvent("transfer.received:"+c.GID, p.Peer, p.User, p.Amount, l.now())
-		_, err = l.db.Exec(ctx, `SELECT hb_receive_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			c.GID, c.Branch, c.Key(), l.row(sys, c.Key()), p.User, int64(p.Amount), p.Peer, shard.SlotOf(p.User),
-			e.ID, e.Kind, e.Conversation, string(e.Payload), e.At)
-	case p.Action == ActionReceive && c.Op == dtx.OpCancel:
-		_, err = l.db.Exec(ctx, `SELECT hb_receive_cancel($1, $2, $3, $4)`, c.GID, c.Branch, p.User, int64(p.Amount))
-	case p.Action == ActionDebit && c.Op == dtx.OpTry:
-		err = l.sagaStep(ctx, c, KindDebit, User(p.User), sys, p.Amount, nil)
-	case p.Action == ActionDebit && c.Op == dtx.OpCancel:
-		var ev *events.Event
-		if sys == ClearingGroups { // a paid entry refused: its fee comes back
-			e := events.New("group.entry_refunded:"+c.GID, events.EntryRefunded, events.UserConversation(p.User), p.User,
-				map[string]any{"user": p.User, "amount": p.Amount}, l.now())
-			ev = &e
-		}
-		err = l.sagaStep(ctx, c, KindRefund, sys, User(p.User), p.Amount, ev)
-	case p.Action == ActionCredit && c.Op == dtx.OpTry:
-		err = l.sagaStep(ctx, c, KindSettle, sys, User(p.User), p.Amount, nil)
-	case p.Action == ActionCredit && c.Op == dtx.OpCancel:
-		err = l.sagaStep(ctx, c, KindRefund, User(p.User), sys, p.Amount, nil)
-	default:
-		return fmt.Errorf("%w %q in %s", errUnknownAction, p.Action, c.Op)
-	}
-	return err
-}
-
-// sagaStep is a saga step (try) or its compensation (cancel): one posting
-// from one account to the other under the call's key, with its event.
-func (l *Ledger) sagaStep(ctx context.Context, c dtx.Call, kind string, from, to Account, amount money.Amount, ev *events.Event) error {
-	var slot *int
-	if to.IsUser() {
-		s := shard.SlotOf(int64(to))
-		slot = &s
-	}
-	var id, evKind, conv, payload *string
-	var evUser *int64
-	var at *time.Time
-	if ev != nil {
-		p := string(ev.Payload)
-		id, evKind, conv, evUser, payload, at = &ev.ID, &ev.Kind, &ev.Conversation, &ev.User, &p, &ev.At
-	}
-	_, err := l.db.Exec(ctx, `SELECT hb_saga_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		c.GID, c.Branch, string(c.Op), kind, c.Key(), l.row(from, c.Key()), l.row(to, c.Key()), int64(amount), slot, id, evKind, conv, evUser, payload, at)
-	return err
-}
 
 // refusal names the error a branch function raised by its code (see
 // sql/007_branches.sql); any other error stays as it is.
