@@ -128,6 +128,8 @@ type NodeOptions struct {
 	Every time.Duration
 	// TxRetention keeps finished global transactions this long (default 7 days).
 	TxRetention time.Duration
+	// AnswerEarly: see dtx.Options.AnswerEarly.
+	AnswerEarly bool
 	// SlotDrainWait bounds a slot migration's wait for the moving wallets'
 	// holds to resolve; SlotHook is the migrations' test hook.
 	SlotDrainWait time.Duration
@@ -284,7 +286,7 @@ func StartNode(ctx context.Context, open OpenDB, o NodeOptions) (*Node, error) {
 		return nil, err
 	}
 	n.Coord = dtx.New(dpool, dtx.Options{Identity: o.NodeID, Participants: flow.Participants(n.Ledgers, n.Groups, n.Sets),
-		Retention: o.TxRetention, Logger: o.Logger, MinBackoff: o.TxBackoff, MaxBackoff: o.TxBackoff, Hook: o.TxHook})
+		Retention: o.TxRetention, AnswerEarly: o.AnswerEarly, Logger: o.Logger, MinBackoff: o.TxBackoff, MaxBackoff: o.TxBackoff, Hook: o.TxHook})
 	n.Flows = flow.New(n.Coord, n.Ledgers, n.Groups, n.Sets, o.Limits, o.MaxAmount)
 	po := o.Payments
 	po.Channel, po.Secret, po.Shards, po.ShardOf, po.Logger = o.Channel, o.ChannelSecret, n.Ledgers.Shards, n.Ledgers.Table.Of, o.Logger

@@ -36,6 +36,7 @@ type ServeConfig struct {
 	Timeout      time.Duration
 	MaxBody      int64
 	TxRetention  time.Duration
+	AnswerEarly  bool
 	NodeID       string
 	NatsReplicas int
 	LogFormat    string // text or json
@@ -84,6 +85,7 @@ func (c *ServeConfig) Bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.QueryAfter, "channel-query-after", c.envDuration("HONGBAO_CHANNEL_QUERY_AFTER", 10*time.Second), "first wait before asking the channel about an order it has not answered definitely; doubles up to 5 min (HONGBAO_CHANNEL_QUERY_AFTER)")
 	fs.DurationVar(&c.ReconAfter, "recon-after", c.envDuration("HONGBAO_RECON_AFTER", time.Hour), "reconcile yesterday this long after midnight UTC; 0 turns the schedule off (HONGBAO_RECON_AFTER)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.envDuration("HONGBAO_LEASE_TTL", 6*time.Second), "how long a node that died keeps its packet sets before another node takes them (HONGBAO_LEASE_TTL)")
+	fs.BoolVar(&c.AnswerEarly, "answer-early", c.envBool("HONGBAO_ANSWER_EARLY", false), "answer a cross-shard transfer or a send committed once its decision is on disk, its confirms going on in the background: lower latency, the receiver credited a moment later (HONGBAO_ANSWER_EARLY)")
 	fs.DurationVar(&c.TxRetention, "tx-retention", c.envDuration("HONGBAO_TX_RETENTION", 7*24*time.Hour), "how long finished global transactions are kept (HONGBAO_TX_RETENTION)")
 }
 
@@ -241,7 +243,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	}
 	ch := channel.NewClient(chURL, chSecret, public+"/v1/channel/notify")
 	sys, err := StartNode(ctx, dbs.Open, NodeOptions{LedgerShards: cfg.LedgerShards, PacketSets: cfg.PacketSets,
-		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, NodeID: nodeID,
+		NatsURL: cfg.NatsURL, NatsReplicas: cfg.NatsReplicas, BusDir: busDir, TxRetention: cfg.TxRetention, AnswerEarly: cfg.AnswerEarly, NodeID: nodeID,
 		MaxAmount: cfg.MaxAmount, MaxBalance: cfg.MaxBalance, Logger: log,
 		Channel: ch, ChannelSecret: chSecret, ReconAfter: cfg.ReconAfter, URL: public, LeaseTTL: cfg.LeaseTTL,
 		Payments: payment.Options{Limits: cfg.Limits, TopUpTTL: cfg.TopUpTTL, QueryAfter: cfg.QueryAfter}})

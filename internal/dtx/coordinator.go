@@ -124,6 +124,14 @@ type Options struct {
 	Retention time.Duration
 	// LogFlushers group-commit the log concurrently.
 	LogFlushers int
+	// AnswerEarly answers a TCC's caller committed as soon as its
+	// confirming state is on disk (the outcome is fixed then: every
+	// confirm is repeated until it succeeds); the confirms go on in the
+	// background, under the driver's lease, and recovery finishes them if
+	// this process dies. The caller may then read the receiving wallet a
+	// moment before the money is on it. Off: Run returns after every
+	// confirm acknowledged.
+	AnswerEarly bool
 	Now         func() time.Time
 	Logger      *slog.Logger
 	// Hook is called at every step boundary with its name; an error stops
@@ -174,6 +182,7 @@ type Coordinator struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	early  sync.WaitGroup // confirms after an early answer (Options.AnswerEarly)
 	// orphans are transactions this coordinator stopped driving but could
 	// not hand over to recovery (the log was down): their leases are ended
 	// as soon as the log answers again, instead of at lease end.
@@ -294,17 +303,22 @@ func (c *Coordinator) Run(ctx context.Context, s Spec) (Result, error) {
 		if errors.Is(err, ErrCrash) {
 			return res, err
 		}
-		// The log holds the transaction: whatever stopped this driver,
-		// recovery finishes it. Hand it over now rather than at lease end.
-		if !errors.Is(err, errLeaseLost) {
-			if serr := c.schedule(context.WithoutCancel(ctx), r, err.Error()); serr != nil {
-				c.orphan(r.gid) // the log was unreachable: hand it over when it is back
-			}
-		}
-		c.slog.Info("global transaction left pending", "gid", r.gid, "state", r.state, "err", err)
+		c.leaveToRecovery(ctx, r, err)
 		return c.pending(r), nil
 	}
 	return res, nil
+}
+
+// leaveToRecovery hands a transaction whose driver stopped on err to
+// recovery: the log holds it, so recovery finishes it; handing it over now
+// saves waiting for the lease to end.
+func (c *Coordinator) leaveToRecovery(ctx context.Context, r *record, err error) {
+	if !errors.Is(err, errLeaseLost) {
+		if serr := c.schedule(context.WithoutCancel(ctx), r, err.Error()); serr != nil {
+			c.orphan(r.gid) // the log was unreachable: hand it over when it is back
+		}
+	}
+	c.slog.Info("global transaction left pending", "gid", r.gid, "state", r.state, "err", err)
 }
 
 // drive moves a transaction on until it is final or must wait for a retry.
@@ -327,6 +341,10 @@ func (c *Coordinator) drive(ctx context.Context, r *record, recovered bool) (Res
 			}
 			if err := c.transition(ctx, r, next, reason); err != nil {
 				return c.pending(r), err
+			}
+			if next == Confirming && c.o.AnswerEarly && !recovered {
+				c.confirmLater(ctx, r)
+				return Result{GID: r.gid, Outcome: OutcomeCommitted, State: Confirming}, nil
 			}
 
 		case r.state == Trying && r.kind == Saga:
@@ -357,6 +375,19 @@ func (c *Coordinator) drive(ctx context.Context, r *record, recovered bool) (Res
 			}
 		}
 	}
+}
+
+// confirmLater drives a transaction whose confirming state is on disk to
+// its end in the background (Close waits for it). A failure leaves it to
+// recovery, as it would in the foreground.
+func (c *Coordinator) confirmLater(ctx context.Context, r *record) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.Lease)
+	c.early.Go(func() {
+		defer cancel()
+		if _, err := c.drive(ctx, r, false); err != nil && !errors.Is(err, ErrCrash) {
+			c.leaveToRecovery(ctx, r, err)
+		}
+	})
 }
 
 // Outcome is what a caller hears of a transaction in state s.

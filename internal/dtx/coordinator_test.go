@@ -521,3 +521,57 @@ func TestRestartTakesOverItsOwnLeases(t *testing.T) {
 	bk.want(t, from, to, 900, 100)
 	bk.check(t)
 }
+
+// With AnswerEarly the caller hears committed once confirming is on disk:
+// the confirms run on in the background, and when they cannot finish,
+// recovery does, exactly once. A refused try is still answered cancelled.
+func TestAnswerEarly(t *testing.T) {
+	t.Parallel()
+	bk := newBank(t)
+	var down atomic.Bool
+	b := flaky{p: bk.b.Participant(), fault: func(c dtx.Call) string {
+		if c.Op == dtx.OpConfirm && down.Load() {
+			return "refuse"
+		}
+		return ""
+	}}
+	o := fastOptions(map[string]dtx.Participant{"a": bk.a.Participant(), "b": b})
+	o.AnswerEarly = true
+	c := dtx.New(pgtest.NewDB(t, dtxSchema), o)
+	ctx := t.Context()
+
+	from, to := bk.pair(t, 1000)
+	res, err := c.Run(ctx, transfer("early-1", from, to, 300))
+	if err != nil || res.Outcome != dtx.OutcomeCommitted || res.State != dtx.Confirming {
+		t.Fatalf("run = %+v, %v; want committed while confirming", res, err)
+	}
+	if g := waitFinal(t, c, "early-1"); g.State != dtx.Committed {
+		t.Fatalf("early-1 ended %+v", g)
+	}
+	bk.want(t, from, to, 700, 300)
+
+	// The receiver's shard answers no confirm: committed all the same, and
+	// recovery finishes it once the shard is back.
+	down.Store(true)
+	res, err = c.Run(ctx, transfer("early-2", from, to, 200))
+	if err != nil || res.Outcome != dtx.OutcomeCommitted {
+		t.Fatalf("run with confirms failing = %+v, %v", res, err)
+	}
+	hbtest.WaitFor(t, 10*time.Second, "the failed confirms handed to recovery", func() bool {
+		g, _ := c.Get(ctx, "early-2")
+		return g.Attempts >= 1 && g.State == dtx.Confirming
+	})
+	down.Store(false)
+	c.Start(ctx)
+	if g := waitFinal(t, c, "early-2"); g.State != dtx.Committed {
+		t.Fatalf("early-2 ended %+v", g)
+	}
+	bk.want(t, from, to, 500, 500)
+
+	if res, err := c.Run(ctx, transfer("early-3", from, to, 501)); err != nil || res.Outcome != dtx.OutcomeCancelled || res.State != dtx.Cancelled {
+		t.Fatalf("run without funds = %+v, %v", res, err)
+	}
+	c.Close() // waits for every confirm in the background
+	bk.want(t, from, to, 500, 500)
+	bk.check(t)
+}

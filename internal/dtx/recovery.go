@@ -118,6 +118,7 @@ func (c *Coordinator) Close() {
 	if cancel != nil {
 		cancel()
 	}
+	c.early.Wait() // they write the log: before it closes
 	c.wg.Wait()
 	c.log.close()
 }
