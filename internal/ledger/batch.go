@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -133,7 +134,8 @@ func (l *Ledger) drainBranches() {
 	}
 }
 
-// runBatch runs calls in one hb_branches statement. Every call that posts
+// runBatch runs calls in one hb_branches statement and answers each
+// call at its index. Every call that posts
 // to or from a system account uses one stripe, picked for the batch: a
 // batch locks one row of each system account, not one per call.
 func (l *Ledger) runBatch(batch []*branchCall) []error {
@@ -142,6 +144,12 @@ func (l *Ledger) runBatch(batch []*branchCall) []error {
 	l.BranchBatches.Add(1)
 	l.BranchCalls.Add(int64(len(batch)))
 	stripe := int64(rand.IntN(l.stripes))
+	// In wallet order (calls on one wallet keep their order: a try before
+	// its cancel): a wallet a call creates is then inserted in the same
+	// order by every batch, so two batches never wait on each other's new
+	// rows in a cycle either.
+	// The batch is sorted in place: errs follow its new order.
+	slices.SortStableFunc(batch, func(a, b *branchCall) int { return cmp.Compare(a.user, b.user) })
 	n := len(batch)
 	ops, gids, branches, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	users, amounts, rows, peers := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
