@@ -143,7 +143,12 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	}
 	// Over the storm's own length: a packet sold out early ends it early.
 	rep.CreditsPerSec = float64(appliedAtEnd) / rep.Engine.Elapsed.Seconds()
-	hotClaims := int64(rep.Engine.Ops) + 1 // and the warm-up grab
+	// The claims the storm committed, read from the packet's set: a grab
+	// still in flight when the run ended may have committed uncounted.
+	var hotClaims int64
+	if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE packet_id = $1 AND packet_at = $2`, hot.ID, hot.CreatedAt).Scan(&hotClaims); err != nil {
+		return err
+	}
 	rep.CreditLagAtEnd = hotClaims - appliedAtEnd
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  %d claims not yet credited when the storm ended\n", "credits applied during the storm", rep.CreditsPerSec, rep.CreditLagAtEnd)
 	// The drain: until every claim of the storm is credited, before the
