@@ -121,7 +121,15 @@ func TestMigrationsThroughTheAPI(t *testing.T) {
 	if got := a.balance(tok); got != "5.00/0.00" {
 		t.Fatalf("wallet after the move: %s", got)
 	}
-	a.must(a.do("POST", "/v1/transfers", tok, "after-move", map[string]any{"to": u + 1, "amount": "1.00"}), 200)
+	// Until the node's routing table hears of the end, it answers 503 retry,
+	// and a client asks again with the same key.
+	hbtest.WaitFor(t, 30*time.Second, "the transfer after the move taken", func() bool {
+		r := a.do("POST", "/v1/transfers", tok, "after-move", map[string]any{"to": u + 1, "amount": "1.00"})
+		if r.status != 503 {
+			a.must(r, 200)
+		}
+		return r.status == 200
+	})
 	st := a.must(a.do("GET", "/v1/wallet/statement", tok, "", nil), 200)
 	es := st.body["entries"].([]any)
 	if len(es) != 2 || es[0].(map[string]any)["shard"] != float64(1-from) || es[1].(map[string]any)["shard"] != float64(from) {
