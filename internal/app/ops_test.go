@@ -118,15 +118,7 @@ func TestOverviewCountsReplaysOnce(t *testing.T) {
 	p := newParty(t, sys, 1, 1_000)
 	// One recipient on the sender's shard (a local move), one on the other
 	// (a global transaction): both paths count once.
-	var local, remote int64
-	for local == 0 || remote == 0 {
-		u := nextUser.Add(1)
-		if sys.Ledgers.Table.Of(u) == sys.Ledgers.Table.Of(p.sender) {
-			local = cmp.Or(local, u)
-		} else {
-			remote = cmp.Or(remote, u)
-		}
-	}
+	local, remote := localAndRemote(sys, p.sender)
 	transfers, sends := sys.Flows.Transfers.Load(), sys.Flows.Sends.Load()
 	for range 3 {
 		for i, to := range []int64{local, remote} {
@@ -158,15 +150,7 @@ func TestLostAnswerReplaysOnce(t *testing.T) {
 	defer sys.Close()
 	ctx := t.Context()
 	p := newParty(t, sys, 1, 1_000)
-	var local, remote int64
-	for local == 0 || remote == 0 {
-		u := nextUser.Add(1)
-		if sys.Ledgers.Table.Of(u) == sys.Ledgers.Table.Of(p.sender) {
-			local = cmp.Or(local, u)
-		} else {
-			remote = cmp.Or(remote, u)
-		}
-	}
+	local, remote := localAndRemote(sys, p.sender)
 	db := sys.Ledgers.For(p.sender).DB()
 	for i, to := range []int64{local, remote} {
 		key := fmt.Sprint("lost-answer-", i)
@@ -192,4 +176,18 @@ func TestLostAnswerReplaysOnce(t *testing.T) {
 	if b := balance(t, sys, p.sender); b != 800 {
 		t.Fatalf("sender balance = %s, want 8.00", b)
 	}
+}
+
+// localAndRemote are two fresh users: one whose wallet is on user's shard,
+// one on another shard.
+func localAndRemote(sys *Node, user int64) (local, remote int64) {
+	for local == 0 || remote == 0 {
+		u := nextUser.Add(1)
+		if sys.Ledgers.Table.Of(u) == sys.Ledgers.Table.Of(user) {
+			local = cmp.Or(local, u)
+		} else {
+			remote = cmp.Or(remote, u)
+		}
+	}
+	return local, remote
 }

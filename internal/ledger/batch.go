@@ -134,10 +134,10 @@ func (l *Ledger) drainBranches() {
 	}
 }
 
-// runBatch runs calls in one hb_branches statement and answers each
-// call at its index. Every call that posts
-// to or from a system account uses one stripe, picked for the batch: a
-// batch locks one row of each system account, not one per call.
+// runBatch runs calls in one hb_branches statement. It sorts batch in
+// place, and answers each call at its index in the sorted order. Every call
+// that posts to or from a system account uses one stripe, picked for the
+// batch: a batch locks one row of each system account, not one per call.
 func (l *Ledger) runBatch(batch []*branchCall) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), branchBatchTimeout)
 	defer cancel()
@@ -148,7 +148,6 @@ func (l *Ledger) runBatch(batch []*branchCall) []error {
 	// its cancel): a wallet a call creates is then inserted in the same
 	// order by every batch, so two batches never wait on each other's new
 	// rows in a cycle either.
-	// The batch is sorted in place: errs follow its new order.
 	slices.SortStableFunc(batch, func(a, b *branchCall) int { return cmp.Compare(a.user, b.user) })
 	n := len(batch)
 	ops, gids, branches, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)

@@ -80,10 +80,10 @@ func (l *Ledger) do(ctx context.Context, c dtx.Call) error {
 	if err == nil {
 		err = l.runBranch(ctx, bc)
 	}
-	if err != nil && !errors.Is(err, errUnknownAction) {
+	if err != nil {
 		err = fmt.Errorf("ledger shard %d: %s %s of %s for user %d (%s): %w", l.shard, p.Action, c.Op, p.Amount, p.User, c.Ref(), refusal(err))
 	}
-	if errors.Is(err, ErrInsufficientFunds) || errors.Is(err, ErrInvalid) || errors.Is(err, errUnknownAction) || errors.Is(err, ErrBalanceLimit) || errors.Is(err, ErrIdempotencyConflict) ||
+	if errors.Is(err, ErrInsufficientFunds) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrBalanceLimit) || errors.Is(err, ErrIdempotencyConflict) ||
 		errors.Is(err, dtx.ErrTryAfterCancel) || errors.Is(err, ErrHoldResolved) {
 		return dtx.Fail(err)
 	}
@@ -100,29 +100,19 @@ func TransferEvent(id string, from, to int64, amount money.Amount, at time.Time)
 // take, or not in this phase.
 var errUnknownAction = fmt.Errorf("%w: unknown ledger action", ErrInvalid)
 
-// refusal names the error a branch function raised by its code (see
-// sql/007_branches.sql); any other error stays as it is.
+// refusals are the errors the branch functions raise, by their codes (see
+// sql/007_branches.sql).
+var refusals = map[string]error{
+	"HB001": ErrInsufficientFunds, "HB002": ErrBalanceLimit, "HB003": dtx.ErrTryAfterCancel,
+	"HB004": ErrHoldResolved, "HB005": ErrHoldNotFound, "HB006": ErrPostExceedsHold,
+}
+
+// refusal names the error a branch function raised by its code; any other
+// error stays as it is.
 func refusal(err error) error {
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
+	if !errors.As(err, &pe) || refusals[pe.Code] == nil {
 		return err
 	}
-	var kind error
-	switch pe.Code {
-	case "HB001":
-		kind = ErrInsufficientFunds
-	case "HB002":
-		kind = ErrBalanceLimit
-	case "HB003":
-		kind = dtx.ErrTryAfterCancel
-	case "HB004":
-		kind = ErrHoldResolved
-	case "HB005":
-		kind = ErrHoldNotFound
-	case "HB006":
-		kind = ErrPostExceedsHold
-	default:
-		return err
-	}
-	return fmt.Errorf("%w: %s", kind, pe.Message)
+	return fmt.Errorf("%w: %s", refusals[pe.Code], pe.Message)
 }
