@@ -1,8 +1,12 @@
 package app
 
 import (
+	"errors"
 	"flag"
+	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,4 +79,24 @@ func TestBadEnvironmentRefused(t *testing.T) {
 			t.Errorf("Validate does not report %s: %v", want, err)
 		}
 	}
+}
+
+// A port still held by a process that is going away (killed a moment
+// ago) is waited for; one held for longer than the wait is the error.
+func TestListenWaitsForThePort(t *testing.T) {
+	t.Parallel()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := held.Addr().String()
+	if _, err := listenWaiting(t.Context(), addr, 200*time.Millisecond, slog.New(slog.DiscardHandler)); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a port held past the wait: %v", err)
+	}
+	time.AfterFunc(300*time.Millisecond, func() { held.Close() })
+	l, err := listenWaiting(t.Context(), addr, 5*time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("a port let go during the wait: %v", err)
+	}
+	l.Close()
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"hongbao/internal/channel"
@@ -178,7 +179,7 @@ func Serve(ctx context.Context, cfg ServeConfig, out io.Writer, log *slog.Logger
 		cfg.DataDir = abs
 	}
 	// Bind first: a taken port is reported before anything starts.
-	l, err := net.Listen("tcp", cfg.Addr)
+	l, err := listenWaiting(ctx, cfg.Addr, portWait, log)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
@@ -337,4 +338,29 @@ func LocalAPI(n *Node, log *slog.Logger) (url string, secret []byte, stop func()
 	hs.RegisterOnShutdown(api.Stop)
 	go hs.Serve(l) //nolint:errcheck // ends with Shutdown
 	return url, secret, func() { _ = hs.Shutdown(context.Background()) }, nil
+}
+
+// portWait is how long serve waits for a port another process still holds.
+const portWait = 5 * time.Second
+
+// listenWaiting binds addr; while the port is taken it tries again for up
+// to wait: a process killed with -9 a moment ago may still be letting go
+// of it when its restart begins. A port still taken after that is the
+// error.
+func listenWaiting(ctx context.Context, addr string, wait time.Duration, log *slog.Logger) (net.Listener, error) {
+	deadline := time.Now().Add(wait)
+	for logged := false; ; logged = true {
+		l, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return l, err
+		}
+		if !logged {
+			log.Warn("the port is taken; waiting for it to be let go", "addr", addr, "for", wait)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
 }
