@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +11,15 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"hongbao/internal/dtx"
 	"hongbao/internal/group"
+	"hongbao/internal/httpapi"
 	"hongbao/internal/money"
 	"hongbao/internal/packet"
 )
@@ -45,6 +49,13 @@ type HotPacketReport struct {
 	// that time (the rate at which the ledgers kept up).
 	DrainSeconds float64 `json:"seconds_to_credit_after_storm"`
 	DrainPerSec  float64 `json:"credits_per_sec"`
+	// HTTP is the same storm on a third packet through the HTTP API on
+	// loopback (a lean keep-alive client a grabber), and HTTPRatio its
+	// rate against the engine's in process, both from this run.
+	HTTP             *Result `json:"http,omitempty"`
+	HTTPGrabsPerSec  float64 `json:"http_grabs_per_sec,omitempty"`
+	HTTPRatio        float64 `json:"http_ratio_to_in_process,omitempty"`
+	HTTPDrainSeconds float64 `json:"http_seconds_to_credit_after_storm,omitempty"`
 }
 
 // countClaimCredits counts the claims the ledger shards have applied.
@@ -69,6 +80,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	d := fs.Duration("duration", 8*time.Second, "length of each measured run")
 	shares := fs.Int("shares", 400_000, "shares of the hot packet (and members of its group)")
 	creditWorkers := fs.Int("credit-workers", app.DefaultCreditWorkers, "credit batches applied at once per ledger shard")
+	overHTTP := fs.Bool("http", true, "also grab a third packet through the HTTP API on loopback and compare it with the engine in process")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
 		return app.UsageErr(err)
@@ -104,21 +116,56 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		}
 	}
 	amount := money.Amount(*shares) * 10
-	if _, err := sys.Ledgers.For(sender).Deposit(ctx, "bench-fund", sender, 2*amount); err != nil {
+	if _, err := sys.Ledgers.For(sender).Deposit(ctx, "bench-fund", sender, 3*amount); err != nil {
 		return err
 	}
-	hot, _, err := sys.Flows.SendPacket(ctx, "bench-hot", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares}, 0)
+	send := func(key string) (packet.Packet, error) {
+		p, res, err := sys.Flows.SendPacket(ctx, key, packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares}, 0)
+		if err == nil && res.Outcome != dtx.OutcomeCommitted {
+			err = fmt.Errorf("send %s: %s (%s)", key, res.Outcome, res.Reason)
+		}
+		return p, err
+	}
+	hot, err := send("bench-hot")
 	if err != nil {
 		return err
 	}
-	plain, _, err := sys.Flows.SendPacket(ctx, "bench-plain", packet.Packet{Kind: packet.Lucky, Sender: sender, Group: groupID, Amount: amount, Shares: *shares}, 0)
+	plain, err := send("bench-plain")
 	if err != nil {
 		return err
+	}
+	packets := []packet.Packet{hot, plain}
+	var viaHTTP packet.Packet
+	if *overHTTP {
+		if viaHTTP, err = send("bench-http"); err != nil {
+			return err
+		}
+		packets = append(packets, viaHTTP)
 	}
 	set, _ := sys.Flows.Set(hot.ID)
 	// Warm up: the first grab loads the packet and the group's members.
 	if _, err := sys.Flows.Grab(ctx, hot.ID, 2); err != nil {
 		return err
+	}
+
+	// claimsOf counts a packet's claims from its set: a grab still in
+	// flight when a run ended may have committed uncounted. drainTo
+	// waits until the ledgers have applied want claims in all, before the
+	// next run (so that neither slows the other), and says how long.
+	claimsOf := func(p packet.Packet) (n int64, err error) {
+		err = set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE packet_id = $1 AND packet_at = $2`, p.ID, p.CreatedAt).Scan(&n)
+		return n, err
+	}
+	drainTo := func(want int64) (time.Duration, error) {
+		start := time.Now()
+		for time.Since(start) < 3*time.Minute {
+			applied, err := countClaimCredits(ctx, sys)
+			if err != nil || applied >= want {
+				return time.Since(start), err
+			}
+			time.Sleep(100 * time.Millisecond) // the count scans the keys: not too often
+		}
+		return time.Since(start), fmt.Errorf("claims still not credited after 3 minutes")
 	}
 
 	next := atomic.Int64{}
@@ -143,26 +190,43 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	}
 	// Over the storm's own length: a packet sold out early ends it early.
 	rep.CreditsPerSec = float64(appliedAtEnd) / rep.Engine.Elapsed.Seconds()
-	// The claims the storm committed, read from the packet's set: a grab
-	// still in flight when the run ended may have committed uncounted.
-	var hotClaims int64
-	if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE packet_id = $1 AND packet_at = $2`, hot.ID, hot.CreatedAt).Scan(&hotClaims); err != nil {
+	hotClaims, err := claimsOf(hot)
+	if err != nil {
 		return err
 	}
 	rep.CreditLagAtEnd = hotClaims - appliedAtEnd
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  %d claims not yet credited when the storm ended\n", "credits applied during the storm", rep.CreditsPerSec, rep.CreditLagAtEnd)
-	// The drain: until every claim of the storm is credited, before the
-	// baseline runs (so that neither slows the other).
-	drainStart := time.Now()
-	for applied := appliedAtEnd; applied < hotClaims && time.Since(drainStart) < 3*time.Minute; {
-		time.Sleep(100 * time.Millisecond) // the count scans the keys: not too often
-		if applied, err = countClaimCredits(ctx, sys); err != nil {
-			return err
-		}
+	drain, err := drainTo(hotClaims)
+	if err != nil {
+		return err
 	}
-	rep.DrainSeconds = time.Since(drainStart).Seconds()
+	rep.DrainSeconds = drain.Seconds()
 	rep.DrainPerSec = float64(hotClaims) / (rep.Engine.Elapsed.Seconds() + rep.DrainSeconds)
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  the last %.1f s after the storm\n", "every claim of the storm credited", rep.DrainPerSec, rep.DrainSeconds)
+	relayed := hotClaims
+
+	if *overHTTP {
+		res, err := grabOverHTTP(ctx, sys, log, viaHTTP.ID, *shares, *grabbers, *d)
+		if err != nil {
+			return err
+		}
+		rep.HTTP = &res
+		rep.HTTPGrabsPerSec = res.PerSec
+		rep.HTTPRatio = res.PerSec / max(rep.Engine.PerSec, 1)
+		fmt.Fprintf(progress, "  %-46s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  (%.2fx in process)\n", "grab over HTTP (lean client a grabber)", res.PerSec, res.P50ms, res.P99ms, res.Errors, rep.HTTPRatio)
+		if res.FirstErr != "" {
+			fmt.Fprintf(progress, "    first error: %s\n", res.FirstErr)
+		}
+		n, err := claimsOf(viaHTTP)
+		if err != nil {
+			return err
+		}
+		relayed += n
+		if drain, err = drainTo(relayed); err != nil {
+			return err
+		}
+		rep.HTTPDrainSeconds = drain.Seconds()
+	}
 
 	// The plain way on the same database: lock the packet row, one
 	// transaction per grab.
@@ -198,7 +262,8 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	rep.P50ms, rep.P99ms = rep.Engine.P50ms, rep.Engine.P99ms
 
 	// Nothing oversold: per packet, claims within the shares, sums exact.
-	for _, id := range []int64{hot.ID, plain.ID} {
+	for _, p := range packets {
+		id := p.ID
 		var n, shares int
 		var amt, claimed, remaining int64
 		if err := set.DB().QueryRow(ctx, `SELECT p.shares, p.amount, p.remaining_amount, count(c.id), coalesce(sum(c.amount), 0)
@@ -221,7 +286,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		if err != nil {
 			return err
 		}
-		if applied >= hotClaims {
+		if applied >= relayed {
 			sys.SetGrace(0)
 		}
 		rep.Credited = applied
@@ -251,4 +316,58 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		return errors.New("the hot packet did not reconcile")
 	}
 	return nil
+}
+
+// grabOverHTTP runs the hot-packet storm on packet id through the node's
+// HTTP API on a loopback port: grabbers keep-alive connections, each
+// grab a different member (users 2..shares+1) with the member's own
+// token, issued before the run so that the client's signing is not
+// measured. The server verifies every token (each is new to it).
+func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64, shares, grabbers int, d time.Duration) (Result, error) {
+	url, secret, stop, err := app.LocalAPI(sys, log)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stop()
+	addr := strings.TrimPrefix(url, "http://")
+	tokens := make([]string, shares+2)
+	if err := Each(shares, 2, func(i int) (err error) {
+		tokens[i+2], err = httpapi.IssueToken(secret, httpapi.Claims{User: int64(i + 2), Expires: time.Now().Add(time.Hour).Unix()})
+		return err
+	}); err != nil {
+		return Result{}, err
+	}
+	path := fmt.Sprintf("/v1/packets/%d/grab", id)
+	grab := func(ctx context.Context, c *rawConn, u int64) (int, error) {
+		status, body, err := c.post(ctx, path, tokens[u])
+		switch {
+		case err != nil:
+			return 0, err
+		case status == 200:
+			return 1, nil
+		case status == 409 && bytes.Contains(body, []byte(`"sold_out"`)):
+			return 0, ErrDone
+		}
+		return 0, fmt.Errorf("grab: %d %s", status, body)
+	}
+	// Warm up: the first grab loads the packet and the group's members.
+	warm := newRawConn(addr)
+	defer warm.close()
+	if _, err := grab(ctx, warm, 2); err != nil {
+		return Result{}, err
+	}
+	conns := make([]*rawConn, grabbers)
+	for w := range conns {
+		conns[w] = newRawConn(addr)
+		defer conns[w].close()
+	}
+	var next atomic.Int64
+	next.Store(2)
+	return Run(ctx, grabbers, d, func(ctx context.Context, w, i int) (int, error) {
+		u := next.Add(1)
+		if u > int64(shares)+1 {
+			return 0, ErrDone
+		}
+		return grab(ctx, conns[w], u)
+	}), nil
 }
