@@ -1,13 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -47,9 +52,27 @@ func IssueToken(secret []byte, c Claims) (string, error) {
 }
 
 func sign(secret []byte, payload string) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(payload))
-	return m.Sum(nil)
+	return signInto(nil, secret, payload)
+}
+
+// macs keeps keyed HMACs for reuse, one pool a secret: keying one (two
+// SHA-256 blocks and allocations) cost as much as the MAC of a token.
+var macs sync.Map // string(secret) -> *sync.Pool of hash.Hash
+
+// signInto appends the MAC of payload under secret to b.
+func signInto(b, secret []byte, payload string) []byte {
+	pool, ok := macs.Load(string(secret))
+	if !ok {
+		key := bytes.Clone(secret)
+		pool, _ = macs.LoadOrStore(string(key), &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
+	}
+	p := pool.(*sync.Pool)
+	m := p.Get().(hash.Hash)
+	m.Reset()
+	_, _ = io.WriteString(m, payload)
+	b = m.Sum(b)
+	p.Put(m)
+	return b
 }
 
 // VerifyToken checks the signature and the expiry.
@@ -58,20 +81,81 @@ func VerifyToken(secret []byte, token string, now time.Time) (Claims, error) {
 	if !ok {
 		return Claims{}, ErrBadToken
 	}
-	got, err := b64.DecodeString(mac)
-	if err != nil || !hmac.Equal(got, sign(secret, payload)) {
+	var gotBuf, wantBuf [sha256.Size]byte
+	var bodyBuf [128]byte
+	if b64.DecodedLen(len(mac)) != sha256.Size {
 		return Claims{}, ErrBadToken
 	}
-	body, err := b64.DecodeString(payload)
-	if err != nil {
+	n, err := b64.Decode(gotBuf[:], []byte(mac))
+	if err != nil || !hmac.Equal(gotBuf[:n], signInto(wantBuf[:0], secret, payload)) {
 		return Claims{}, ErrBadToken
 	}
+	body := bodyBuf[:0]
+	if b64.DecodedLen(len(payload)) > len(bodyBuf) {
+		body = make([]byte, b64.DecodedLen(len(payload)))
+	} else {
+		body = bodyBuf[:b64.DecodedLen(len(payload))]
+	}
+	if n, err = b64.Decode(body, []byte(payload)); err != nil {
+		return Claims{}, ErrBadToken
+	}
+	body = body[:n]
 	var c Claims
-	if err := json.Unmarshal(body, &c); err != nil || (c.User <= 0 && !c.Admin) || c.User > maxUserID || c.User < 0 {
+	if !c.parseUser(body) {
+		if err := json.Unmarshal(body, &c); err != nil {
+			return Claims{}, ErrBadToken
+		}
+	}
+	if (c.User <= 0 && !c.Admin) || c.User > maxUserID || c.User < 0 {
 		return Claims{}, ErrBadToken
 	}
 	if now.Unix() >= c.Expires {
 		return Claims{}, ErrExpired
 	}
 	return c, nil
+}
+
+// parseUser reads a user token's body in the one form IssueToken writes
+// for it, {"sub":N,"exp":N}, without reflection; any other form is left to
+// encoding/json (false). What it accepts, it reads as json.Unmarshal would
+// (TestParseUserLikeJSON).
+func (c *Claims) parseUser(body []byte) bool {
+	rest, ok := bytes.CutPrefix(body, []byte(`{"sub":`))
+	if !ok {
+		return false
+	}
+	sub, rest, ok := leadingInt(rest)
+	if !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"exp":`)); !ok {
+		return false
+	}
+	exp, rest, ok := leadingInt(rest)
+	if !ok || string(rest) != "}" {
+		return false
+	}
+	*c = Claims{User: sub, Expires: exp}
+	return true
+}
+
+// leadingInt reads a JSON integer that starts b: an optional minus, then
+// 0 alone or digits not starting with 0, within int64.
+func leadingInt(b []byte) (int64, []byte, bool) {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	start := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == start || (b[start] == '0' && i-start > 1) {
+		return 0, nil, false
+	}
+	v, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	if err != nil {
+		return 0, nil, false
+	}
+	return v, b[i:], true
 }

@@ -100,21 +100,24 @@ func digits(s string) bool {
 }
 
 // String formats the amount with exactly two decimals: 1234 -> "12.34".
-func (a Amount) String() string {
+func (a Amount) String() string { return string(a.AppendText(make([]byte, 0, 24))) }
+
+// AppendText appends the decimal form (String) to b.
+func (a Amount) AppendText(b []byte) []byte {
 	v := int64(a)
-	sign := ""
 	var mag uint64
 	if v < 0 {
-		sign = "-"
+		b = append(b, '-')
 		mag = uint64(-(v + 1)) + 1
 	} else {
 		mag = uint64(v)
 	}
-	return fmt.Sprintf("%s%d.%02d", sign, mag/100, mag%100)
+	b = strconv.AppendUint(b, mag/100, 10)
+	return append(b, '.', byte('0'+mag%100/10), byte('0'+mag%10))
 }
 
 // MarshalText writes the decimal form, so JSON carries "12.34", never a float.
-func (a Amount) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+func (a Amount) MarshalText() ([]byte, error) { return a.AppendText(nil), nil }
 
 // UnmarshalText accepts the decimal form.
 func (a *Amount) UnmarshalText(b []byte) error {
