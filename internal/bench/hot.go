@@ -56,7 +56,15 @@ type HotPacketReport struct {
 	HTTPGrabsPerSec  float64 `json:"http_grabs_per_sec,omitempty"`
 	HTTPRatio        float64 `json:"http_ratio_to_in_process,omitempty"`
 	HTTPDrainSeconds float64 `json:"http_seconds_to_credit_after_storm,omitempty"`
+	// CreditLag is grab answered -> claim in the grabber's wallet, for one
+	// grab in probeOneIn of each storm (HTTPCreditLag: over HTTP).
+	CreditLag     CreditLag  `json:"credit_lag"`
+	HTTPCreditLag *CreditLag `json:"http_credit_lag,omitempty"`
 }
+
+// probeOneIn is how many grabs of a storm there are to one watched until
+// credited.
+const probeOneIn = 200
 
 // countClaimCredits counts the claims the ledger shards have applied.
 func countClaimCredits(ctx context.Context, sys *app.Node) (int64, error) {
@@ -156,8 +164,7 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		err = set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE packet_id = $1 AND packet_at = $2`, p.ID, p.CreatedAt).Scan(&n)
 		return n, err
 	}
-	drainTo := func(want int64) (time.Duration, error) {
-		start := time.Now()
+	drainTo := func(start time.Time, want int64) (time.Duration, error) {
 		for time.Since(start) < 3*time.Minute {
 			applied, err := countClaimCredits(ctx, sys)
 			if err != nil || applied >= want {
@@ -170,23 +177,33 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 
 	next := atomic.Int64{}
 	next.Store(2)
-	rep.Engine = Run(ctx, *grabbers, *d, func(ctx context.Context, w, i int) (int, error) {
-		u := next.Add(1)
-		if u > int64(*shares)+1 {
-			return 0, ErrDone
-		}
-		_, err := sys.Flows.Grab(ctx, hot.ID, u)
-		if errors.Is(err, packet.ErrSoldOut) {
-			return 0, ErrDone
-		}
-		return 1, err
+	probe := newCreditProbe(sys.Flows.Credited, probeOneIn)
+	var appliedAtEnd int64
+	var countErr error
+	var stormEnd time.Time
+	rep.CreditLag = probe.watch(ctx, time.Minute, func() {
+		rep.Engine = Run(ctx, *grabbers, *d, func(ctx context.Context, w, i int) (int, error) {
+			u := next.Add(1)
+			if u > int64(*shares)+1 {
+				return 0, ErrDone
+			}
+			c, err := sys.Flows.Grab(ctx, hot.ID, u)
+			if errors.Is(err, packet.ErrSoldOut) {
+				return 0, ErrDone
+			}
+			if err == nil && probe.take() {
+				probe.add(c, time.Now())
+			}
+			return 1, err
+		})
+		// The credit drain while the storm ran: what the ledgers applied
+		// by its end (the stage runs alongside the grabs).
+		appliedAtEnd, countErr = countClaimCredits(ctx, sys)
+		stormEnd = time.Now()
 	})
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "grab engine (group commit)", rep.Engine.PerSec, rep.Engine.P50ms, rep.Engine.P99ms, rep.Engine.Errors)
-	// The credit drain while the storm ran: what the ledgers applied by
-	// its end (the stage runs alongside the grabs).
-	appliedAtEnd, err := countClaimCredits(ctx, sys)
-	if err != nil {
-		return err
+	if countErr != nil {
+		return countErr
 	}
 	// Over the storm's own length: a packet sold out early ends it early.
 	rep.CreditsPerSec = float64(appliedAtEnd) / rep.Engine.Elapsed.Seconds()
@@ -196,20 +213,22 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 	}
 	rep.CreditLagAtEnd = hotClaims - appliedAtEnd
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  %d claims not yet credited when the storm ended\n", "credits applied during the storm", rep.CreditsPerSec, rep.CreditLagAtEnd)
-	drain, err := drainTo(hotClaims)
+	drain, err := drainTo(stormEnd, hotClaims)
 	if err != nil {
 		return err
 	}
 	rep.DrainSeconds = drain.Seconds()
 	rep.DrainPerSec = float64(hotClaims) / (rep.Engine.Elapsed.Seconds() + rep.DrainSeconds)
 	fmt.Fprintf(progress, "  %-46s %8.0f/s  the last %.1f s after the storm\n", "every claim of the storm credited", rep.DrainPerSec, rep.DrainSeconds)
+	fmt.Fprintf(progress, "  %-46s p50 %6.0f ms  p99 %6.0f ms  max %6.0f ms  (%d samples)\n", "grab answered -> credited", rep.CreditLag.P50ms, rep.CreditLag.P99ms, rep.CreditLag.MaxMs, rep.CreditLag.Samples)
 	relayed := hotClaims
 
 	if *overHTTP {
-		res, err := grabOverHTTP(ctx, sys, log, viaHTTP.ID, *shares, *grabbers, *d)
+		res, lag, httpEnd, err := grabOverHTTP(ctx, sys, log, viaHTTP.ID, *shares, *grabbers, *d)
 		if err != nil {
 			return err
 		}
+		rep.HTTPCreditLag = &lag
 		rep.HTTP = &res
 		rep.HTTPGrabsPerSec = res.PerSec
 		rep.HTTPRatio = res.PerSec / max(rep.Engine.PerSec, 1)
@@ -217,12 +236,13 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 		if res.FirstErr != "" {
 			fmt.Fprintf(progress, "    first error: %s\n", res.FirstErr)
 		}
+		fmt.Fprintf(progress, "  %-46s p50 %6.0f ms  p99 %6.0f ms  max %6.0f ms  (%d samples)\n", "grab answered over HTTP -> credited", lag.P50ms, lag.P99ms, lag.MaxMs, lag.Samples)
 		n, err := claimsOf(viaHTTP)
 		if err != nil {
 			return err
 		}
 		relayed += n
-		if drain, err = drainTo(relayed); err != nil {
+		if drain, err = drainTo(httpEnd, relayed); err != nil {
 			return err
 		}
 		rep.HTTPDrainSeconds = drain.Seconds()
@@ -323,10 +343,10 @@ func benchHotPacket(ctx context.Context, args []string, out io.Writer, log *slog
 // grab a different member (users 2..shares+1) with the member's own
 // token, issued before the run so that the client's signing is not
 // measured. The server verifies every token (each is new to it).
-func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64, shares, grabbers int, d time.Duration) (Result, error) {
+func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64, shares, grabbers int, d time.Duration) (res Result, lag CreditLag, end time.Time, err error) {
 	url, secret, stop, err := app.LocalAPI(sys, log)
 	if err != nil {
-		return Result{}, err
+		return res, lag, end, err
 	}
 	defer stop()
 	addr := strings.TrimPrefix(url, "http://")
@@ -335,15 +355,23 @@ func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64
 		tokens[i+2], err = httpapi.IssueToken(secret, httpapi.Claims{User: int64(i + 2), Expires: time.Now().Add(time.Hour).Unix()})
 		return err
 	}); err != nil {
-		return Result{}, err
+		return res, lag, end, err
 	}
 	path := fmt.Sprintf("/v1/packets/%d/grab", id)
+	var probe *creditProbe // the warm-up is not watched
 	grab := func(ctx context.Context, c *rawConn, u int64) (int, error) {
 		status, body, err := c.post(ctx, path, tokens[u])
 		switch {
 		case err != nil:
 			return 0, err
 		case status == 200:
+			if probe != nil && probe.take() {
+				var g struct{ Claim packet.Claim }
+				if err := json.Unmarshal(body, &g); err != nil {
+					return 0, fmt.Errorf("grab answer %q: %w", body, err)
+				}
+				probe.add(g.Claim, time.Now())
+			}
 			return 1, nil
 		case status == 409 && bytes.Contains(body, []byte(`"sold_out"`)):
 			return 0, ErrDone
@@ -354,7 +382,7 @@ func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64
 	warm := newRawConn(addr)
 	defer warm.close()
 	if _, err := grab(ctx, warm, 2); err != nil {
-		return Result{}, err
+		return res, lag, end, err
 	}
 	conns := make([]*rawConn, grabbers)
 	for w := range conns {
@@ -363,11 +391,16 @@ func grabOverHTTP(ctx context.Context, sys *app.Node, log *slog.Logger, id int64
 	}
 	var next atomic.Int64
 	next.Store(2)
-	return Run(ctx, grabbers, d, func(ctx context.Context, w, i int) (int, error) {
-		u := next.Add(1)
-		if u > int64(shares)+1 {
-			return 0, ErrDone
-		}
-		return grab(ctx, conns[w], u)
-	}), nil
+	probe = newCreditProbe(sys.Flows.Credited, probeOneIn)
+	lag = probe.watch(ctx, time.Minute, func() {
+		res = Run(ctx, grabbers, d, func(ctx context.Context, w, i int) (int, error) {
+			u := next.Add(1)
+			if u > int64(shares)+1 {
+				return 0, ErrDone
+			}
+			return grab(ctx, conns[w], u)
+		})
+		end = time.Now()
+	})
+	return res, lag, end, nil
 }
