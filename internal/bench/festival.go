@@ -48,6 +48,11 @@ type FestivalReport struct {
 	// Forwarded are the grabs the nodes sent on to their set's owner
 	// (scraped from each node's metrics; several --url nodes).
 	Forwarded int64 `json:"grabs_forwarded"`
+	// Baseline is the same clients reading their wallets (GET /v1/wallet,
+	// the cheapest authenticated call) for as long, right after: the API's
+	// own ceiling here; Ratio is sends and grabs a second against it.
+	Baseline Result  `json:"baseline_wallet_reads"`
+	Ratio    float64 `json:"ratio"`
 }
 
 func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
@@ -241,6 +246,16 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		fmt.Fprintf(progress, "  %-34s %d of %d (%.0f%%) across %d nodes\n", "grabs forwarded to the owner", rep.Forwarded, grabs.Ops,
 			100*float64(rep.Forwarded)/max(float64(grabs.Ops), 1), len(nodes))
 	}
+
+	// The baseline: the same clients, the cheapest authenticated call.
+	rep.Baseline = Run(ctx, *workers, *d, func(ctx context.Context, w, i int) (int, error) {
+		r := rand.New(rand.NewPCG(uint64(w), uint64(i)))
+		_, err := b.Call(ctx, "GET", "/v1/wallet", ids[r.IntN(len(ids))], "", nil, nil)
+		return 1, err
+	})
+	rep.Ratio = (sends.PerSec + grabs.PerSec) / max(rep.Baseline.PerSec, 1)
+	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "baseline: wallet reads, same clients", rep.Baseline.PerSec, rep.Baseline.P50ms, rep.Baseline.P99ms, rep.Baseline.Errors)
+	fmt.Fprintf(progress, "  %-34s %8.2fx\n", "sends + grabs / wallet reads", rep.Ratio)
 
 	// Reconcile through the API: every claim credited, and the bench's
 	// money all accounted for: wallets + what live packets still hold. The
