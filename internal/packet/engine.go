@@ -197,7 +197,18 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	if err != nil {
 		return Claim{}, err
 	}
-	// Someone who already grabbed gets the same answer, whatever the state.
+	// Someone who already grabbed gets the same answer, whatever the state;
+	// so does one whose other grab took a share while this one was being
+	// admitted: every refusal looks again first (refuse).
+	refuse := func(err error) (Claim, error) {
+		lv.mu.Lock()
+		pc, ok := lv.byUser[user]
+		lv.mu.Unlock()
+		if ok {
+			return wait(ctx, pc, true)
+		}
+		return Claim{}, err
+	}
 	lv.mu.Lock()
 	if pc, ok := lv.byUser[user]; ok {
 		lv.mu.Unlock()
@@ -205,16 +216,16 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	}
 	lv.mu.Unlock()
 	if err := s.admissible(ctx, lv, user); err != nil {
-		return Claim{}, err
+		return refuse(err)
 	}
 	// Admission control: no more queued grabs than shares left.
 	if lv.waiting.Add(1) > lv.left.Load() {
 		lv.waiting.Add(-1)
 		s.Rejected.Add(1)
 		if lv.left.Load() == 0 {
-			return Claim{}, ErrSoldOut
+			return refuse(ErrSoldOut)
 		}
-		return Claim{}, ErrBusy
+		return refuse(ErrBusy)
 	}
 	lv.mu.Lock()
 	lv.waiting.Add(-1)

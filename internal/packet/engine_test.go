@@ -515,3 +515,74 @@ func TestIDsUniqueAcrossProcesses(t *testing.T) {
 		t.Fatalf("%d ids", len(seen))
 	}
 }
+
+// gated lets the test hold one membership lookup until it says so: the
+// next lookup after arm.
+type gated struct {
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) arm() {
+	g.entered, g.release = make(chan struct{}), make(chan struct{})
+	g.armed.Store(true)
+}
+
+func (g *gated) IsMember(ctx context.Context, _, _ int64) (bool, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return true, nil
+}
+
+// A user's grabs answer that user's claim, however they interleave: a grab
+// still checking membership while the same user's other grab takes the
+// last share is told the claim, not "sold out" (found from outside: one of
+// three concurrent grabs of a member answered 409 sold_out, another 200).
+func TestSameUserRaceAnswersTheClaim(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	g := &gated{}
+	s, err := packet.New(db, packet.Options{Set: 3, Members: g, Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	for _, shares := range []int{1, 3} {
+		p := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 1, Group: 5, Amount: 100, Shares: shares}, c)
+		for u := int64(50); u < int64(50+shares-1); u++ { // others take all but one share
+			if _, err := s.Grab(t.Context(), p.ID, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.arm()
+		second := make(chan error, 1)
+		var got packet.Claim
+		go func() {
+			var err error
+			got, err = s.Grab(t.Context(), p.ID, 7) // held in its lookup
+			second <- err
+		}()
+		<-g.entered
+		first, err := s.Grab(t.Context(), p.ID, 7) // takes the last share meanwhile
+		if err != nil {
+			t.Fatal(err)
+		}
+		close(g.release)
+		if err := <-second; err != nil {
+			t.Fatalf("%d shares: the same user's other grab answered %v, want its claim", shares, err)
+		}
+		if got.ID != first.ID || got.Amount != first.Amount || got.Seq != first.Seq || !got.Duplicate {
+			t.Fatalf("%d shares: other grab answered %+v, want %+v as a repeat", shares, got, first)
+		}
+	}
+	check(t, s)
+}
