@@ -244,6 +244,36 @@ func TestCrashBetweenCommitAndPublish(t *testing.T) {
 	reconcile(t, sys)
 }
 
+// Claims committed by a process that died with them still in its relay are
+// credited as soon as the next owner serves the set, not after the whole
+// grace (found from outside: after a kill -9 mid-storm the claims of before
+// waited the reconciler's minute).
+func TestNewOwnerSettlesAtOnce(t *testing.T) {
+	t.Parallel()
+	open := pgtest.Opener(t)
+	sys := startNode(t, open, t.TempDir(), 0, time.Hour)
+	defer sys.Close()
+	p := newParty(t, sys, 30, 10_000)
+	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
+	set, _ := sys.Flows.Set(pk.ID)
+	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: group.NewMemberCache(sys.Groups)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Start()
+	for _, u := range p.members[:20] {
+		if _, err := dead.Grab(t.Context(), pk.ID, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.Close()
+	// This node takes the set (again): a restart, or a takeover.
+	set.Serve(false)
+	set.Serve(true)
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{}) // within its minute: the grace is an hour
+	reconcile(t, sys)
+}
+
 // Credits published by a node that stopped before its consumers applied
 // them are applied by the next node from the stream, once.
 func TestCrashBetweenPublishAndCredit(t *testing.T) {

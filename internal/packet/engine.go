@@ -57,6 +57,10 @@ type Set struct {
 	// serving: this process owns the set (its cluster lease); a set that
 	// does not serve refuses grabs with ErrNotOwner (the caller forwards).
 	serving atomic.Bool
+	// since is when this process last began to serve the set (unix
+	// nanoseconds): what was claimed before it, the relay that held it may
+	// be gone (Settle).
+	since atomic.Int64
 	log     *slog.Logger
 
 	mu      sync.RWMutex            // guards live and loading
@@ -156,10 +160,13 @@ func (s *Set) Close() {
 // it: the packets in memory are dropped, so that owning it again reloads
 // them and bumps their epochs).
 func (s *Set) Serve(on bool) {
-	s.serving.Store(on)
 	if on {
+		if !s.serving.Swap(true) {
+			s.since.Store(s.o.Now().UnixNano())
+		}
 		return
 	}
+	s.serving.Store(false)
 	s.mu.Lock()
 	for _, lv := range s.live {
 		lv.broken.Store(true)

@@ -86,11 +86,17 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 // reports which keys a ledger applied); those applied are marked credited,
 // the others are handed to republish. It returns both counts. (Looking
 // sooner would put a per-claim update on the database while a storm is
-// still grabbing.)
+// still grabbing.) What was claimed before this process began to serve the
+// set is looked at at once, whatever the grace: the relay that held it
+// belonged to a process that died or let the set go, so waiting for it
+// would only delay the credit (after a kill -9, by the whole grace).
 func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
 	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
 	now := s.o.Now()
 	cutoff := now.Add(-grace)
+	if since := time.Unix(0, s.since.Load()); s.Serving() && since.After(cutoff) {
+		cutoff = since
+	}
 	// Claims and refunds not yet seen credited, each with the message the
 	// relay would have sent for it (one place makes the keys).
 	type owed struct {
