@@ -262,10 +262,7 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 	// The operators' console: static files in front of the API it calls.
 	handler := console.Mount(api.Handler())
 	if sim != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/sim/", http.StripPrefix("/sim", sim.Handler()))
-		mux.Handle("/", handler)
-		handler = mux
+		handler = withSimulator(handler, sim.Handler())
 	}
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout + 5*time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
@@ -277,6 +274,21 @@ func startServer(ctx context.Context, cfg ServeConfig, log *slog.Logger) (*http.
 		}
 		dbs.Close()
 	}, nil
+}
+
+// withSimulator serves the built-in channel simulator under /sim/ and
+// everything else by next, untouched: not through a ServeMux, which would
+// redirect a path that is not clean (//v1/wallet) before the API could
+// answer it as no route.
+func withSimulator(next, sim http.Handler) http.Handler {
+	sim = http.StripPrefix("/sim", sim)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/sim/") {
+			sim.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // StartSimulator serves a payment channel simulator on a free loopback
