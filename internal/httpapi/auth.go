@@ -36,7 +36,7 @@ const maxUserID = 1<<53 - 1
 // MinSecret is the shortest signing secret accepted.
 const MinSecret = 32
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict() // one string a token: unused bits must be zero
 
 // IssueToken signs claims with HMAC-SHA256: base64url(claims).base64url(mac).
 func IssueToken(secret []byte, c Claims) (string, error) {
