@@ -442,3 +442,29 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Fatal("schema accepted a negative available balance")
 	}
 }
+
+// A posting that names an account that does not exist (the journal has no
+// foreign keys: the writers prove the accounts, the check finds one that
+// slipped through).
+func TestCheckFindsOrphanPostings(t *testing.T) {
+	t.Parallel()
+	l, _ := newLedger(t)
+	ctx := t.Context()
+	deposit(t, l, 1, 1000)
+	mustCheck(t, l)
+	if _, err := l.DB().Exec(ctx, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
+		VALUES ('transfer', 'orphan', 1, 987654321, 5, 995, 5)`); err != nil {
+		t.Fatal(err)
+	}
+	v, err := l.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, x := range v {
+		found = found || x.Rule == "posting-accounts-exist"
+	}
+	if !found {
+		t.Fatalf("check missed the orphan posting; got %v", v)
+	}
+}

@@ -220,6 +220,17 @@ func (l *Ledger) Check(ctx context.Context) ([]Violation, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// Every posting's accounts exist (the journal has no foreign keys:
+		// the writers prove it, this checks it).
+		var orphans int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM postings p
+			WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.debit_account)
+			   OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = p.credit_account)`).Scan(&orphans); err != nil {
+			return err
+		}
+		if orphans > 0 {
+			out = append(out, Violation{Rule: "posting-accounts-exist", Detail: fmt.Sprintf("%d postings name an account that does not exist", orphans)})
+		}
 		var missing int64
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM holds h WHERE state = 'posted' AND posting_id IS NULL`).Scan(&missing); err != nil {
 			return err
