@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"fmt"
 	"errors"
 	"testing"
 	"time"
@@ -132,7 +133,30 @@ func TestSlotFence(t *testing.T) {
 	if _, err := l.Deposit(ctx, "fence-3", 8, 100); !ledger.IsSlotMoving(err) {
 		t.Fatalf("insert of a fenced wallet: %v", err)
 	}
+	// A credit batch with one fenced wallet among free ones is refused
+	// whole (the fence is checked once a statement, over every row of it).
+	var free []ledger.Credit
+	for u := int64(100); len(free) < 50; u++ {
+		if s := shard.SlotOf(u); s != shard.SlotOf(7) && s != shard.SlotOf(8) {
+			free = append(free, ledger.Credit{Key: fmt.Sprint("fence-batch-", u), From: ledger.ClearingPackets, User: u, Amount: 1, Kind: ledger.KindCredit})
+		}
+	}
+	batch := append(append([]ledger.Credit{}, free[:25]...), ledger.Credit{Key: "fence-batch-7", From: ledger.ClearingPackets, User: 7, Amount: 1, Kind: ledger.KindCredit})
+	batch = append(batch, free[25:]...)
+	if _, err := l.ApplyCredits(ctx, batch); !ledger.IsSlotMoving(err) {
+		t.Fatalf("a credit batch with a fenced wallet: %v", err)
+	}
+	if _, err := l.ApplyCredits(ctx, free); err != nil { // without it, it goes through
+		t.Fatalf("a credit batch of free wallets beside a fence: %v", err)
+	}
 	if err := l.Unfence(ctx, 1, []int{shard.SlotOf(7), shard.SlotOf(8)}, ledger.FenceRestore); err != nil {
+		t.Fatal(err)
+	}
+	// The slot is the database's: kept on update, filled in when missing.
+	if _, err := l.DB().Exec(ctx, `UPDATE accounts SET slot = slot + 1 WHERE id = 7`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.DB().Exec(ctx, `INSERT INTO accounts (id, kind, name, balance) VALUES (77, 'user', 'user', 0)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Deposit(ctx, "fence-2", 7, 100); err != nil {
