@@ -90,11 +90,11 @@ func VerifyToken(secret []byte, token string, now time.Time) (Claims, error) {
 	if err != nil || !hmac.Equal(gotBuf[:n], signInto(wantBuf[:0], secret, payload)) {
 		return Claims{}, ErrBadToken
 	}
-	body := bodyBuf[:0]
-	if b64.DecodedLen(len(payload)) > len(bodyBuf) {
-		body = make([]byte, b64.DecodedLen(len(payload)))
+	var body []byte
+	if n := b64.DecodedLen(len(payload)); n > len(bodyBuf) {
+		body = make([]byte, n)
 	} else {
-		body = bodyBuf[:b64.DecodedLen(len(payload))]
+		body = bodyBuf[:n]
 	}
 	if n, err = b64.Decode(body, []byte(payload)); err != nil {
 		return Claims{}, ErrBadToken
