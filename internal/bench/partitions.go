@@ -30,6 +30,9 @@ type PartitionsReport struct {
 	Postings int64       `json:"postings"`
 	LoadSecs float64     `json:"load_seconds"`
 	Plans    []PlanCheck `json:"plans"`
+	// PruningRatio is the time of a packet read by id alone (every day's
+	// partition) over by id and its day (one partition), from this run.
+	PruningRatio float64 `json:"pruning_ratio"`
 }
 
 // PlanCheck is one statement's plan: the partitions it read, how many the
@@ -184,6 +187,7 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 		{"packet detail: claims of a packet 15 days old", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
 			WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, []any{old, oldAt}},
 		{"packet by id (no day known)", false, pdb, `SELECT id, state FROM packets WHERE id = $1`, []any{old}},
+		{"packet by id and day", false, pdb, `SELECT id, state FROM packets WHERE id = $1 AND created_at = $2`, []any{old, oldAt}},
 		{"received list of a user, first page", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
 			WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4`,
 			[]any{int64(4242), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), int64(0), 50}},
@@ -215,6 +219,14 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 		}
 		fmt.Fprintf(progress, "  %-52s %-20s %2d pruned at run time %8.3f ms  %s\n", pc.Name, read, pc.Removed, pc.Ms, strings.Join(pc.Nodes, " > "))
 	}
+	// The ratio, from the same run: a packet read by id alone (every day's
+	// partition) against by id and day (one).
+	byName := map[string]float64{}
+	for _, p := range rep.Plans {
+		byName[p.Name] = p.Ms
+	}
+	rep.PruningRatio = byName["packet by id (no day known)"] / max(byName["packet by id and day"], 0.001)
+	fmt.Fprintf(progress, "  %-52s %.1fx\n", "a packet by id alone / by id and day", rep.PruningRatio)
 	if *asJSON {
 		return json.NewEncoder(out).Encode(rep)
 	}
