@@ -184,14 +184,20 @@ func (l *Ledger) postMoves(ctx context.Context, tx pgx.Tx, migration int64, dire
 // back in) or "in" (share out again) did.
 func (l *Ledger) moveClearing(ctx context.Context, tx pgx.Tx, migration int64, direction, ref string, share int64) error {
 	if direction == "out" {
-		if ok, err := hasTable(ctx, tx, "channel_orders"); err != nil || !ok {
+		ok, err := hasTable(ctx, tx, "channel_orders")
+		if err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(CASE WHEN o.state = 'succeeded' THEN o.amount WHEN o.state = 'paid' THEN -o.amount ELSE 0 END), 0)
+		if ok {
+			if err := tx.QueryRow(ctx, `SELECT coalesce(sum(CASE WHEN o.state = 'succeeded' THEN o.amount WHEN o.state = 'paid' THEN -o.amount ELSE 0 END), 0)
 			FROM channel_orders o JOIN slot_moves m ON m.user_id = o.user_id AND m.migration = $1 AND m.direction = 'out'`, migration).Scan(&share); err != nil {
-			return err
+				return err
+			}
 		}
 	}
+	// Written in every direction, even at zero: it is also the record that
+	// the direction is done (recorded), which a move without wallets has
+	// no other of.
 	if _, err := tx.Exec(ctx, `INSERT INTO slot_move_clearing (migration, direction, amount) VALUES ($1, $2, $3)`, migration, direction, share); err != nil {
 		return err
 	}
@@ -211,17 +217,27 @@ func (l *Ledger) moveClearing(ctx context.Context, tx pgx.Tx, migration int64, d
 	return err
 }
 
-// recorded returns the moves of a migration in a direction (nil: none).
+// recorded returns the moves of a migration in a direction: nil when the
+// direction has not run, empty when it ran and moved no wallet (its
+// clearing record, written in the same transaction, says it ran).
 func (l *Ledger) recorded(ctx context.Context, migration int64, direction string) ([]Moved, error) {
+	var ran bool
+	if err := l.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM slot_move_clearing WHERE migration = $1 AND direction = $2)`,
+		migration, direction).Scan(&ran); err != nil {
+		return nil, err
+	}
+	if !ran {
+		return nil, nil
+	}
 	rows, err := l.db.Query(ctx, `SELECT user_id, amount FROM slot_moves WHERE migration = $1 AND direction = $2 ORDER BY user_id`, migration, direction)
 	if err != nil {
 		return nil, err
 	}
 	moved, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Moved])
-	if len(moved) == 0 {
+	if err != nil {
 		return nil, err
 	}
-	return moved, err
+	return append([]Moved{}, moved...), nil
 }
 
 // sideTables are what moves with a wallet besides its balance, in the
