@@ -260,3 +260,38 @@ func crashAndRecover(t *testing.T, e *world, sc *scenario, point string) {
 	}
 	check(t, g.State)
 }
+
+// A request whose operation committed answers its result even when its
+// answer cannot be stored (the wallet's slot was fenced for a move in
+// between): a 503 "retry, nothing started" there would have been false
+// (found from outside: a transfer answered 503 had moved the money).
+func TestAnswerOfACommittedRequestSurvivesAFence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.userOn(0)
+	e.fund(t, u, 1000)
+	l := e.ls.For(u)
+	r := newRequests(e.ls)
+	ran := 0
+	run := func(ctx context.Context, fresh bool) (string, bool, error) {
+		ran++
+		// The operation is done; then the fence goes up before its answer
+		// is stored.
+		if err := l.Fence(ctx, 1, []int{shard.SlotOf(u)}, "frozen"); err != nil {
+			return "", false, err
+		}
+		return "done", true, nil
+	}
+	got, err := once(t.Context(), r, u, "k1", "test", map[string]int{"a": 1}, &struct{}{}, run)
+	if err != nil || got != "done" {
+		t.Fatalf("a committed request whose answer could not be stored: %q, %v", got, err)
+	}
+	if err := l.Unfence(t.Context(), 1, []int{shard.SlotOf(u)}, ledger.FenceRestore); err != nil {
+		t.Fatal(err)
+	}
+	// Its replay runs the idempotent operation again and stores the answer.
+	run = func(ctx context.Context, fresh bool) (string, bool, error) { ran++; return "done", true, nil }
+	if got, err := once(t.Context(), r, u, "k1", "test", map[string]int{"a": 1}, &struct{}{}, run); err != nil || got != "done" || ran != 2 {
+		t.Fatalf("replay: %q, %v, ran %d times", got, err, ran)
+	}
+}

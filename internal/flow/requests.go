@@ -140,9 +140,12 @@ func once[T any](ctx context.Context, r *requests, user int64, key, op string, r
 	if err != nil {
 		return res, err
 	}
-	// The answer is already decided; store it even if the caller left.
-	if err := l.FinishRequest(context.WithoutCancel(ctx), user, key, 200, b); err != nil {
-		return res, err
-	}
+	// The answer is already decided; store it even if the caller left. Not
+	// storing it changes nothing of the answer: it is final, so it is
+	// answered (an error here would tell the client that nothing happened:
+	// a slot fenced for a move in between answered 503). A replay finds no
+	// stored answer and runs the idempotent operation again, which answers
+	// the same and stores it.
+	_ = l.FinishRequest(context.WithoutCancel(ctx), user, key, 200, b)
 	return res, nil
 }

@@ -309,7 +309,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) (status
 	code, body, err := rt.h(r, c)
 	if err != nil {
 		ae := toAPIError(err)
-		if ae.Status >= 500 {
+		switch {
+		case ae.Status == http.StatusServiceUnavailable: // retry later (a slot moving, a set changing hands): expected
+			s.o.Logger.Warn("request told to retry", "route", rt.pattern, "err", err, "request_id", w.Header().Get("X-Request-Id"))
+		case ae.Status >= 500:
 			s.o.Logger.Error("request failed", "route", rt.pattern, "err", err, "request_id", w.Header().Get("X-Request-Id"))
 		}
 		return writeError(w, ae)
