@@ -51,8 +51,11 @@ type FestivalReport struct {
 	// Baseline is the same clients reading their wallets (GET /v1/wallet,
 	// the cheapest authenticated call) for as long, right after: the API's
 	// own ceiling here; Ratio is sends and grabs a second against it.
-	Baseline Result  `json:"baseline_wallet_reads"`
-	Ratio    float64 `json:"ratio"`
+	Baseline Result `json:"baseline_wallet_reads"`
+	// Refused are grabs answered sold out, busy or not allowed (not
+	// counted as grabs).
+	Refused int64   `json:"grabs_refused"`
+	Ratio   float64 `json:"ratio"`
 }
 
 func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
@@ -158,7 +161,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	var all []int64
 	var creditLat []time.Duration
 	var tracking sync.WaitGroup
-	var sampled atomic.Int64
+	var sampled, refused atomic.Int64
 	senders := max(1, *workers/4)
 	var sends, grabs Result
 	var wg sync.WaitGroup
@@ -210,11 +213,25 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 				Claim packet.Claim `json:"claim"`
 			}
 			status, err := b.Call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", pk.id), user, "grab", nil, &g)
-			if status == 409 || status == 429 || status == 403 {
-				return 0, nil // sold out, busy, not allowed: part of the game, not a grab
+			if status == 409 || status == 429 || status == 403 || status == 404 {
+				// Sold out, busy, not allowed: part of the game, not a grab.
+				// A packet sold out leaves the list, so that the clients go
+				// where there is something left instead of asking again.
+				refused.Add(1)
+				if status == 409 {
+					mu.Lock()
+					if i := slices.Index(recent, pk); i >= 0 {
+						recent = slices.Delete(recent, i, i+1)
+					}
+					mu.Unlock()
+				}
+				return 0, nil
 			}
 			if err != nil {
 				return 0, err
+			}
+			if g.Claim.Duplicate {
+				return 0, nil // this member's share of it already: not a new grab
 			}
 			if !g.Claim.Duplicate && sampled.Add(1)%100 == 0 { // sample grab-to-credited latency, lightly
 				got := time.Now()
@@ -232,6 +249,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 	wg.Wait()
 	tracking.Wait()
 	rep.Sends, rep.Grabs = sends, grabs
+	rep.Refused = refused.Load()
 	slices.Sort(creditLat)
 	rep.CreditSamples = len(creditLat)
 	if n := len(creditLat); n > 0 {
@@ -239,7 +257,7 @@ func benchFestival(ctx context.Context, args []string, out io.Writer, log *slog.
 		rep.CreditP99ms = float64(creditLat[(n-1)*99/100].Microseconds()) / 1000
 	}
 	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "packets sent (TCC)", sends.PerSec, sends.P50ms, sends.P99ms, sends.Errors)
-	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", "grabs", grabs.PerSec, grabs.P50ms, grabs.P99ms, grabs.Errors)
+	fmt.Fprintf(progress, "  %-34s %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  (%d refused: sold out, busy)\n", "grabs", grabs.PerSec, grabs.P50ms, grabs.P99ms, grabs.Errors, rep.Refused)
 	fmt.Fprintf(progress, "  %-34s p50 %6.0f ms  p99 %6.0f ms  (%d samples)\n", "grab to credited", rep.CreditP50ms, rep.CreditP99ms, rep.CreditSamples)
 	if nodes := strings.Split(*url, ","); len(nodes) > 1 {
 		rep.Forwarded = scrapeForwarded(ctx, nodes) - forwardedBefore
