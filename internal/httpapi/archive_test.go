@@ -138,4 +138,25 @@ func TestMigrationsThroughTheAPI(t *testing.T) {
 	if r := a.do("POST", "/v1/admin/migrations/"+id+"/cancel", adm, "", nil); r.status != 409 {
 		t.Fatalf("cancel after done: %s", r.raw)
 	}
+	// The list pages by cursor, newest first (found from outside: the
+	// cursor was ignored, every page the newest).
+	back := a.must(a.do("POST", "/v1/admin/migrations", adm, "", map[string]any{"slots": []int{slot}, "to": from}), 202)
+	backID := strconv.FormatFloat(back.body["id"].(float64), 'f', 0, 64)
+	hbtest.WaitFor(t, 30*time.Second, "the move back done", func() bool {
+		return a.must(a.do("GET", "/v1/admin/migrations/"+backID, adm, "", nil), 200).body["state"] == "done"
+	})
+	first := a.must(a.do("GET", "/v1/admin/migrations?limit=1", adm, "", nil), 200)
+	ms, cursor := first.body["migrations"].([]any), first.body["next"]
+	if len(ms) != 1 || ms[0].(map[string]any)["id"] != back.body["id"] || cursor == nil {
+		t.Fatalf("first page: %s", first.raw)
+	}
+	second := a.must(a.do("GET", "/v1/admin/migrations?limit=1&cursor="+cursor.(string), adm, "", nil), 200)
+	if ms := second.body["migrations"].([]any); len(ms) != 1 || ms[0].(map[string]any)["id"] != m.body["id"] {
+		t.Fatalf("second page: %s", second.raw)
+	}
+	for _, c := range []string{"-5", "%00%ff", "x", "99999999999999999999"} {
+		if r := a.do("GET", "/v1/admin/migrations?cursor="+c, adm, "", nil); r.status != 400 {
+			t.Fatalf("cursor %q: %d %s", c, r.status, r.raw)
+		}
+	}
 }

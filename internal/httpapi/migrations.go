@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	"hongbao/internal/slots"
 )
@@ -11,7 +12,8 @@ import (
 type Migrations interface {
 	Start(ctx context.Context, slots []int, to int) (slots.Migration, error)
 	Get(ctx context.Context, id int64) (slots.Migration, error)
-	List(ctx context.Context, limit int) ([]slots.Migration, error)
+	// List is newest first, before the cursor (an id; 0: from the newest).
+	List(ctx context.Context, before int64, limit int) ([]slots.Migration, error)
 	Cancel(ctx context.Context, id int64) (slots.Migration, error)
 	Wake()
 }
@@ -50,12 +52,15 @@ func (s *Server) migration(r *http.Request, _ Claims) (int, any, error) {
 }
 
 func (s *Server) migrations(r *http.Request, _ Claims) (int, any, error) {
-	limit, err := queryLimit(r, 20, 500)
+	before, limit, err := page(r, 20, 500)
 	if err != nil {
 		return 0, nil, err
 	}
-	ms, err := s.b.Migrations.List(r.Context(), limit)
-	return 200, map[string]any{"migrations": nonNil(ms)}, err
+	ms, err := s.b.Migrations.List(r.Context(), before, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 200, map[string]any{"migrations": nonNil(ms), "next": next(len(ms), limit, func() string { return strconv.FormatInt(ms[len(ms)-1].ID, 10) })}, nil
 }
 
 func (s *Server) cancelMigration(r *http.Request, _ Claims) (int, any, error) {

@@ -353,13 +353,16 @@ func (s *Slots) Get(ctx context.Context, id int64) (Migration, error) {
 }
 
 // List returns the latest migrations, newest first.
-func (s *Slots) List(ctx context.Context, limit int) ([]Migration, error) {
-	return s.list(ctx, `ORDER BY id DESC LIMIT $1`, limit)
+func (s *Slots) List(ctx context.Context, before int64, limit int) ([]Migration, error) {
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	return s.list(ctx, `WHERE id < $1 ORDER BY id DESC LIMIT $2`, before, limit)
 }
 
-func (s *Slots) list(ctx context.Context, tail string, arg any) ([]Migration, error) {
+func (s *Slots) list(ctx context.Context, tail string, args ...any) ([]Migration, error) {
 	rows, err := s.o.DB.Query(ctx, `SELECT id, slots, from_shard, to_shard, state, wallets, amount, error, created_at, updated_at, finished_at
-		FROM slot_migrations `+tail, arg)
+		FROM slot_migrations `+tail, args...)
 	if err != nil {
 		return nil, err
 	}
