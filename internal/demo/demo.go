@@ -491,12 +491,23 @@ func (d *demo) send(ctx context.Context, user int64, key string, body map[string
 }
 
 // grab grabs as user; retry decides, for an error status, whether to stop
-// quietly (true) or try again (false). Without it any error is returned.
+// quietly (true) or try again (false). Without it a 429 (busy, or a packet
+// whose send is still confirming: its sender may have heard 202) is tried
+// again after a pause, as its Retry-After asks, and any other error is
+// returned.
 func (d *demo) grab(ctx context.Context, id, user int64, retry func(status int) bool) error {
 	for {
 		status, err := d.Call(ctx, "POST", fmt.Sprintf("/v1/packets/%d/grab", id), user, "grab", nil, nil)
 		if err == nil {
 			return nil
+		}
+		if retry == nil && status == http.StatusTooManyRequests {
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return err
+			}
 		}
 		if retry == nil || status == 0 || status >= 500 {
 			return err

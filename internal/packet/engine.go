@@ -335,6 +335,13 @@ func (s *Set) admissible(ctx context.Context, lv *live, user int64) error {
 		return ErrSoldOut
 	case StateExpired:
 		return ErrExpired
+	case StatePending:
+		// Its send is deciding or confirming (an answer of 202 says so): not
+		// open yet, open in a moment. Retryable, and the next grab reads
+		// the row again (a load that raced the activation may hold the
+		// state from before it).
+		lv.broken.Store(true)
+		return fmt.Errorf("%w: the packet is still being sent", ErrBusy)
 	default:
 		return fmt.Errorf("%w: %s", ErrNotActive, p.State)
 	}
