@@ -14,9 +14,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"time"
 )
 
 type command struct {
@@ -64,6 +66,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			_ = pprof.StartCPUProfile(f)
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
+	}
+	// Where goroutines wait (channels, locks, select), for the profiles
+	// that CPU time does not show: written when the command ends.
+	if path := os.Getenv("HONGBAO_BLOCKPROFILE"); path != "" {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		runtime.SetMutexProfileFraction(10)
+		defer func() {
+			for name, suffix := range map[string]string{"block": "", "mutex": ".mutex"} {
+				if f, err := os.Create(path + suffix); err == nil {
+					_ = pprof.Lookup(name).WriteTo(f, 0)
+					f.Close()
+				}
+			}
+		}()
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
