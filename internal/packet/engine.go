@@ -61,7 +61,7 @@ type Set struct {
 	// nanoseconds): what was claimed before it, the relay that held it may
 	// be gone (Settle).
 	since atomic.Int64
-	log     *slog.Logger
+	log   *slog.Logger
 
 	mu      sync.RWMutex            // guards live and loading
 	live    map[int64]*live         // packets this process owns
