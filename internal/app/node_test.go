@@ -227,21 +227,29 @@ func TestCrashBetweenCommitAndPublish(t *testing.T) {
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
-	// The "dead" node: it owns the packet, commits claims, publishes nothing.
-	set, _ := sys.Flows.Set(pk.ID)
+	grabAndDie(t, sys, pk.ID, p.members[:20])
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
+	reconcile(t, sys)
+}
+
+// grabAndDie grabs packet id as users through a "dead" node: a second owner
+// of the packet's set that commits the claims and publishes nothing. It
+// returns the node's own set of the packet.
+func grabAndDie(t *testing.T, sys *Node, id int64, users []int64) *packet.Set {
+	t.Helper()
+	set, _ := sys.Flows.Set(id)
 	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: group.NewMemberCache(sys.Groups)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead.Start()
-	for _, u := range p.members[:20] {
-		if _, err := dead.Grab(t.Context(), pk.ID, u); err != nil {
+	defer dead.Close()
+	for _, u := range users {
+		if _, err := dead.Grab(t.Context(), id, u); err != nil {
 			t.Fatal(err)
 		}
 	}
-	dead.Close()
-	waitCredited(t, sys, pk.ID, map[int64]money.Amount{})
-	reconcile(t, sys)
+	return set
 }
 
 // Claims committed by a process that died with them still in its relay are
@@ -255,18 +263,7 @@ func TestNewOwnerSettlesAtOnce(t *testing.T) {
 	defer sys.Close()
 	p := newParty(t, sys, 30, 10_000)
 	pk := sendLucky(t, sys, p, 3000, 20, time.Time{})
-	set, _ := sys.Flows.Set(pk.ID)
-	dead, err := packet.New(set.DB(), packet.Options{Set: set.Number(), Members: group.NewMemberCache(sys.Groups)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead.Start()
-	for _, u := range p.members[:20] {
-		if _, err := dead.Grab(t.Context(), pk.ID, u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dead.Close()
+	set := grabAndDie(t, sys, pk.ID, p.members[:20])
 	// This node takes the set (again): a restart, or a takeover.
 	set.Serve(false)
 	set.Serve(true)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"hongbao/internal/packet"
@@ -17,10 +18,11 @@ type creditProbe struct {
 	credited func(context.Context, []packet.Claim) (map[int64]bool, error)
 	every    int // one grab in every
 
+	seen atomic.Int64 // grabs answered: no lock on the storm's path
+
 	mu   sync.Mutex
 	open []probeSample
 	lags []time.Duration
-	seen int
 }
 
 type probeSample struct {
@@ -36,10 +38,7 @@ func newCreditProbe(credited func(context.Context, []packet.Claim) (map[int64]bo
 
 // take says whether this answered grab is one of the sample (one in every).
 func (p *creditProbe) take() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.seen++
-	return p.seen%p.every == 0
+	return p.seen.Add(1)%int64(p.every) == 0
 }
 
 // add watches a sampled grab's claim, answered at at.

@@ -175,16 +175,24 @@ func TestSlotFence(t *testing.T) {
 	}
 }
 
+// newShardOne is a second ledger shard (number 1) beside newLedger's, for
+// moves between them.
+func newShardOne(t *testing.T) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.New(t.Context(), pgtest.NewDB(t, schema), ledger.Options{Shard: 1, Stripes: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // A saga step that ran on the shard a wallet left (a debit) and is
 // compensated after the move finds its try on the new shard: the refund
 // is paid, not taken for an empty compensation.
 func TestMigrationCarriesBarriers(t *testing.T) {
 	t.Parallel()
 	src, _ := newLedger(t)
-	dst, err := ledger.New(t.Context(), pgtest.NewDB(t, schema), ledger.Options{Shard: 1, Stripes: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dst := newShardOne(t)
 	ctx := t.Context()
 	const user = 77
 	if _, err := src.Deposit(ctx, "carry-dep", user, 1_000); err != nil {
@@ -236,10 +244,7 @@ func TestMigrationCarriesBarriers(t *testing.T) {
 func TestMigrateEmptySlots(t *testing.T) {
 	t.Parallel()
 	src, _ := newLedger(t)
-	dst, err := ledger.New(t.Context(), pgtest.NewDB(t, schema), ledger.Options{Shard: 1, Stripes: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dst := newShardOne(t)
 	ctx := t.Context()
 	slot := []int{shard.SlotOf(12345)}
 	for range 2 {
