@@ -207,21 +207,20 @@ func (s *Set) Grab(ctx context.Context, packetID, user int64) (Claim, error) {
 	// Someone who already grabbed gets the same answer, whatever the state;
 	// so does one whose other grab took a share while this one was being
 	// admitted: every refusal looks again first (refuse).
-	refuse := func(err error) (Claim, error) {
+	mine := func() *pending {
 		lv.mu.Lock()
-		pc, ok := lv.byUser[user]
-		lv.mu.Unlock()
-		if ok {
+		defer lv.mu.Unlock()
+		return lv.byUser[user]
+	}
+	refuse := func(err error) (Claim, error) {
+		if pc := mine(); pc != nil {
 			return wait(ctx, pc, true)
 		}
 		return Claim{}, err
 	}
-	lv.mu.Lock()
-	if pc, ok := lv.byUser[user]; ok {
-		lv.mu.Unlock()
+	if pc := mine(); pc != nil {
 		return wait(ctx, pc, true)
 	}
-	lv.mu.Unlock()
 	if err := s.admissible(ctx, lv, user); err != nil {
 		return refuse(err)
 	}
