@@ -37,7 +37,7 @@ func (l *Ledger) Archive(ctx context.Context, before time.Time) ([]Archived, err
 	var out []Archived
 	for _, d := range list {
 		var n int64
-		err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
+		err := days.InTx(ctx, l.db, func(tx pgx.Tx) error {
 			if err := days.Lock(ctx, tx, d, "postings"); err != nil {
 				return err
 			}

@@ -39,41 +39,38 @@ func (s *Set) Archive(ctx context.Context, before time.Time) ([]ArchivedDay, err
 	var out []ArchivedDay
 	for _, d := range list {
 		a := ArchivedDay{Day: d.Format(time.DateOnly)}
-		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-			if err := days.Lock(ctx, tx, d, "packets", "claims"); err != nil {
+		// Looked at first without a lock: a day with money on its way is
+		// kept without holding anyone up. What is closed and credited stays
+		// so, and it is looked at again under the lock.
+		a.Kept, err = onItsWay(ctx, s.db, d)
+		if err == nil && a.Kept == "" {
+			err = days.InTx(ctx, s.db, func(tx pgx.Tx) error {
+				if err := days.LockTables(ctx, tx, "packets", "claims"); err != nil {
+					return err
+				}
+				var err error
+				if a.Kept, err = onItsWay(ctx, tx, d); err != nil || a.Kept != "" {
+					return err
+				}
+				packets := pgx.Identifier{days.Name("packets", d)}.Sanitize()
+				refunds := pgx.Identifier{"archive", days.Name("refunds", d)}.Sanitize()
+				if _, err := tx.Exec(ctx, `CREATE TABLE `+refunds+` (LIKE refunds)`); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `WITH m AS (DELETE FROM refunds WHERE packet_id IN (SELECT id FROM `+packets+`) RETURNING *)
+					INSERT INTO `+refunds+` SELECT * FROM m`); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO archived_packets (id, day) SELECT id, $1::date FROM `+packets, d); err != nil {
+					return err
+				}
+				if a.Packets, err = days.Detach(ctx, tx, "packets", d); err != nil {
+					return err
+				}
+				a.Claims, err = days.Detach(ctx, tx, "claims", d)
 				return err
-			}
-			packets := pgx.Identifier{days.Name("packets", d)}.Sanitize()
-			claims := pgx.Identifier{days.Name("claims", d)}.Sanitize()
-			var open, uncredited, unrefunded int64
-			if err := tx.QueryRow(ctx, `SELECT
-				(SELECT count(*) FROM `+packets+` WHERE state IN ('pending', 'active')),
-				(SELECT count(*) FROM `+claims+` WHERE credited_at IS NULL),
-				(SELECT count(*) FROM refunds r JOIN `+packets+` p ON p.id = r.packet_id WHERE r.credited_at IS NULL)`).
-				Scan(&open, &uncredited, &unrefunded); err != nil {
-				return err
-			}
-			if open+uncredited+unrefunded > 0 {
-				a.Kept = fmt.Sprintf("%d packets open, %d claims and %d refunds not yet credited", open, uncredited, unrefunded)
-				return nil
-			}
-			refunds := pgx.Identifier{"archive", days.Name("refunds", d)}.Sanitize()
-			if _, err := tx.Exec(ctx, `CREATE TABLE `+refunds+` (LIKE refunds)`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `WITH m AS (DELETE FROM refunds WHERE packet_id IN (SELECT id FROM `+packets+`) RETURNING *)
-				INSERT INTO `+refunds+` SELECT * FROM m`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO archived_packets (id, day) SELECT id, $1::date FROM `+packets, d); err != nil {
-				return err
-			}
-			if a.Packets, err = days.Detach(ctx, tx, "packets", d); err != nil {
-				return err
-			}
-			a.Claims, err = days.Detach(ctx, tx, "claims", d)
-			return err
-		})
+			})
+		}
 		if err != nil {
 			return out, fmt.Errorf("packet set %d: archive %s: %w", s.o.Set, a.Day, err)
 		}
@@ -83,6 +80,22 @@ func (s *Set) Archive(ctx context.Context, before time.Time) ([]ArchivedDay, err
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// onItsWay says why the packets of day d cannot leave yet ("": they can):
+// packets still open, claims or refunds not yet credited.
+func onItsWay(ctx context.Context, q days.Querier, d time.Time) (string, error) {
+	packets := pgx.Identifier{days.Name("packets", d)}.Sanitize()
+	claims := pgx.Identifier{days.Name("claims", d)}.Sanitize()
+	var open, uncredited, unrefunded int64
+	if err := q.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM `+packets+` WHERE state IN ('pending', 'active')),
+		(SELECT count(*) FROM `+claims+` WHERE credited_at IS NULL),
+		(SELECT count(*) FROM refunds r JOIN `+packets+` p ON p.id = r.packet_id WHERE r.credited_at IS NULL)`).
+		Scan(&open, &uncredited, &unrefunded); err != nil || open+uncredited+unrefunded == 0 {
+		return "", err
+	}
+	return fmt.Sprintf("%d packets open, %d claims and %d refunds not yet credited", open, uncredited, unrefunded), nil
 }
 
 // missing says why packet id is not in the set: archived with its day, or

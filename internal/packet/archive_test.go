@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"hongbao/internal/days"
+	"hongbao/internal/hbtest"
 	"hongbao/internal/ledger"
 	"hongbao/internal/packet"
 	"hongbao/internal/pgtest"
@@ -106,5 +107,69 @@ func TestDayPartitions(t *testing.T) {
 	}
 	if got, err := s.Archive(ctx, d1); err != nil || len(got) != 0 {
 		t.Fatalf("archive again: %+v %v", got, err)
+	}
+}
+
+// An archive beside a writer that holds the packets table and then
+// updates a packet without its day (so every partition, the old day's too):
+// the archive waits for the tables before it takes a day's partition, so
+// neither is ended as a deadlock's victim and both succeed (CI: the
+// reconciler and the engine's writes made the archive answer 503).
+func TestArchiveBesideAWriter(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	d0 := days.Of(time.Now()).AddDate(0, 0, -3)
+	c := &clock{t: d0.Add(12 * time.Hour)}
+	s := newSet(t, db, c)
+	ctx := t.Context()
+	old := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 7, Group: 4, Amount: 300, Shares: 3, ExpiresAt: c.now().Add(time.Minute)}, c)
+	for u := int64(1); u <= 3; u++ {
+		if _, err := s.Grab(ctx, old.ID, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.add(24 * time.Hour)
+	next := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 8, Group: 4, Amount: 200, Shares: 2}, c)
+	all := func(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
+		m := map[string]bool{}
+		for _, msg := range msgs {
+			m[msg.Key] = true
+		}
+		return m, nil
+	}
+	if n, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 3 {
+		t.Fatalf("settled %d: %v", n, err)
+	}
+
+	w, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Rollback(context.WithoutCancel(ctx))
+	if _, err := w.Exec(ctx, `LOCK TABLE ONLY packets IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		got []packet.ArchivedDay
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := s.Archive(ctx, d0.AddDate(0, 0, 1))
+		done <- result{got, err}
+	}()
+	hbtest.WaitFor(t, 30*time.Second, "the archive waiting for a lock", func() bool {
+		var n int
+		return db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n) == nil && n > 0
+	})
+	if _, err := w.Exec(ctx, `UPDATE packets SET closed_at = closed_at WHERE id = $1`, next.ID); err != nil {
+		t.Fatalf("the writer beside the archive: %v", err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatalf("the writer's commit: %v", err)
+	}
+	r := <-done
+	if r.err != nil || len(r.got) != 1 || r.got[0].Packets != 1 || r.got[0].Claims != 3 {
+		t.Fatalf("archive beside a writer: %+v %v", r.got, r.err)
 	}
 }
