@@ -467,7 +467,8 @@ func TestSlotMigrationUnderLoad(t *testing.T) {
 			t.Logf("consumer %d: applied %d, retried %d, dead %d; relay dropped %d, queued %d", i, c.Applied.Load(), c.Retried.Load(), c.Dead.Load(), sys.Relay.Dropped.Load(), sys.Relay.Queued())
 		}
 		for _, set := range sys.Sets {
-			rows, _ := set.DB().Query(ctx, `SELECT id, user_id, amount FROM claims WHERE credited_at IS NULL LIMIT 3`)
+			rows, _ := set.DB().Query(ctx, `SELECT c.id, c.user_id, c.amount FROM packets p
+				JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at AND c.seq > p.credited_seq LIMIT 3`)
 			for rows.Next() {
 				var id, u, a int64
 				_ = rows.Scan(&id, &u, &a)
@@ -482,8 +483,7 @@ func TestSlotMigrationUnderLoad(t *testing.T) {
 	}()
 	hbtest.WaitFor(t, 60*time.Second, "every claim credited", func() bool {
 		for _, set := range sys.Sets {
-			var n int
-			if err := set.DB().QueryRow(ctx, `SELECT count(*) FROM claims WHERE credited_at IS NULL`).Scan(&n); err != nil || n > 0 {
+			if n, _, err := set.Overdue(ctx, time.Now().Add(time.Hour)); err != nil || n > 0 {
 				return false
 			}
 		}

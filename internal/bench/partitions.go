@@ -117,15 +117,15 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 			span = max(time.Since(today), time.Minute)
 		}
 		if _, err := pdb.Exec(ctx, `INSERT INTO packets (id, kind, sender, group_id, amount, shares, greeting, state,
-				remaining_amount, remaining_count, expires_at, created_at, closed_at)
-			SELECT g, 'lucky', 1 + g % 100000, 1 + g % 5000, $3::int * 100, $3, '', 'finished', 0, 0, t + interval '1 day', t, t + interval '1 minute'
+				remaining_amount, remaining_count, expires_at, created_at, closed_at, claimed, credited_seq)
+			SELECT g, 'lucky', 1 + g % 100000, 1 + g % 5000, $3::int * 100, $3, '', 'finished', 0, 0, t + interval '1 day', t, t + interval '1 minute', $3, $3
 			FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) g,
 			     LATERAL (SELECT $4::timestamptz + ((g - $1)::float8 / $2) * $5::interval AS t) x`, lo, n, *perPacket, day, span); err != nil {
 			return fmt.Errorf("load packets of %s: %w", day.Format(time.DateOnly), err)
 		}
-		if _, err := pdb.Exec(ctx, `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, credited_at, packet_at)
+		if _, err := pdb.Exec(ctx, `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, packet_at)
 			SELECT p.id * 1000 + s, p.id, 1 + (p.id * 7919 + s * 104729) % 1000000, s, 100,
-			       p.created_at + s * interval '10 ms', p.created_at + interval '1 minute', p.created_at
+			       p.created_at + s * interval '10 ms', p.created_at
 			FROM packets p, generate_series(1, $3) s WHERE p.id BETWEEN $1 AND $1 + $2 - 1`, lo, n, *perPacket); err != nil {
 			return fmt.Errorf("load claims of %s: %w", day.Format(time.DateOnly), err)
 		}
@@ -140,7 +140,7 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 	}
 	hot := rep.Packets
 	if _, err := pdb.Exec(ctx, `UPDATE packets SET state = 'active', remaining_count = 1, remaining_amount = 100, closed_at = NULL,
-		expires_at = now() + interval '1 day' WHERE id = $1`, hot); err != nil {
+		expires_at = now() + interval '1 day', claimed = shares - 1, credited_seq = shares - 2 WHERE id = $1`, hot); err != nil {
 		return err
 	}
 	if _, err := pdb.Exec(ctx, `DELETE FROM claims WHERE packet_id = $1 AND seq = $2`, hot, *perPacket); err != nil {
@@ -171,7 +171,7 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 		sql  string
 		args []any
 	}{
-		{"grab commit: move the packet's remainder (fenced)", true, pdb, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain,
+		{"grab commit: move the packet's remainder (fenced)", true, pdb, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain, claimed = p.shares - v.count,
 				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END, closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
 			FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[]) AS v(id, epoch, count, remain)
 			WHERE p.id = v.id AND p.owner_epoch = v.epoch AND p.state = 'active' AND p.created_at >= $6 AND p.created_at < $7
@@ -182,20 +182,27 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 			WHERE packet_id = ANY($1) AND packet_at >= $2 AND packet_at < $3 ORDER BY packet_id, amount DESC, seq`, []any{[]int64{hot}, lo, hi}},
 		{"credit: the journal posting", true, ldb, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
 			VALUES ('credit', 'bench:explain', 5, 6, 1, 0, 0)`, nil},
-		{"load a packet into the engine: its claims", false, pdb, `SELECT id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-			WHERE packet_id = $1 AND packet_at = $2`, []any{hot, hotAt}},
-		{"packet detail: claims of a packet 15 days old", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-			WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, []any{old, oldAt}},
+		{"load a packet into the engine: its claims", false, pdb, `SELECT id, user_id, seq, amount, created_at, seq <= $3 FROM claims
+			WHERE packet_id = $1 AND packet_at = $2`, []any{hot, hotAt, *perPacket - 2}},
+		{"packet detail: claims of a packet 15 days old", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at,
+				seq <= (SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)
+			FROM claims WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, []any{old, oldAt}},
 		{"packet by id (no day known)", false, pdb, `SELECT id, state FROM packets WHERE id = $1`, []any{old}},
 		{"packet by id and day", false, pdb, `SELECT id, state FROM packets WHERE id = $1 AND created_at = $2`, []any{old, oldAt}},
-		{"received list of a user, first page", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-			WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4`,
+		{"received list of a user, first page", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at,
+				seq <= (SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)
+			FROM claims c WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4`,
 			[]any{int64(4242), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), int64(0), 50}},
-		{"reconciler: claims not yet seen credited", false, pdb, `SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL AND created_at <= $1
-			UNION ALL SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL AND created_at <= $1 LIMIT 10000`,
+		{"reconciler: claims not yet seen credited", false, pdb, `SELECT c.id, false, c.user_id, c.amount, p.id, c.seq, p.created_at, p.credited_seq
+			FROM (SELECT id, created_at, credited_seq FROM packets WHERE credited_seq < claimed ORDER BY created_at LIMIT 1000) p,
+			LATERAL (SELECT id, user_id, amount, seq FROM claims c WHERE c.packet_id = p.id AND c.packet_at = p.created_at
+				AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT 10000) c
+			LIMIT 10000`,
 			[]any{time.Now().Add(-time.Minute)}},
-		{"reconciler: mark claims credited (by id and day)", false, pdb, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1) AND packet_at = ANY($3)`,
-			[]any{[]int64{old*1000 + 1, old*1000 + 2}, time.Now(), []time.Time{oldAt}}},
+		{"reconciler: move packets' credited watermarks (by id and day)", false, pdb, `UPDATE packets p SET credited_seq = v.seq
+			FROM unnest($1::bigint[], $2::timestamptz[], $3::int[]) AS v(id, day, seq)
+			WHERE p.id = v.id AND p.created_at = v.day AND p.credited_seq < v.seq`,
+			[]any{[]int64{hot}, []time.Time{hotAt}, []int32{int32(*perPacket - 1)}}},
 		{"expiry sweep", false, pdb, `SELECT id, created_at FROM packets WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT 1000`,
 			[]any{time.Now()}},
 		{"statement of a user, first page", false, ldb, `

@@ -86,11 +86,10 @@ func (s *Set) Archive(ctx context.Context, before time.Time) ([]ArchivedDay, err
 // packets still open, claims or refunds not yet credited.
 func onItsWay(ctx context.Context, q days.Querier, d time.Time) (string, error) {
 	packets := pgx.Identifier{days.Name("packets", d)}.Sanitize()
-	claims := pgx.Identifier{days.Name("claims", d)}.Sanitize()
 	var open, uncredited, unrefunded int64
 	if err := q.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM `+packets+` WHERE state IN ('pending', 'active')),
-		(SELECT count(*) FROM `+claims+` WHERE credited_at IS NULL),
+		(SELECT coalesce(sum(claimed - credited_seq), 0) FROM `+packets+` WHERE credited_seq < claimed),
 		(SELECT count(*) FROM refunds r JOIN `+packets+` p ON p.id = r.packet_id WHERE r.credited_at IS NULL)`).
 		Scan(&open, &uncredited, &unrefunded); err != nil || open+uncredited+unrefunded == 0 {
 		return "", err

@@ -462,11 +462,12 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		p := &lv.p
 		var receiver, group *int64
+		var creditedSeq int
 		err := tx.QueryRow(ctx, `UPDATE packets SET owner_epoch = owner_epoch + 1 WHERE id = $1
 			RETURNING id, kind, sender, receiver, group_id, amount, shares, greeting, state, remaining_amount, remaining_count,
-			          refunded, expires_at, created_at, owner_epoch`, id).
+			          refunded, expires_at, created_at, owner_epoch, credited_seq`, id).
 			Scan(&p.ID, &p.Kind, &p.Sender, &receiver, &group, &p.Amount, &p.Shares, &p.Greeting, &p.State, &p.RemainingAmount,
-				&p.RemainingCount, &p.Refunded, &p.ExpiresAt, &p.CreatedAt, &lv.epoch)
+				&p.RemainingCount, &p.Refunded, &p.ExpiresAt, &p.CreatedAt, &lv.epoch, &creditedSeq)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, id)
 		}
@@ -479,7 +480,8 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 		if group != nil {
 			p.Group = *group
 		}
-		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims WHERE packet_id = $1 AND packet_at = $2`, id, p.CreatedAt)
+		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, seq <= $3 FROM claims WHERE packet_id = $1 AND packet_at = $2`,
+			id, p.CreatedAt, creditedSeq)
 		if err != nil {
 			return err
 		}
@@ -708,7 +710,7 @@ func (s *Set) write(batch []*pending) (map[int64]bool, error) {
 			pc.c.ID = claimIDs[i]
 			rows[i][0] = claimIDs[i]
 		}
-		res, err := tx.Query(ctx, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain,
+		res, err := tx.Query(ctx, `UPDATE packets p SET remaining_count = v.count, remaining_amount = v.remain, claimed = p.shares - v.count,
 				state = CASE WHEN v.count = 0 THEN 'finished' ELSE p.state END,
 				closed_at = CASE WHEN v.count = 0 THEN $5 ELSE p.closed_at END
 			FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[]) AS v(id, epoch, count, remain)

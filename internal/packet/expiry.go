@@ -1,8 +1,10 @@
 package packet
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,8 +85,9 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 
 // Settle is the reconciler's pass over this set: claims and refunds older
 // than grace and not yet seen credited are looked up in the ledger (applied
-// reports which keys a ledger applied); those applied are marked credited,
-// the others are handed to republish. It returns both counts. (Looking
+// reports which keys a ledger applied); a packet's watermark moves up over
+// its claims seen applied (a refund is marked), the others are handed to
+// republish. It returns both counts. (Looking
 // sooner would put a per-claim update on the database while a storm is
 // still grabbing.) What was claimed before this process began to serve the
 // set is looked at at once, whatever the grace: the relay that held it
@@ -98,31 +101,24 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		cutoff = since
 	}
 	// Claims and refunds not yet seen credited, each with the message the
-	// relay would have sent for it (one place makes the keys).
+	// relay would have sent for it (one place makes the keys). A packet's
+	// claims come in seq order from the first above its watermark, so the
+	// watermark moves up over those seen applied without a gap.
 	type owed struct {
 		id     int64 // claim id, or packet id of a refund
 		refund bool
 		msg    ledger.CreditMessage
-		day    time.Time // a claim's packet_at: the partition to mark it in
+		packet int64 // a claim's packet, its seq, day and watermark
+		seq    int
+		day    time.Time
+		mark   int
 	}
-	rows, err := s.db.Query(ctx, `
-		SELECT id, false, user_id, amount, packet_at FROM claims WHERE credited_at IS NULL AND created_at <= $1
-		UNION ALL
-		SELECT packet_id, true, sender, amount, NULL FROM refunds WHERE credited_at IS NULL AND created_at <= $1
-		LIMIT 10000`, cutoff)
-	if err != nil {
-		return 0, 0, err
-	}
-	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (owed, error) {
+	scan := func(r pgx.CollectableRow) (owed, error) {
 		var o owed
 		var user int64
 		var amount money.Amount
-		var day *time.Time
-		if err := r.Scan(&o.id, &o.refund, &user, &amount, &day); err != nil {
+		if err := r.Scan(&o.id, &o.refund, &user, &amount, &o.packet, &o.seq, &o.day, &o.mark); err != nil {
 			return o, err
-		}
-		if day != nil {
-			o.day = *day
 		}
 		if o.refund {
 			o.msg = RefundMessage(Refund{PacketID: o.id, Sender: user, Amount: amount})
@@ -130,9 +126,34 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 			o.msg = ClaimMessage(Claim{ID: o.id, User: user, Amount: amount})
 		}
 		return o, nil
-	})
-	if err != nil || len(all) == 0 {
+	}
+	rows, err := s.db.Query(ctx, `
+		SELECT c.id, false, c.user_id, c.amount, p.id, c.seq, p.created_at, p.credited_seq
+		FROM (SELECT id, created_at, credited_seq FROM packets WHERE credited_seq < claimed ORDER BY created_at LIMIT 1000) p,
+		LATERAL (SELECT id, user_id, amount, seq FROM claims c WHERE c.packet_id = p.id AND c.packet_at = p.created_at
+			AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT 10000) c
+		LIMIT 10000`, cutoff)
+	if err != nil {
 		return 0, 0, err
+	}
+	all, err := pgx.CollectRows(rows, scan)
+	if err != nil {
+		return 0, 0, err
+	}
+	rows, err = s.db.Query(ctx, `SELECT packet_id, true, sender, amount, 0::bigint, 0, created_at, 0 FROM refunds
+		WHERE credited_at IS NULL AND created_at <= $1 LIMIT 1000`, cutoff)
+	if err != nil {
+		return 0, 0, err
+	}
+	refunds, err := pgx.CollectRows(rows, scan)
+	if err != nil {
+		return 0, 0, err
+	}
+	// In order of packet and seq, whatever order the rows came in.
+	slices.SortFunc(all, func(a, b owed) int { return cmp.Or(cmp.Compare(a.packet, b.packet), cmp.Compare(a.seq, b.seq)) })
+	all = append(all, refunds...)
+	if len(all) == 0 {
+		return 0, 0, nil
 	}
 	msgs := make([]ledger.CreditMessage, len(all))
 	for i, o := range all {
@@ -142,31 +163,51 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	if err != nil {
 		return 0, 0, err
 	}
-	var claimIDs, refundIDs []int64
-	var claimDays []time.Time
+	var refundIDs, marked []int64
+	var marks []int32
+	var markDays []time.Time
 	var missing []ledger.CreditMessage
+	credited = 0
+	next := map[int64]int{} // a packet's next seq that would move its watermark (-1: a gap was met)
 	for _, o := range all {
-		switch {
-		case !done[o.msg.Key]:
+		ok := done[o.msg.Key]
+		if !ok {
 			missing = append(missing, o.msg)
+		}
+		switch {
 		case o.refund:
-			refundIDs = append(refundIDs, o.id)
+			if ok {
+				refundIDs = append(refundIDs, o.id)
+			}
 		default:
-			claimIDs = append(claimIDs, o.id)
-			claimDays = append(claimDays, o.day)
+			n, seen := next[o.packet]
+			if !seen {
+				n = o.mark + 1
+			}
+			if ok && n == o.seq {
+				credited++
+				if n == o.mark+1 {
+					marked, markDays, marks = append(marked, o.packet), append(markDays, o.day), append(marks, 0)
+				}
+				marks[len(marks)-1] = int32(o.seq)
+				next[o.packet] = n + 1
+			} else {
+				next[o.packet] = -1
+			}
 		}
 	}
-	now = s.o.Now()
-	// By (id, packet_at): only the partitions of those packets' days are
-	// searched, not every day's.
-	if _, err := s.db.Exec(ctx, `UPDATE claims SET credited_at = $2 WHERE id = ANY($1) AND packet_at = ANY($3)`, claimIDs, now, claimDays); err != nil {
+	// By (id, created_at): only the partitions of those packets' days are
+	// searched. Never down: a second reconciler may have moved it further.
+	if _, err := s.db.Exec(ctx, `UPDATE packets p SET credited_seq = v.seq
+		FROM unnest($1::bigint[], $2::timestamptz[], $3::int[]) AS v(id, day, seq)
+		WHERE p.id = v.id AND p.created_at = v.day AND p.credited_seq < v.seq`, marked, markDays, marks); err != nil {
 		return 0, 0, err
 	}
-	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, now); err != nil {
+	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, s.o.Now()); err != nil {
 		return 0, 0, err
 	}
 	if len(missing) > 0 {
 		republish(missing)
 	}
-	return len(claimIDs) + len(refundIDs), len(missing), nil
+	return credited + len(refundIDs), len(missing), nil
 }

@@ -52,8 +52,9 @@ func (s *Set) Detail(ctx context.Context, id int64, credited func(context.Contex
 		return Detail{}, err
 	}
 	d := Detail{Packet: p}
-	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-		WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, id, p.CreatedAt)
+	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
+			seq <= (SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)
+		FROM claims WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, id, p.CreatedAt)
 	if err != nil {
 		return d, err
 	}
@@ -114,8 +115,9 @@ func (s *Set) Received(ctx context.Context, user int64, beforeAt time.Time, befo
 	if beforeAt.IsZero() {
 		beforeAt, beforeID = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 0
 	}
-	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at, credited_at IS NOT NULL FROM claims
-		WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))
+	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
+			seq <= (SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)
+		FROM claims c WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))
 		ORDER BY created_at DESC, id DESC LIMIT $4`, user, beforeAt, beforeID, clampLimit(limit))
 	if err != nil {
 		return nil, err
@@ -132,17 +134,19 @@ func clampLimit(n int) int {
 
 // Check proves the set's packets: each packet that took money pays out
 // exactly its amount (claimed + remaining + refunded) in at most its
-// shares, no user twice (the schema), and a finished packet has every share
-// claimed. It returns the violations, none when sound.
+// shares, no user twice (the schema), a finished packet has every share
+// claimed, and its claims are seqs 1..claimed (what the credited watermark
+// stands on). It returns the violations, none when sound.
 func (s *Set) Check(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, `
 		SELECT p.id, p.state, p.amount, p.shares, p.remaining_amount, p.remaining_count, p.refunded,
-		       coalesce(sum(c.amount), 0), count(c.id)
+		       coalesce(sum(c.amount), 0), count(c.id), p.claimed, coalesce(max(c.seq), 0)
 		FROM packets p LEFT JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at
 		WHERE p.state IN ('active', 'finished', 'expired')
 		GROUP BY p.id, p.created_at
 		HAVING p.amount <> coalesce(sum(c.amount), 0) + p.remaining_amount + p.refunded
 		    OR count(c.id) > p.shares
+		    OR count(c.id) <> p.claimed OR coalesce(max(c.seq), 0) <> p.claimed
 		    OR (p.state <> 'expired' AND count(c.id) + p.remaining_count <> p.shares)
 		    OR (p.state = 'finished' AND count(c.id) <> p.shares)`)
 	if err != nil {
@@ -152,16 +156,22 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 	var out []string
 	for rows.Next() {
 		var id, amount, remaining, refunded, claimed int64
-		var shares, left, n int
+		var shares, left, n, counted, last int
 		var state string
-		if err := rows.Scan(&id, &state, &amount, &shares, &remaining, &left, &refunded, &claimed, &n); err != nil {
+		if err := rows.Scan(&id, &state, &amount, &shares, &remaining, &left, &refunded, &claimed, &n, &counted, &last); err != nil {
 			return nil, err
 		}
-		out = append(out, fmt.Sprintf("packet %d (%s): amount %s, claimed %s in %d of %d shares, remaining %s in %d, refunded %s",
-			id, state, money.Amount(amount), money.Amount(claimed), n, shares, money.Amount(remaining), left, money.Amount(refunded)))
+		out = append(out, fmt.Sprintf("packet %d (%s): amount %s, claimed %s in %d of %d shares (counted %d, last seq %d), remaining %s in %d, refunded %s",
+			id, state, money.Amount(amount), money.Amount(claimed), n, shares, counted, last, money.Amount(remaining), left, money.Amount(refunded)))
 	}
 	return out, rows.Err()
 }
+
+// owedClaims are the claims the reconciler has still to see credited: those
+// above their packet's watermark (credited_seq).
+const owedClaims = `SELECT c.id, c.user_id, c.amount, c.created_at FROM packets p
+	JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at AND c.seq > p.credited_seq
+	WHERE p.credited_seq < p.claimed`
 
 // Overdue counts the claims and refunds made before since that are still
 // not seen credited (the reconciler looks at each once it is older than its
@@ -170,7 +180,7 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 func (s *Set) Overdue(ctx context.Context, since time.Time) (n int64, oldest time.Time, err error) {
 	var at *time.Time
 	err = s.db.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (
-		SELECT created_at FROM claims WHERE credited_at IS NULL AND created_at <= $1
+		SELECT created_at FROM (`+owedClaims+`) c WHERE created_at <= $1
 		UNION ALL SELECT created_at FROM refunds WHERE credited_at IS NULL AND created_at <= $1) u`, since).Scan(&n, &at)
 	if at != nil {
 		oldest = *at
@@ -190,7 +200,7 @@ func (s *Set) Escrow(ctx context.Context, limit int) (held money.Amount, unmarke
 			- (SELECT coalesce(sum(amount), 0) FROM claims) - (SELECT coalesce(sum(amount), 0) FROM refunds)`).Scan(&held); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT id, false, user_id, amount FROM claims WHERE credited_at IS NULL
+		rows, err := tx.Query(ctx, `SELECT id, false, user_id, amount FROM (`+owedClaims+`) c
 			UNION ALL SELECT packet_id, true, sender, amount FROM refunds WHERE credited_at IS NULL LIMIT $1`, limit+1)
 		if err != nil {
 			return err
