@@ -619,18 +619,25 @@ func (n *Node) sweep(ctx context.Context) {
 		if !set.Serving() {
 			continue // its owner sweeps it
 		}
-		refunds, err := set.Expire(ctx, 1000)
-		if err != nil {
-			n.o.Logger.Warn("expiry sweep failed", "packet_set", set.Number(), "err", err)
-		}
-		msgs := make([]ledger.CreditMessage, len(refunds))
-		for i, r := range refunds {
-			msgs[i] = packet.RefundMessage(r)
-		}
-		n.Relay.Enqueue(msgs)
-		if _, _, err := set.Settle(ctx, time.Duration(n.grace.Load()), n.Ledgers.Applied, n.republish(ctx)); err != nil && ctx.Err() == nil {
-			n.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
-		}
+		pages(func() bool {
+			refunds, err := set.Expire(ctx, sweepPage)
+			if err != nil {
+				n.o.Logger.Warn("expiry sweep failed", "packet_set", set.Number(), "err", err)
+			}
+			msgs := make([]ledger.CreditMessage, len(refunds))
+			for i, r := range refunds {
+				msgs[i] = packet.RefundMessage(r)
+			}
+			n.Relay.Enqueue(msgs)
+			return len(refunds) == sweepPage
+		})
+		pages(func() bool {
+			credited, _, more, err := set.Settle(ctx, time.Duration(n.grace.Load()), n.Ledgers.Applied, n.republish(ctx))
+			if err != nil && ctx.Err() == nil {
+				n.o.Logger.Warn("settle failed", "packet_set", set.Number(), "err", err)
+			}
+			return err == nil && more && credited > 0
+		})
 		set.Evict()
 	}
 	n.members.Evict(5 * time.Minute)
@@ -647,12 +654,32 @@ func (n *Node) sweep(ctx context.Context) {
 		keep = 7 * 24 * time.Hour
 	}
 	for _, l := range n.Ledgers.Shards {
-		if _, err := l.PurgeRequests(ctx, time.Now().Add(-keep), 1000); err != nil && ctx.Err() == nil {
-			n.o.Logger.Warn("request key purge failed", "ledger_shard", l.Shard(), "err", err)
-		}
-		if _, err := l.ExpireHolds(ctx, 1000); err != nil && ctx.Err() == nil {
-			n.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
-		}
+		pages(func() bool {
+			k, err := l.PurgeRequests(ctx, time.Now().Add(-keep), sweepPage)
+			if err != nil && ctx.Err() == nil {
+				n.o.Logger.Warn("request key purge failed", "ledger_shard", l.Shard(), "err", err)
+			}
+			return err == nil && k == sweepPage
+		})
+		pages(func() bool {
+			k, err := l.ExpireHolds(ctx, sweepPage)
+			if err != nil && ctx.Err() == nil {
+				n.o.Logger.Warn("hold expiry failed", "ledger_shard", l.Shard(), "err", err)
+			}
+			return err == nil && k == sweepPage
+		})
+	}
+}
+
+// sweepPage is what one page of a sweeper takes (packets expired, keys
+// purged, holds expired; the reconciler has its own page).
+const sweepPage = 1000
+
+// pages runs one page of a sweeper after another while the last was full
+// and moved on (page says so), for at most a second: a page a sweep would
+// cap a sweeper at a page a second, below what a storm makes.
+func pages(page func() (again bool)) {
+	for start := time.Now(); page() && time.Since(start) < time.Second; {
 	}
 }
 

@@ -78,7 +78,7 @@ func TestDayPartitions(t *testing.T) {
 		}
 		return m, nil
 	}
-	if n, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 6 {
+	if n, _, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 6 {
 		t.Fatalf("settled %d: %v", n, err)
 	}
 	got, err = s.Archive(ctx, d1)
@@ -137,7 +137,7 @@ func TestArchiveBesideAWriter(t *testing.T) {
 		}
 		return m, nil
 	}
-	if n, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 3 {
+	if n, _, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 3 {
 		t.Fatalf("settled %d: %v", n, err)
 	}
 

@@ -59,7 +59,7 @@ func BenchmarkGrab(b *testing.B) {
 					if err := tx.QueryRow(b.Context(), `SELECT remaining_count, remaining_amount FROM packets WHERE id = $1 FOR UPDATE`, p.ID).Scan(&count, &remaining); err != nil {
 						return err
 					}
-					if _, err := tx.Exec(b.Context(), `UPDATE packets SET remaining_count = remaining_count - 1, remaining_amount = remaining_amount - 1 WHERE id = $1`, p.ID); err != nil {
+					if _, err := tx.Exec(b.Context(), `UPDATE packets SET remaining_count = remaining_count - 1, remaining_amount = remaining_amount - 1, claimed = claimed + 1 WHERE id = $1`, p.ID); err != nil {
 						return err
 					}
 					_, err := tx.Exec(b.Context(), `INSERT INTO claims (id, packet_id, user_id, seq, amount, created_at, packet_at) VALUES (nextval('claim_ids') * 1024 + 3, $1, $2, $3, 1, now(), $4)`,

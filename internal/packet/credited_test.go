@@ -79,7 +79,7 @@ func TestCreditedWatermark(t *testing.T) {
 	}
 
 	// Seq 2 of p1 not applied: p1's watermark stops at 1, p2's goes to 2.
-	n, missing, err := s.Settle(ctx, 0, applied, republish)
+	n, missing, _, err := s.Settle(ctx, 0, applied, republish)
 	want := []string{packet.ClaimMessage(bySeq[2]).Key, packet.ClaimMessage(bySeq[5]).Key}
 	slices.Sort(want)
 	slices.Sort(again)
@@ -105,7 +105,7 @@ func TestCreditedWatermark(t *testing.T) {
 		have[packet.ClaimMessage(cl).Key] = true
 	}
 	asked, again = 0, nil
-	if n, missing, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 4 || missing != 0 || asked != 4 {
+	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 4 || missing != 0 || asked != 4 {
 		t.Fatalf("second pass: credited %d, again %d, asked %d (want 4, 0, 4): %v", n, missing, asked, err)
 	}
 	if n := owed(); n != 0 {
@@ -129,7 +129,7 @@ func TestCreditedWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked = 0
-	if n, missing, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 0 || missing != 1 || asked != 1 {
+	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 0 || missing != 1 || asked != 1 {
 		t.Fatalf("third pass: credited %d, again %d, asked %d (want 0, 1, 1): %v", n, missing, asked, err)
 	}
 	check(t, s)
@@ -193,6 +193,43 @@ func TestWatermarkFromMarks(t *testing.T) {
 		}
 		if claimed != w[0] || credited != w[1] {
 			t.Fatalf("packet %d: claimed %d, credited through %d; want %v", id, claimed, credited, w)
+		}
+	}
+}
+
+// Settle looks at a page of claims at a time and says when it left some:
+// the reconciler goes on while pages are full and move on.
+func TestSettlePages(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, schema)
+	c := &clock{t: time.Now()}
+	s, err := packet.New(db, packet.Options{Set: 3, Limits: packet.DefaultLimits, Members: everyone{}, Now: c.now, SettlePage: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	ctx := t.Context()
+	p := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 7, Group: 4, Amount: 500, Shares: 5}, c)
+	for u := int64(1); u <= 5; u++ {
+		if _, err := s.Grab(ctx, p.ID, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := func(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
+		m := map[string]bool{}
+		for _, msg := range msgs {
+			m[msg.Key] = true
+		}
+		return m, nil
+	}
+	for i, want := range []struct {
+		n    int
+		more bool
+	}{{2, true}, {2, true}, {1, false}, {0, false}} {
+		n, again, more, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {})
+		if err != nil || n != want.n || again != 0 || more != want.more {
+			t.Fatalf("pass %d: credited %d, again %d, more %v; want %d, 0, %v: %v", i+1, n, again, more, want.n, want.more, err)
 		}
 	}
 }

@@ -29,6 +29,9 @@ type Options struct {
 	Members Membership
 	// MaxBatch bounds the claims written in one transaction.
 	MaxBatch int
+	// SettlePage bounds the claims one Settle looks at (default 10,000;
+	// a tenth of it the refunds).
+	SettlePage int
 	// OnCommit receives claims once they are durable (the relay's input).
 	// It must not block for long.
 	OnCommit func([]Claim)
@@ -114,6 +117,9 @@ type pending struct {
 func New(db *pgxpool.Pool, o Options) (*Set, error) {
 	if o.Limits == (Limits{}) {
 		o.Limits = DefaultLimits
+	}
+	if o.SettlePage == 0 {
+		o.SettlePage = 10_000
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 2000

@@ -87,14 +87,15 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 // than grace and not yet seen credited are looked up in the ledger (applied
 // reports which keys a ledger applied); a packet's watermark moves up over
 // its claims seen applied (a refund is marked), the others are handed to
-// republish. It returns both counts. (Looking
+// republish. It returns both counts, and more when it left some unseen
+// (a page full). (Looking
 // sooner would put a per-claim update on the database while a storm is
 // still grabbing.) What was claimed before this process began to serve the
 // set is looked at at once, whatever the grace: the relay that held it
 // belonged to a process that died or let the set go, so waiting for it
 // would only delay the credit (after a kill -9, by the whole grace).
 func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(context.Context, []ledger.CreditMessage) (map[string]bool, error),
-	republish func([]ledger.CreditMessage)) (credited, again int, err error) {
+	republish func([]ledger.CreditMessage)) (credited, again int, more bool, err error) {
 	now := s.o.Now()
 	cutoff := now.Add(-grace)
 	if since := time.Unix(0, s.since.Load()); s.Serving() && since.After(cutoff) {
@@ -131,29 +132,30 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		SELECT c.id, false, c.user_id, c.amount, p.id, c.seq, p.created_at, p.credited_seq
 		FROM (SELECT id, created_at, credited_seq FROM packets WHERE credited_seq < claimed ORDER BY created_at LIMIT 1000) p,
 		LATERAL (SELECT id, user_id, amount, seq FROM claims c WHERE c.packet_id = p.id AND c.packet_at = p.created_at
-			AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT 10000) c
-		LIMIT 10000`, cutoff)
+			AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT $2) c
+		LIMIT $2`, cutoff, s.o.SettlePage)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	all, err := pgx.CollectRows(rows, scan)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	rows, err = s.db.Query(ctx, `SELECT packet_id, true, sender, amount, 0::bigint, 0, created_at, 0 FROM refunds
-		WHERE credited_at IS NULL AND created_at <= $1 LIMIT 1000`, cutoff)
+		WHERE credited_at IS NULL AND created_at <= $1 LIMIT $2`, cutoff, max(s.o.SettlePage/10, 1))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	refunds, err := pgx.CollectRows(rows, scan)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
+	more = len(all) == s.o.SettlePage || len(refunds) == max(s.o.SettlePage/10, 1)
 	// In order of packet and seq, whatever order the rows came in.
 	slices.SortFunc(all, func(a, b owed) int { return cmp.Or(cmp.Compare(a.packet, b.packet), cmp.Compare(a.seq, b.seq)) })
 	all = append(all, refunds...)
 	if len(all) == 0 {
-		return 0, 0, nil
+		return 0, 0, false, nil
 	}
 	msgs := make([]ledger.CreditMessage, len(all))
 	for i, o := range all {
@@ -161,7 +163,7 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	}
 	done, err := applied(ctx, msgs)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	var refundIDs, marked []int64
 	var marks []int32
@@ -201,13 +203,13 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	if _, err := s.db.Exec(ctx, `UPDATE packets p SET credited_seq = v.seq
 		FROM unnest($1::bigint[], $2::timestamptz[], $3::int[]) AS v(id, day, seq)
 		WHERE p.id = v.id AND p.created_at = v.day AND p.credited_seq < v.seq`, marked, markDays, marks); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, s.o.Now()); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	if len(missing) > 0 {
 		republish(missing)
 	}
-	return credited + len(refundIDs), len(missing), nil
+	return credited + len(refundIDs), len(missing), more, nil
 }
