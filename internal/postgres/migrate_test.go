@@ -61,3 +61,21 @@ func TestOpenRedactsURL(t *testing.T) {
 		t.Fatalf("error %v leaks the password or is nil", err)
 	}
 }
+
+// A pool plans without parallel workers unless its URL asks for them.
+func TestOpenWithoutParallelPlans(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDBURL(t, pgtest.Schema{Name: "empty"})
+	for _, c := range []struct{ url, want string }{{url, "0"}, {url + "&max_parallel_workers_per_gather=2", "2"}} {
+		pool, err := postgres.Open(t.Context(), c.url, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = pool.QueryRow(t.Context(), "SHOW max_parallel_workers_per_gather").Scan(&got)
+		pool.Close()
+		if err != nil || got != c.want {
+			t.Fatalf("%s: max_parallel_workers_per_gather %q, want %q: %v", c.url, got, c.want, err)
+		}
+	}
+}
