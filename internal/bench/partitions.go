@@ -182,15 +182,18 @@ func benchPartitions(ctx context.Context, args []string, out io.Writer, log *slo
 			WHERE packet_id = ANY($1) AND packet_at >= $2 AND packet_at < $3 ORDER BY packet_id, amount DESC, seq`, []any{[]int64{hot}, lo, hi}},
 		{"credit: the journal posting", true, ldb, `INSERT INTO postings (kind, ref, debit_account, credit_account, amount, debit_balance, credit_balance)
 			VALUES ('credit', 'bench:explain', 5, 6, 1, 0, 0)`, nil},
-		{"load a packet into the engine: its claims", false, pdb, `SELECT id, user_id, seq, amount, created_at, seq <= $3 FROM claims
-			WHERE packet_id = $1 AND packet_at = $2`, []any{hot, hotAt, *perPacket - 2}},
+		{"load a packet into the engine: its claims", false, pdb, `SELECT id, user_id, seq, amount, created_at,
+				seq <= $3 AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = claims.id)
+			FROM claims WHERE packet_id = $1 AND packet_at = $2`, []any{hot, hotAt, *perPacket - 2}},
 		{"packet detail: claims of a packet 15 days old", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at,
 				seq <= (SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)
+					AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = claims.id)
 			FROM claims WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, []any{old, oldAt}},
 		{"packet by id (no day known)", false, pdb, `SELECT id, state FROM packets WHERE id = $1`, []any{old}},
 		{"packet by id and day", false, pdb, `SELECT id, state FROM packets WHERE id = $1 AND created_at = $2`, []any{old, oldAt}},
 		{"received list of a user, first page", false, pdb, `SELECT id, packet_id, user_id, seq, amount, created_at,
 				seq <= (SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)
+					AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = c.id)
 			FROM claims c WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4`,
 			[]any{int64(4242), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), int64(0), 50}},
 		{"reconciler: claims not yet seen credited", false, pdb, `SELECT c.id, false, c.user_id, c.amount, p.id, c.seq, p.created_at, p.credited_seq

@@ -89,7 +89,8 @@ func onItsWay(ctx context.Context, q days.Querier, d time.Time) (string, error) 
 	var open, uncredited, unrefunded int64
 	if err := q.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM `+packets+` WHERE state IN ('pending', 'active')),
-		(SELECT coalesce(sum(claimed - credited_seq), 0) FROM `+packets+` WHERE credited_seq < claimed),
+		(SELECT coalesce(sum(claimed - credited_seq), 0) FROM `+packets+` WHERE credited_seq < claimed)
+			+ (SELECT count(*) FROM claims_owed o JOIN `+packets+` p ON p.id = o.packet_id),
 		(SELECT count(*) FROM refunds r JOIN `+packets+` p ON p.id = r.packet_id WHERE r.credited_at IS NULL)`).
 		Scan(&open, &uncredited, &unrefunded); err != nil || open+uncredited+unrefunded == 0 {
 		return "", err

@@ -14,11 +14,11 @@ import (
 )
 
 // What the reconciler has seen credited is a watermark per packet: it moves
-// up over the claims a ledger applied, stops at the first one not applied
-// (that one and the ones not applied after it are published again, the
-// applied ones after the gap are looked at again next time), never moves
-// down, and is what the packet's detail, the received list, Overdue and
-// the set's Check read.
+// up over the claims looked at, in seq order; a claim not applied is kept
+// aside (claims_owed), published again and looked at again every pass
+// until applied, so that it holds back neither its packet's other claims
+// nor anything else; the watermark never moves down; and it is what the
+// packet's detail, the received list, Overdue and the set's Check read.
 func TestCreditedWatermark(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t, schema)
@@ -74,39 +74,54 @@ func TestCreditedWatermark(t *testing.T) {
 		}
 		return n
 	}
+	mark := func(id int64) (n int) {
+		t.Helper()
+		if err := db.QueryRow(ctx, `SELECT credited_seq FROM packets WHERE id = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 	if n := owed(); n != 7 {
 		t.Fatalf("owed before any pass: %d, want 7", n)
 	}
 
-	// Seq 2 of p1 not applied: p1's watermark stops at 1, p2's goes to 2.
+	// Seqs 2 and 5 of p1 not applied: both are kept and published again,
+	// and p1's watermark goes past them to 5 all the same.
 	n, missing, _, err := s.Settle(ctx, 0, applied, republish)
 	want := []string{packet.ClaimMessage(bySeq[2]).Key, packet.ClaimMessage(bySeq[5]).Key}
 	slices.Sort(want)
 	slices.Sort(again)
-	if err != nil || n != 3 || missing != 2 || !slices.Equal(again, want) {
-		t.Fatalf("first pass: credited %d, again %d %v (want 3, 2 %v): %v", n, missing, again, want, err)
+	if err != nil || n != 5 || missing != 2 || !slices.Equal(again, want) {
+		t.Fatalf("first pass: credited %d, again %d %v (want 5, 2 %v): %v", n, missing, again, want, err)
 	}
-	if n := owed(); n != 4 {
-		t.Fatalf("owed after the first pass: %d, want 4 (p1 seqs 2-5)", n)
+	if m1, m2 := mark(p1.ID), mark(p2.ID); m1 != 5 || m2 != 2 {
+		t.Fatalf("watermarks after the first pass: %d, %d; want 5, 2", m1, m2)
+	}
+	if n := owed(); n != 2 {
+		t.Fatalf("owed after the first pass: %d, want 2 (p1 seqs 2 and 5)", n)
 	}
 	d, err := s.Detail(ctx, p1.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, cl := range d.Claims {
-		if cl.Credited != (cl.Seq == 1) {
+		if cl.Credited != (cl.Seq != 2 && cl.Seq != 5) {
 			t.Fatalf("p1 claim seq %d credited %v after the first pass", cl.Seq, cl.Credited)
 		}
 	}
+	// Not applied still: asked about again, only they.
+	asked, again = 0, nil
+	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 0 || missing != 2 || asked != 2 {
+		t.Fatalf("second pass: credited %d, again %d, asked %d (want 0, 2, 2): %v", n, missing, asked, err)
+	}
 
-	// Everything applied: p1 goes to 5 in one move, only its owed claims
-	// are asked about.
+	// Everything applied: the two kept claims are let go.
 	for _, cl := range bySeq {
 		have[packet.ClaimMessage(cl).Key] = true
 	}
 	asked, again = 0, nil
-	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 4 || missing != 0 || asked != 4 {
-		t.Fatalf("second pass: credited %d, again %d, asked %d (want 4, 0, 4): %v", n, missing, asked, err)
+	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 2 || missing != 0 || asked != 2 {
+		t.Fatalf("third pass: credited %d, again %d, asked %d (want 2, 0, 2): %v", n, missing, asked, err)
 	}
 	if n := owed(); n != 0 {
 		t.Fatalf("owed after everything applied: %d", n)
@@ -120,9 +135,9 @@ func TestCreditedWatermark(t *testing.T) {
 			t.Fatalf("p1 claim seq %d not credited", cl.Seq)
 		}
 	}
-	got, err := s.Received(ctx, 3, time.Time{}, 0, 10)
-	if err != nil || len(got) != 1 || !got[0].Credited {
-		t.Fatalf("received by user 3: %+v %v", got, err)
+	got, err := s.Received(ctx, 2, time.Time{}, 0, 10)
+	if err != nil || len(got) != 2 || !got[0].Credited || !got[1].Credited {
+		t.Fatalf("received by user 2: %+v %v", got, err)
 	}
 	// A third claim on p2 is owed again; nothing else is asked about.
 	if _, err := s.Grab(ctx, p2.ID, 3); err != nil {
@@ -130,7 +145,7 @@ func TestCreditedWatermark(t *testing.T) {
 	}
 	asked = 0
 	if n, missing, _, err := s.Settle(ctx, 0, applied, republish); err != nil || n != 0 || missing != 1 || asked != 1 {
-		t.Fatalf("third pass: credited %d, again %d, asked %d (want 0, 1, 1): %v", n, missing, asked, err)
+		t.Fatalf("fourth pass: credited %d, again %d, asked %d (want 0, 1, 1): %v", n, missing, asked, err)
 	}
 	check(t, s)
 

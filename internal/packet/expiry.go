@@ -85,10 +85,13 @@ func RefundMessage(r Refund) ledger.CreditMessage {
 
 // Settle is the reconciler's pass over this set: claims and refunds older
 // than grace and not yet seen credited are looked up in the ledger (applied
-// reports which keys a ledger applied); a packet's watermark moves up over
-// its claims seen applied (a refund is marked), the others are handed to
-// republish. It returns both counts, and more when it left some unseen
-// (a page full). (Looking
+// reports which keys a ledger applied). A packet's watermark moves up over
+// its claims looked at, in seq order: a claim not applied is kept in
+// claims_owed (in the same transaction) and handed to republish, and is
+// looked at again every pass until applied, so that one claim that cannot
+// be credited holds back neither its packet nor the pages. A refund is
+// marked. It returns how many were seen credited and how many were handed
+// to republish, and more when it left some unseen (a page full). (Looking
 // sooner would put a per-claim update on the database while a storm is
 // still grabbing.) What was claimed before this process began to serve the
 // set is looked at at once, whatever the grace: the relay that held it
@@ -102,58 +105,69 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 		cutoff = since
 	}
 	// Claims and refunds not yet seen credited, each with the message the
-	// relay would have sent for it (one place makes the keys). A packet's
-	// claims come in seq order from the first above its watermark, so the
-	// watermark moves up over those seen applied without a gap.
+	// relay would have sent for it (one place makes the keys).
 	type owed struct {
-		id     int64 // claim id, or packet id of a refund
-		refund bool
+		kind   int // above a watermark, kept in claims_owed, or a refund
 		msg    ledger.CreditMessage
+		id     int64 // claim id, or packet id of a refund
+		user   int64
+		amount money.Amount
+		at     time.Time
 		packet int64 // a claim's packet, its seq, day and watermark
 		seq    int
 		day    time.Time
 		mark   int
 	}
-	scan := func(r pgx.CollectableRow) (owed, error) {
-		var o owed
-		var user int64
-		var amount money.Amount
-		if err := r.Scan(&o.id, &o.refund, &user, &amount, &o.packet, &o.seq, &o.day, &o.mark); err != nil {
+	const (
+		above = iota
+		kept
+		refund
+	)
+	scan := func(kind int) pgx.RowToFunc[owed] {
+		return func(r pgx.CollectableRow) (owed, error) {
+			o := owed{kind: kind}
+			var err error
+			switch kind {
+			case refund:
+				err = r.Scan(&o.id, &o.user, &o.amount, &o.at)
+				o.msg = RefundMessage(Refund{PacketID: o.id, Sender: o.user, Amount: o.amount})
+			default:
+				err = r.Scan(&o.id, &o.user, &o.amount, &o.at, &o.packet, &o.seq, &o.day, &o.mark)
+				o.msg = ClaimMessage(Claim{ID: o.id, User: o.user, Amount: o.amount})
+			}
 			return o, err
 		}
-		if o.refund {
-			o.msg = RefundMessage(Refund{PacketID: o.id, Sender: user, Amount: amount})
-		} else {
-			o.msg = ClaimMessage(Claim{ID: o.id, User: user, Amount: amount})
+	}
+	page, side := s.o.SettlePage, max(s.o.SettlePage/10, 1)
+	var claims, keptRows, refunds []owed
+	for _, q := range []struct {
+		into *[]owed
+		kind int
+		sql  string
+		n    int
+	}{
+		{&claims, above, `SELECT c.id, c.user_id, c.amount, c.created_at, p.id, c.seq, p.created_at, p.credited_seq
+			FROM (SELECT id, created_at, credited_seq FROM packets WHERE credited_seq < claimed ORDER BY created_at LIMIT 1000) p,
+			LATERAL (SELECT id, user_id, amount, seq, created_at FROM claims c WHERE c.packet_id = p.id AND c.packet_at = p.created_at
+				AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT $2) c
+			LIMIT $2`, page},
+		{&keptRows, kept, `SELECT claim_id, user_id, amount, created_at, packet_id, seq, packet_at, 0 FROM claims_owed
+			WHERE created_at <= $1 ORDER BY created_at LIMIT $2`, side},
+		{&refunds, refund, `SELECT packet_id, sender, amount, created_at FROM refunds
+			WHERE credited_at IS NULL AND created_at <= $1 LIMIT $2`, side},
+	} {
+		rows, err := s.db.Query(ctx, q.sql, cutoff, q.n)
+		if err != nil {
+			return 0, 0, false, err
 		}
-		return o, nil
+		if *q.into, err = pgx.CollectRows(rows, scan(q.kind)); err != nil {
+			return 0, 0, false, err
+		}
 	}
-	rows, err := s.db.Query(ctx, `
-		SELECT c.id, false, c.user_id, c.amount, p.id, c.seq, p.created_at, p.credited_seq
-		FROM (SELECT id, created_at, credited_seq FROM packets WHERE credited_seq < claimed ORDER BY created_at LIMIT 1000) p,
-		LATERAL (SELECT id, user_id, amount, seq FROM claims c WHERE c.packet_id = p.id AND c.packet_at = p.created_at
-			AND c.seq > p.credited_seq AND c.created_at <= $1 ORDER BY c.seq LIMIT $2) c
-		LIMIT $2`, cutoff, s.o.SettlePage)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	all, err := pgx.CollectRows(rows, scan)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	rows, err = s.db.Query(ctx, `SELECT packet_id, true, sender, amount, 0::bigint, 0, created_at, 0 FROM refunds
-		WHERE credited_at IS NULL AND created_at <= $1 LIMIT $2`, cutoff, max(s.o.SettlePage/10, 1))
-	if err != nil {
-		return 0, 0, false, err
-	}
-	refunds, err := pgx.CollectRows(rows, scan)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	more = len(all) == s.o.SettlePage || len(refunds) == max(s.o.SettlePage/10, 1)
+	more = len(claims) == page || len(keptRows) == side || len(refunds) == side
 	// In order of packet and seq, whatever order the rows came in.
-	slices.SortFunc(all, func(a, b owed) int { return cmp.Or(cmp.Compare(a.packet, b.packet), cmp.Compare(a.seq, b.seq)) })
-	all = append(all, refunds...)
+	slices.SortFunc(claims, func(a, b owed) int { return cmp.Or(cmp.Compare(a.packet, b.packet), cmp.Compare(a.seq, b.seq)) })
+	all := slices.Concat(claims, keptRows, refunds)
 	if len(all) == 0 {
 		return 0, 0, false, nil
 	}
@@ -165,51 +179,72 @@ func (s *Set) Settle(ctx context.Context, grace time.Duration, applied func(cont
 	if err != nil {
 		return 0, 0, false, err
 	}
-	var refundIDs, marked []int64
+	var marked, settledKept, refundIDs []int64
 	var marks []int32
 	var markDays []time.Time
+	var newlyKept []owed
 	var missing []ledger.CreditMessage
-	credited = 0
-	next := map[int64]int{} // a packet's next seq that would move its watermark (-1: a gap was met)
+	next := map[int64]int{} // a packet's next seq that moves its watermark (-1: the seqs were not in a row)
 	for _, o := range all {
 		ok := done[o.msg.Key]
-		if !ok {
-			missing = append(missing, o.msg)
-		}
-		switch {
-		case o.refund:
-			if ok {
-				refundIDs = append(refundIDs, o.id)
-			}
-		default:
+		if o.kind == above {
 			n, seen := next[o.packet]
 			if !seen {
 				n = o.mark + 1
 			}
-			if ok && n == o.seq {
-				credited++
-				if n == o.mark+1 {
-					marked, markDays, marks = append(marked, o.packet), append(markDays, o.day), append(marks, 0)
-				}
-				marks[len(marks)-1] = int32(o.seq)
-				next[o.packet] = n + 1
-			} else {
-				next[o.packet] = -1
+			if n != o.seq {
+				next[o.packet] = -1 // looked at again next pass, from the watermark
+				continue
+			}
+			if n == o.mark+1 {
+				marked, markDays, marks = append(marked, o.packet), append(markDays, o.day), append(marks, 0)
+			}
+			marks[len(marks)-1] = int32(o.seq)
+			next[o.packet] = n + 1
+			if !ok {
+				newlyKept = append(newlyKept, o)
 			}
 		}
+		if !ok {
+			missing = append(missing, o.msg)
+			continue
+		}
+		credited++
+		switch o.kind {
+		case refund:
+			refundIDs = append(refundIDs, o.id)
+		case kept:
+			settledKept = append(settledKept, o.id)
+		}
 	}
-	// By (id, created_at): only the partitions of those packets' days are
-	// searched. Never down: a second reconciler may have moved it further.
-	if _, err := s.db.Exec(ctx, `UPDATE packets p SET credited_seq = v.seq
-		FROM unnest($1::bigint[], $2::timestamptz[], $3::int[]) AS v(id, day, seq)
-		WHERE p.id = v.id AND p.created_at = v.day AND p.credited_seq < v.seq`, marked, markDays, marks); err != nil {
-		return 0, 0, false, err
-	}
-	if _, err := s.db.Exec(ctx, `UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, s.o.Now()); err != nil {
-		return 0, 0, false, err
+	// One transaction: a watermark never moves past a claim not applied
+	// without that claim kept. By (id, created_at): only the partitions of
+	// those packets' days are searched. Never down: a second reconciler may
+	// have moved it further.
+	if len(marked)+len(settledKept)+len(refundIDs) > 0 {
+		ids, pids, seqs, users, amounts := make([]int64, len(newlyKept)), make([]int64, len(newlyKept)), make([]int32, len(newlyKept)), make([]int64, len(newlyKept)), make([]int64, len(newlyKept))
+		days, ats := make([]time.Time, len(newlyKept)), make([]time.Time, len(newlyKept))
+		for i, o := range newlyKept {
+			ids[i], pids[i], seqs[i], users[i], amounts[i], days[i], ats[i] = o.id, o.packet, int32(o.seq), o.user, int64(o.amount), o.day, o.at
+		}
+		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(`INSERT INTO claims_owed (claim_id, packet_id, packet_at, seq, user_id, amount, created_at)
+				SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::int[], $5::bigint[], $6::bigint[], $7::timestamptz[])
+				ON CONFLICT DO NOTHING`, ids, pids, days, seqs, users, amounts, ats)
+			b.Queue(`UPDATE packets p SET credited_seq = v.seq
+				FROM unnest($1::bigint[], $2::timestamptz[], $3::int[]) AS v(id, day, seq)
+				WHERE p.id = v.id AND p.created_at = v.day AND p.credited_seq < v.seq`, marked, markDays, marks)
+			b.Queue(`DELETE FROM claims_owed WHERE claim_id = ANY($1)`, settledKept)
+			b.Queue(`UPDATE refunds SET credited_at = $2 WHERE packet_id = ANY($1)`, refundIDs, s.o.Now())
+			return tx.SendBatch(ctx, b).Close()
+		})
+		if err != nil {
+			return 0, 0, false, err
+		}
 	}
 	if len(missing) > 0 {
 		republish(missing)
 	}
-	return credited + len(refundIDs), len(missing), more, nil
+	return credited, len(missing), more, nil
 }

@@ -54,6 +54,7 @@ func (s *Set) Detail(ctx context.Context, id int64, credited func(context.Contex
 	d := Detail{Packet: p}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
 			seq <= (SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)
+				AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = claims.id)
 		FROM claims WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, id, p.CreatedAt)
 	if err != nil {
 		return d, err
@@ -117,6 +118,7 @@ func (s *Set) Received(ctx context.Context, user int64, beforeAt time.Time, befo
 	}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
 			seq <= (SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)
+				AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = c.id)
 		FROM claims c WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))
 		ORDER BY created_at DESC, id DESC LIMIT $4`, user, beforeAt, beforeID, clampLimit(limit))
 	if err != nil {
@@ -168,10 +170,12 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 }
 
 // owedClaims are the claims the reconciler has still to see credited: those
-// above their packet's watermark (credited_seq).
+// above their packet's watermark (credited_seq), and those it kept when it
+// found them not applied (claims_owed).
 const owedClaims = `SELECT c.id, c.user_id, c.amount, c.created_at FROM packets p
 	JOIN claims c ON c.packet_id = p.id AND c.packet_at = p.created_at AND c.seq > p.credited_seq
-	WHERE p.credited_seq < p.claimed`
+	WHERE p.credited_seq < p.claimed
+	UNION ALL SELECT claim_id, user_id, amount, created_at FROM claims_owed`
 
 // Overdue counts the claims and refunds made before since that are still
 // not seen credited (the reconciler looks at each once it is older than its

@@ -198,9 +198,14 @@ func EnsureDatabase(ctx context.Context, url string) error {
 		return fmt.Errorf("parse database url: %w", redact(err))
 	}
 	name := cfg.Database
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(cctx, cfg)
+	// Each step has its own bound: a server busy creating other databases
+	// (nodes starting at once) is slow, not refusing.
+	connect := func(c *pgx.ConnConfig) (*pgx.Conn, error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return pgx.ConnectConfig(cctx, c)
+	}
+	conn, err := connect(cfg)
 	if err == nil {
 		return conn.Close(ctx)
 	}
@@ -210,13 +215,21 @@ func EnsureDatabase(ctx context.Context, url string) error {
 	}
 	admin := cfg.Copy()
 	admin.Database = "postgres"
-	conn, err = pgx.ConnectConfig(cctx, admin)
+	conn, err = connect(admin)
+	if err != nil && !errors.As(err, &pe) {
+		// Not a refusal (a timeout, a lost connection): nothing to tell
+		// the operator to create by hand.
+		return fmt.Errorf("database %s does not exist on %s:%d, and connecting to the server's postgres database to create it failed: %w",
+			name, cfg.Host, cfg.Port, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %s on %s:%d, and the role %q cannot connect to the server's postgres database to create it (%v); "+
 			"create it by hand: CREATE DATABASE %s OWNER %s;", ErrMissingDatabase, name, cfg.Host, cfg.Port, cfg.User, err,
 			pgx.Identifier{name}.Sanitize(), pgx.Identifier{cfg.User}.Sanitize())
 	}
 	defer conn.Close(ctx)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	_, err = conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	// Created meanwhile by another node: "already exists", or, when both
 	// CREATEs ran at once, the catalog's unique index refusing the second.
