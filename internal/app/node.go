@@ -550,13 +550,35 @@ func (n *Node) sweepLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		pass, cancel := context.WithTimeout(ctx, sweepPass)
-		n.sweep(pass)
+		start := time.Now()
+		took := n.sweep(pass)
 		cancel()
+		if d := time.Since(start); d > slowSweep {
+			// Where a slow pass spent its time: the reconciler waits for
+			// the others.
+			args := []any{"took", d.Round(time.Millisecond)}
+			for _, s := range took {
+				if s.d > slowSweep/10 {
+					args = append(args, s.name, s.d.Round(time.Millisecond))
+				}
+			}
+			n.o.Logger.Warn("sweep slow", args...)
+		}
 	}
 }
 
-// sweepPass bounds one pass of the sweepers and the reconciler.
-const sweepPass = 30 * time.Second
+// sweepPass bounds one pass of the sweepers and the reconciler; a pass
+// longer than slowSweep is logged with its steps.
+const (
+	sweepPass = 30 * time.Second
+	slowSweep = 3 * time.Second
+)
+
+// step is how long one step of a sweep took.
+type step struct {
+	name string
+	d    time.Duration
+}
 
 // DefaultRelayStall is how long the relay may have work and publish nothing
 // before it is restarted.
@@ -613,8 +635,14 @@ func (n *Node) republish(ctx context.Context) func([]ledger.CreditMessage) {
 // credit it has not seen applied (a benchmark flushing its tail sets 0).
 func (n *Node) SetGrace(d time.Duration) { n.grace.Store(int64(d)) }
 
-// sweep runs one pass of the sweepers and the reconciler.
-func (n *Node) sweep(ctx context.Context) {
+// sweep runs one pass of the sweepers and the reconciler and says how long
+// each step took.
+func (n *Node) sweep(ctx context.Context) (took []step) {
+	t := time.Now()
+	lap := func(name string) {
+		took = append(took, step{name, time.Since(t)})
+		t = time.Now()
+	}
 	for _, set := range n.Sets {
 		if !set.Serving() {
 			continue // its owner sweeps it
@@ -631,6 +659,7 @@ func (n *Node) sweep(ctx context.Context) {
 			n.Relay.Enqueue(msgs)
 			return len(refunds) == sweepPage
 		})
+		lap(fmt.Sprint("expiry_", set.Number()))
 		pages(func() bool {
 			credited, _, more, err := set.Settle(ctx, time.Duration(n.grace.Load()), n.Ledgers.Applied, n.republish(ctx))
 			if err != nil && ctx.Err() == nil {
@@ -638,17 +667,21 @@ func (n *Node) sweep(ctx context.Context) {
 			}
 			return err == nil && more && credited > 0
 		})
+		lap(fmt.Sprint("settle_", set.Number()))
 		set.Evict()
+		lap(fmt.Sprint("evict_", set.Number()))
 	}
 	n.members.Evict(5 * time.Minute)
 	if _, err := n.Feeds.Republish(ctx, time.Now().Add(-5*time.Second)); err != nil && ctx.Err() == nil {
 		n.o.Logger.Warn("event republish failed", "err", err)
 	}
+	lap("feeds")
 	for _, r := range n.EventRelays {
 		if _, err := r.Purge(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
 			n.o.Logger.Warn("event outbox purge failed", "err", err)
 		}
 	}
+	lap("outbox_purge")
 	keep := n.o.TxRetention
 	if keep == 0 {
 		keep = 7 * 24 * time.Hour
@@ -669,6 +702,8 @@ func (n *Node) sweep(ctx context.Context) {
 			return err == nil && k == sweepPage
 		})
 	}
+	lap("ledgers")
+	return took
 }
 
 // sweepPage is what one page of a sweeper takes (packets expired, keys

@@ -54,7 +54,7 @@ func (f *Feeds) Append(ctx context.Context, evs []Event) ([]Event, error) {
 		for i, e := range evs {
 			ids[i] = e.ID
 		}
-		rows, err := tx.Query(ctx, `SELECT id FROM feed WHERE id = ANY($1)`, ids)
+		rows, err := tx.Query(ctx, `SELECT f.id FROM unnest($1::text[]) AS k(id) JOIN feed f ON f.id = k.id`, ids)
 		if err != nil {
 			return err
 		}

@@ -113,7 +113,7 @@ func (l *Ledger) applyCredits(ctx context.Context, tx pgx.Tx, credits []Credit, 
 		}
 	}
 	if len(seenKeys) > 0 {
-		rows, err := tx.Query(ctx, `SELECT key, kind, req_hash FROM ops WHERE key = ANY($1)`, seenKeys)
+		rows, err := tx.Query(ctx, `SELECT o.key, o.kind, o.req_hash FROM unnest($1::text[]) AS k(key) JOIN ops o ON o.key = k.key`, seenKeys)
 		if err != nil {
 			return err
 		}
