@@ -72,10 +72,23 @@ func (b *Bus) NewConsumer(ctx context.Context, o ConsumerOptions) (*Consumer, er
 	if o.Stream == "" {
 		o.Stream = Stream
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, o.Stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable: o.Name, FilterSubject: o.Subject, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 10 * time.Second, MaxDeliver: -1, MaxAckPending: 20 * o.Batch,
-	})
+	}
+	// A replicated consumer is a raft group of its own: on a cluster that is
+	// busy or still electing, creating it can outlast one API call's
+	// timeout. A node starting then waits for it (up to a minute) rather
+	// than failing.
+	var cons jetstream.Consumer
+	var err error
+	for start := time.Now(); ; {
+		cons, err = b.js.CreateOrUpdateConsumer(ctx, o.Stream, cfg)
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || time.Since(start) > time.Minute {
+			break
+		}
+		b.log.Warn("bus: consumer not created in time; trying again", "consumer", o.Name, "err", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", o.Name, err)
 	}
