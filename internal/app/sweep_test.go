@@ -18,7 +18,9 @@ func TestSweepPages(t *testing.T) {
 	start := time.Now()
 	n = 0
 	pages(func() bool { n++; time.Sleep(100 * time.Millisecond); return true })
-	if d := time.Since(start); n < 5 || d > 3*time.Second {
-		t.Fatalf("%d pages in %s, want a second's worth", n, d)
+	// Pages go on past the first, and the sweep ends (not a timing check:
+	// a busy machine may fit fewer pages in the second).
+	if d := time.Since(start); n < 2 || d > 10*time.Second {
+		t.Fatalf("%d pages in %s, want more than one and an end after about a second", n, d)
 	}
 }
