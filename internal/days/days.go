@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -178,40 +177,9 @@ func ArchivedThrough(ctx context.Context, q Querier, parent string) (time.Time, 
 }
 
 // LockWait is how long an archive's lock request waits before the attempt
-// is given up and made again: a request that waits holds up every
-// statement queued behind it on the same table.
+// is given up and made again (postgres.InTxLockWait): a request that waits
+// holds up every statement queued behind it on the same table.
 const LockWait = 2 * time.Second
-
-// Beginner starts transactions: a pool or a connection.
-type Beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
-// InTx runs fn in a transaction whose lock requests wait at most LockWait.
-// An attempt that did not get a lock in time, or that the database ended
-// as a deadlock's victim, is rolled back and made again, waiting a little
-// longer each time (at most 10 attempts): an archive yields to the
-// traffic, never the other way round.
-func InTx(ctx context.Context, db Beginner, fn func(pgx.Tx) error) error {
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, strconv.FormatInt(LockWait.Milliseconds(), 10)); err != nil {
-				return err
-			}
-			return fn(tx)
-		})
-		var pe *pgconn.PgError
-		if err == nil || attempt == 10 || !errors.As(err, &pe) || (pe.Code != "55P03" && pe.Code != "40P01") {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
-		}
-	}
-}
 
 // Lock takes the partitions of day of the given parents in tx so that no
 // row is written to them until tx ends (they are read and then detached).

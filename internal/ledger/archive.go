@@ -10,6 +10,7 @@ import (
 
 	"hongbao/internal/days"
 	"hongbao/internal/money"
+	"hongbao/internal/postgres"
 )
 
 // ErrArchived: the question is about days of the journal that were archived.
@@ -37,7 +38,7 @@ func (l *Ledger) Archive(ctx context.Context, before time.Time) ([]Archived, err
 	var out []Archived
 	for _, d := range list {
 		var n int64
-		err := days.InTx(ctx, l.db, func(tx pgx.Tx) error {
+		err := postgres.InTxLockWait(ctx, l.db, days.LockWait, func(tx pgx.Tx) error {
 			if err := days.Lock(ctx, tx, d, "postings"); err != nil {
 				return err
 			}

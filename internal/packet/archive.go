@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hongbao/internal/days"
+	"hongbao/internal/postgres"
 )
 
 // ErrArchived: the packet was sent on a day since archived.
@@ -44,7 +45,7 @@ func (s *Set) Archive(ctx context.Context, before time.Time) ([]ArchivedDay, err
 		// so, and it is looked at again under the lock.
 		a.Kept, err = onItsWay(ctx, s.db, d)
 		if err == nil && a.Kept == "" {
-			err = days.InTx(ctx, s.db, func(tx pgx.Tx) error {
+			err = postgres.InTxLockWait(ctx, s.db, days.LockWait, func(tx pgx.Tx) error {
 				if err := days.LockTables(ctx, tx, "packets", "claims"); err != nil {
 					return err
 				}

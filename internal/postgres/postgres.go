@@ -155,14 +155,46 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, sets ...[]Migration) error
 // nil. A serialization failure or deadlock is retried a few times: the
 // transaction was rolled back, so nothing of it applied.
 func InTx(ctx context.Context, db *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	return inTx(ctx, db, 5, 0, Retryable, fn)
+}
+
+// InTxLockWait runs fn as InTx does, with its lock requests waiting at
+// most wait: an attempt that did not get a lock in time is rolled back and
+// made again too, waiting a little longer each time (at most 10 attempts),
+// so that work that takes whole tables (an archive) yields to the traffic,
+// never the other way round.
+func InTxLockWait(ctx context.Context, db *pgxpool.Pool, wait time.Duration, fn func(pgx.Tx) error) error {
+	ms := strconv.FormatInt(wait.Milliseconds(), 10)
+	return inTx(ctx, db, 10, 100*time.Millisecond, func(err error) bool { return Retryable(err) || IsLockTimeout(err) },
+		func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, ms); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+}
+
+// inTx makes up to attempts transactions of fn while retry says so,
+// pausing attempt times backoff between them.
+func inTx(ctx context.Context, db *pgxpool.Pool, attempts int, backoff time.Duration, retry func(error) bool, fn func(pgx.Tx) error) error {
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, db, fn)
-		if !Retryable(err) {
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if err = pgx.BeginFunc(ctx, db, fn); !retry(err) {
 			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * backoff):
 		}
 	}
 	return err
+}
+
+// IsLockTimeout reports a lock not granted within lock_timeout.
+func IsLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
 }
 
 // Retryable reports a serialization failure or a deadlock.
