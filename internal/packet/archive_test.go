@@ -71,14 +71,7 @@ func TestDayPartitions(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].Kept == "" || got[0].Packets != 0 {
 		t.Fatalf("archive with credits on their way: %+v %v", got, err)
 	}
-	all := func(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
-		m := map[string]bool{}
-		for _, msg := range msgs {
-			m[msg.Key] = true
-		}
-		return m, nil
-	}
-	if n, _, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 6 {
+	if n, _, _, err := s.Settle(ctx, 0, appliedAll, func([]ledger.CreditMessage) {}); err != nil || n != 6 {
 		t.Fatalf("settled %d: %v", n, err)
 	}
 	got, err = s.Archive(ctx, d1)
@@ -130,14 +123,7 @@ func TestArchiveBesideAWriter(t *testing.T) {
 	}
 	c.add(24 * time.Hour)
 	next := send(t, s, packet.Packet{Kind: packet.Lucky, Sender: 8, Group: 4, Amount: 200, Shares: 2}, c)
-	all := func(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
-		m := map[string]bool{}
-		for _, msg := range msgs {
-			m[msg.Key] = true
-		}
-		return m, nil
-	}
-	if n, _, _, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {}); err != nil || n != 3 {
+	if n, _, _, err := s.Settle(ctx, 0, appliedAll, func([]ledger.CreditMessage) {}); err != nil || n != 3 {
 		t.Fatalf("settled %d: %v", n, err)
 	}
 

@@ -231,20 +231,22 @@ func TestSettlePages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all := func(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
-		m := map[string]bool{}
-		for _, msg := range msgs {
-			m[msg.Key] = true
-		}
-		return m, nil
-	}
 	for i, want := range []struct {
 		n    int
 		more bool
 	}{{2, true}, {2, true}, {1, false}, {0, false}} {
-		n, again, more, err := s.Settle(ctx, 0, all, func([]ledger.CreditMessage) {})
+		n, again, more, err := s.Settle(ctx, 0, appliedAll, func([]ledger.CreditMessage) {})
 		if err != nil || n != want.n || again != 0 || more != want.more {
 			t.Fatalf("pass %d: credited %d, again %d, more %v; want %d, 0, %v: %v", i+1, n, again, more, want.n, want.more, err)
 		}
 	}
+}
+
+// appliedAll is a ledger that has applied every credit asked about.
+func appliedAll(_ context.Context, msgs []ledger.CreditMessage) (map[string]bool, error) {
+	m := make(map[string]bool, len(msgs))
+	for _, msg := range msgs {
+		m[msg.Key] = true
+	}
+	return m, nil
 }
