@@ -486,8 +486,7 @@ func (s *Set) load(ctx context.Context, id int64) (*live, error) {
 		if group != nil {
 			p.Group = *group
 		}
-		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at,
-				seq <= $3 AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = claims.id)
+		rows, err := tx.Query(ctx, `SELECT id, user_id, seq, amount, created_at, `+creditedSQL("claims", "$3")+`
 			FROM claims WHERE packet_id = $1 AND packet_at = $2`,
 			id, p.CreatedAt, creditedSeq)
 		if err != nil {

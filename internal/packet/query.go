@@ -53,8 +53,7 @@ func (s *Set) Detail(ctx context.Context, id int64, credited func(context.Contex
 	}
 	d := Detail{Packet: p}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
-			seq <= (SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)
-				AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = claims.id)
+			`+creditedSQL("claims", "(SELECT credited_seq FROM packets WHERE id = $1 AND created_at = $2)")+`
 		FROM claims WHERE packet_id = $1 AND packet_at = $2 ORDER BY seq`, id, p.CreatedAt)
 	if err != nil {
 		return d, err
@@ -117,8 +116,7 @@ func (s *Set) Received(ctx context.Context, user int64, beforeAt time.Time, befo
 		beforeAt, beforeID = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 0
 	}
 	rows, err := s.db.Query(ctx, `SELECT id, packet_id, user_id, seq, amount, created_at,
-			seq <= (SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)
-				AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = c.id)
+			`+creditedSQL("c", "(SELECT credited_seq FROM packets p WHERE p.id = c.packet_id AND p.created_at = c.packet_at)")+`
 		FROM claims c WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))
 		ORDER BY created_at DESC, id DESC LIMIT $4`, user, beforeAt, beforeID, clampLimit(limit))
 	if err != nil {
@@ -167,6 +165,12 @@ func (s *Set) Check(ctx context.Context) ([]string, error) {
 			id, state, money.Amount(amount), money.Amount(claimed), n, shares, counted, last, money.Amount(remaining), left, money.Amount(refunded)))
 	}
 	return out, rows.Err()
+}
+
+// creditedSQL is whether claim row c is seen credited, mark being its
+// packet's watermark: at or below it and not kept aside as not applied.
+func creditedSQL(c, mark string) string {
+	return c + ".seq <= " + mark + " AND NOT EXISTS (SELECT 1 FROM claims_owed o WHERE o.claim_id = " + c + ".id)"
 }
 
 // owedClaims are the claims the reconciler has still to see credited: those
