@@ -268,6 +268,16 @@ func TestNewOwnerSettlesAtOnce(t *testing.T) {
 	set.Serve(false)
 	set.Serve(true)
 	waitCredited(t, sys, pk.ID, map[int64]money.Amount{}) // within its minute: the grace is an hour
+	// Found not applied, they were kept aside and published again; once
+	// applied, they are let go: nothing is left waiting.
+	if sys.Redriven.Load() == 0 {
+		t.Fatal("the claims of the dead relay were not published again")
+	}
+	hbtest.WaitFor(t, 30*time.Second, "no claim left waiting", func() bool {
+		n, _, err := set.Overdue(t.Context(), time.Now().Add(time.Hour))
+		return err == nil && n == 0
+	})
+	waitCredited(t, sys, pk.ID, map[int64]money.Amount{}) // still each claim once
 	reconcile(t, sys)
 }
 
